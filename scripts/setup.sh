@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for wxsub: a virtualenv with the project and its dev tools, and Apache
+# Kafka's jars resolved from Maven Central into a cache outside the repo. Idempotent and quick
+# when nothing changed. Needs: python3 >= 3.11, Java 17, Maven (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${WXSUB_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+"$PY" - <<'PYCHK' || { echo "wxsub setup: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 2; }
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PYCHK
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.wxsub-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "==> installing wxsub and its dev tools into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev,bench]"
+  touch "$stamp"
+fi
+
+if [ -f deploy/kafka/fetch-jars.sh ]; then
+  bash deploy/kafka/fetch-jars.sh
+fi
+if [ -f deploy/prometheus/install.sh ]; then
+  bash deploy/prometheus/install.sh
+fi
+echo "==> setup done"

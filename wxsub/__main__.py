@@ -1,0 +1,5 @@
+import sys
+
+from wxsub.cli import main
+
+sys.exit(main())

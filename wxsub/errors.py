@@ -1,0 +1,81 @@
+"""The one exceptions module of wxsub.
+
+Hierarchy::
+
+    WxsubError                      root of everything we raise on purpose
+    ├── ConfigError                 bad settings or merchant config (names the key)
+    ├── SetupError                  missing tool on the machine (Java, Maven, ...)
+    ├── InputError                  an event that cannot be accepted (goes to the DLQ)
+    └── WeChatError                 anything the WeChat edge reports
+        ├── RetryableError          provably not sent, or WeChat said "not sent": try again later
+        │   └── QuotaExceeded       45009: stop sending for this appid until the quota resets
+        ├── PermanentError          WeChat refused for good (errcode kept)
+        └── InDoubtError            the request may have reached WeChat: never blindly resend
+
+Foreign errors (httpx, aiokafka) are translated to these at the boundary (``raise ... from exc``),
+so agents never see library exceptions. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InDoubtError",
+    "InputError",
+    "PermanentError",
+    "QuotaExceeded",
+    "RetryableError",
+    "SetupError",
+    "WeChatError",
+    "WxsubError",
+]
+
+
+class WxsubError(Exception):
+    """Root of every error wxsub raises on purpose."""
+
+
+class ConfigError(WxsubError):
+    """A setting or merchant-config value is invalid; the message names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class SetupError(WxsubError):
+    """Something the machine must provide is missing; the message says what to install."""
+
+
+class InputError(WxsubError):
+    """An input event is invalid. ``pointer`` is a JSON pointer to the bad part (or "")."""
+
+    def __init__(self, reason: str, message: str, pointer: str = "") -> None:
+        super().__init__(f"{reason}: {message}" + (f" at {pointer}" if pointer else ""))
+        self.reason = reason
+        self.detail = message
+        self.pointer = pointer
+
+
+class WeChatError(WxsubError):
+    """An error from the WeChat edge. ``errcode`` is WeChat's, or None for transport errors."""
+
+    def __init__(self, message: str, errcode: int | None = None) -> None:
+        super().__init__(message if errcode is None else f"{message} (errcode {errcode})")
+        self.errcode = errcode
+
+
+class RetryableError(WeChatError):
+    """Nothing was sent (or WeChat says so): safe to try again after a delay."""
+
+
+class QuotaExceeded(RetryableError):
+    """The appid's daily quota is used up (45009)."""
+
+
+class PermanentError(WeChatError):
+    """WeChat refused the request for good; retrying cannot help."""
+
+
+class InDoubtError(WeChatError):
+    """The request may have reached WeChat but no answer came back."""

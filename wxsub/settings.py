@@ -1,0 +1,305 @@
+"""One typed, frozen settings object, read once at start-up.
+
+Sources, later wins: defaults < TOML file (``WXSUB_CONFIG`` or ``--config``) < environment.
+Each scalar field ``<section>.<name>`` has the env var ``WXSUB_<SECTION>_<NAME>``
+(``kafka.bootstrap`` <- ``WXSUB_KAFKA_BOOTSTRAP``). Per-app tables (secrets, push keys) come from
+the TOML file; their secrets may be given as ``env:VARNAME`` so the file itself holds none.
+Every error names the key that is wrong. Secrets are wrapped in :class:`Secret`, whose repr and
+str are masked, so they never reach logs, metrics or exception messages by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from wxsub.errors import ConfigError
+
+__all__ = [
+    "AppCredentials",
+    "GatewaySettings",
+    "KafkaSettings",
+    "PushEndpoint",
+    "Secret",
+    "Settings",
+    "WeChatSettings",
+    "WorkerSettings",
+    "load_settings",
+]
+
+
+class Secret:
+    """A string that never shows itself in repr/str. Use ``.reveal()`` where it must be sent."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "wxsub."
+    partitions: int = 8
+    replication_factor: int = 1
+    producer_linger_s: float = 0.01
+    request_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(self.partitions >= 1, "kafka.partitions", "must be >= 1")
+        _check(self.replication_factor >= 1, "kafka.replication_factor", "must be >= 1")
+        _check(bool(self.bootstrap.strip()), "kafka.bootstrap", "must not be empty")
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical one (``topic('intents')`` -> ``wxsub.intents``)."""
+        return f"{self.topic_prefix}{name}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    app_id: str = "wxsub"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    state_dir: Path = Path(".wxsub/state")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    max_in_flight: int = 200
+    in_doubt_policy: Literal["report", "resend"] = "report"
+    merchants: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_event_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")
+        _check(self.max_in_flight >= 1, "worker.max_in_flight", "must be >= 1")
+        _check(self.max_event_bytes >= 256, "worker.max_event_bytes", "must be >= 256")
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """A mini program's API credentials."""
+
+    appid: str
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class WeChatSettings:
+    api_base: str = "https://api.weixin.qq.com"
+    token_mode: Literal["stable", "classic"] = "stable"
+    token_refresh_margin_s: float = 200.0
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    apps: Mapping[str, AppCredentials] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.api_base.startswith(("http://", "https://")),
+            "wechat.api_base",
+            "must start with http:// or https://",
+        )
+        _check(self.read_timeout_s > 0, "wechat.read_timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class PushEndpoint:
+    """Message-push settings of one mini program (WeChat -> our gateway)."""
+
+    appid: str
+    token: Secret
+    aes_key: Secret | None = None
+    mode: Literal["plain", "compatible", "safe"] = "plain"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    max_body_bytes: int = 64 * 1024
+    timestamp_window_s: int = 300
+    apps: Mapping[str, PushEndpoint] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "gateway.port", "must be a TCP port (1-65535)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    wechat: WeChatSettings = field(default_factory=WeChatSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some scalar fields replaced, validated like any other source."""
+        out = self
+        for name, values in sections.items():
+            section = getattr(out, name)
+            parsed = {k: _coerce(f"{name}.{k}", _field_type(section, k), v) for k, v in values.items()}
+            out = replace(out, **{name: replace(section, **parsed)})
+        return out
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any) and the ``WXSUB_*`` environment into a validated Settings."""
+    env = os.environ if env is None else env
+    path = path or env.get("WXSUB_CONFIG") or None
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("config", f"file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    unknown = set(doc) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown section")
+    sections: dict[str, Any] = {}
+    for f in fields(Settings):
+        sections[f.name] = _load_section(f.name, _section_type(f.name), doc.get(f.name, {}), env)
+    return Settings(**sections)
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def _section_type(name: str) -> type:
+    hints = typing.get_type_hints(Settings)
+    return typing.cast(type, hints[name])
+
+
+def _field_type(section: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        raise ConfigError(name, "unknown setting")
+    return hints[name]
+
+
+def _load_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(name, "must be a table")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = f"{name}.{f.name}"
+        env_name = f"WXSUB_{name}_{f.name}".upper()
+        if f.name == "apps":
+            values["apps"] = _load_apps(name, table.get("apps", {}), env)
+        elif env_name in env:
+            values[f.name] = _coerce(key, hints[f.name], env[env_name], env_name)
+        elif f.name in table:
+            values[f.name] = _coerce(key, hints[f.name], table[f.name])
+    extra = set(table) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    if extra:
+        raise ConfigError(f"{name}.{sorted(extra)[0]}", "unknown setting")
+    return cls(**values)
+
+
+def _load_apps(section: str, table: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{section}.apps", "must be a table of appid -> settings")
+    out: dict[str, Any] = {}
+    for appid, raw in table.items():
+        key = f"{section}.apps.{appid}"
+        if not isinstance(raw, dict):
+            raise ConfigError(key, "must be a table")
+        if section == "wechat":
+            out[appid] = AppCredentials(appid, _secret(f"{key}.secret", raw.get("secret"), env))
+        else:
+            aes = raw.get("aes_key")
+            mode = raw.get("mode", "plain")
+            _check(mode in ("plain", "compatible", "safe"), f"{key}.mode", "must be plain, compatible or safe")
+            out[appid] = PushEndpoint(
+                appid,
+                _secret(f"{key}.token", raw.get("token"), env),
+                _secret(f"{key}.aes_key", aes, env) if aes is not None else None,
+                mode,
+            )
+            if mode != "plain":
+                _check(out[appid].aes_key is not None, f"{key}.aes_key", f"required in {mode} mode")
+    return out
+
+
+def _secret(key: str, raw: Any, env: Mapping[str, str]) -> Secret:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(key, "required (a string, or env:VARNAME)")
+    if raw.startswith("env:"):
+        var = raw[4:]
+        if var not in env:
+            raise ConfigError(key, f"environment variable {var} is not set")
+        return Secret(env[var])
+    return Secret(raw)
+
+
+def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
+    """Turn a TOML value or env string into ``tp``, or raise ConfigError naming the key."""
+    where = f"{key} (env {env_name})" if env_name else key
+    origin = get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if raw is None or raw == "":
+            return None
+        return _coerce(key, args[0], raw, env_name)
+    if origin is Literal:
+        choices = get_args(tp)
+        if raw not in choices:
+            raise ConfigError(where, f"must be one of {', '.join(map(str, choices))}; got {raw!r}")
+        return raw
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(where, f"must be a boolean; got {raw!r}")
+    if tp in (int, float):
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            return tp(raw)
+        except (TypeError, ValueError):
+            kind = "an integer" if tp is int else "a number"
+            raise ConfigError(where, f"must be {kind}; got {raw!r}") from None
+    if tp is Path:
+        if not isinstance(raw, str | Path):
+            raise ConfigError(where, f"must be a path; got {raw!r}")
+        return Path(raw)
+    if tp is str:
+        if not isinstance(raw, str):
+            raise ConfigError(where, f"must be a string; got {raw!r}")
+        return raw
+    if tp is Secret:
+        return Secret(str(raw))
+    if is_dataclass(tp):
+        raise ConfigError(where, "must be a table")
+    raise ConfigError(where, f"unsupported type {tp!r}")
