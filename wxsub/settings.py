@@ -109,7 +109,7 @@ class AppCredentials:
 @dataclass(frozen=True)
 class WeChatSettings:
     api_base: str = "https://api.weixin.qq.com"
-    token_mode: Literal["stable", "classic"] = "stable"
+    token_mode: Literal["stable", "classic"] = "stable"  # noqa: S105 (a mode, not a secret)
     token_refresh_margin_s: float = 200.0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
@@ -158,7 +158,9 @@ class Settings:
         out = self
         for name, values in sections.items():
             section = getattr(out, name)
-            parsed = {k: _coerce(f"{name}.{k}", _field_type(section, k), v) for k, v in values.items()}
+            parsed = {
+                k: _coerce(f"{name}.{k}", _field_type(section, k), v) for k, v in values.items()
+            }
             out = replace(out, **{name: replace(section, **parsed)})
         return out
 
@@ -239,7 +241,11 @@ def _load_apps(section: str, table: Any, env: Mapping[str, str]) -> dict[str, An
         else:
             aes = raw.get("aes_key")
             mode = raw.get("mode", "plain")
-            _check(mode in ("plain", "compatible", "safe"), f"{key}.mode", "must be plain, compatible or safe")
+            _check(
+                mode in ("plain", "compatible", "safe"),
+                f"{key}.mode",
+                "must be plain, compatible or safe",
+            )
             out[appid] = PushEndpoint(
                 appid,
                 _secret(f"{key}.token", raw.get("token"), env),
@@ -262,6 +268,10 @@ def _secret(key: str, raw: Any, env: Mapping[str, str]) -> Secret:
     return Secret(raw)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
     """Turn a TOML value or env string into ``tp``, or raise ConfigError naming the key."""
     where = f"{key} (env {env_name})" if env_name else key
@@ -279,7 +289,16 @@ def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
     if tp is bool:
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if isinstance(raw, str) and raw.lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
             return raw.lower() in ("1", "true", "yes", "on")
         raise ConfigError(where, f"must be a boolean; got {raw!r}")
     if tp in (int, float):
