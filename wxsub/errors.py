@@ -6,6 +6,8 @@ Hierarchy::
     ├── ConfigError                 bad settings or merchant config (names the key)
     ├── SetupError                  missing tool on the machine (Java, Maven, ...)
     ├── InputError                  an event that cannot be accepted (goes to the DLQ)
+    ├── PushRejected                a WeChat message push the gateway refuses (reason names why)
+    ├── ProduceError                Kafka did not confirm a write: nothing may be acknowledged
     └── WeChatError                 anything the WeChat edge reports
         ├── RetryableError          provably not sent, or WeChat said "not sent": try again later
         │   └── QuotaExceeded       45009: stop sending for this appid until the quota resets
@@ -23,6 +25,8 @@ __all__ = [
     "InDoubtError",
     "InputError",
     "PermanentError",
+    "ProduceError",
+    "PushRejected",
     "QuotaExceeded",
     "RetryableError",
     "SetupError",
@@ -55,6 +59,18 @@ class InputError(WxsubError):
         self.reason = reason
         self.detail = message
         self.pointer = pointer
+
+
+class PushRejected(WxsubError):
+    """A message push the gateway refuses. ``reason`` is a short metric label (no secrets)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class ProduceError(WxsubError):
+    """Kafka did not confirm a write (acks=all); the caller must not acknowledge its input."""
 
 
 class WeChatError(WxsubError):
