@@ -132,6 +132,7 @@ class PushEndpoint:
     token: Secret
     aes_key: Secret | None = None
     mode: Literal["plain", "compatible", "safe"] = "plain"
+    original_id: str | None = None  # the gh_... id WeChat sends as ToUserName
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,16 @@ class GatewaySettings:
     port: int = 8081
     max_body_bytes: int = 64 * 1024
     timestamp_window_s: int = 300
+    dedupe_ttl_s: float = 120.0
+    dedupe_max_entries: int = 100_000
+    produce_timeout_s: float = 4.0
     apps: Mapping[str, PushEndpoint] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "gateway.port", "must be a TCP port (1-65535)")
+        _check(self.max_body_bytes >= 256, "gateway.max_body_bytes", "must be >= 256")
+        _check(self.dedupe_max_entries >= 1, "gateway.dedupe_max_entries", "must be >= 1")
+        _check(self.produce_timeout_s > 0, "gateway.produce_timeout_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,7 @@ def _load_apps(section: str, table: Any, env: Mapping[str, str]) -> dict[str, An
                 _secret(f"{key}.token", raw.get("token"), env),
                 _secret(f"{key}.aes_key", aes, env) if aes is not None else None,
                 mode,
+                raw.get("original_id"),
             )
             if mode != "plain":
                 _check(out[appid].aes_key is not None, f"{key}.aes_key", f"required in {mode} mode")
