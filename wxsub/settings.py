@@ -141,7 +141,7 @@ class GatewaySettings:
     port: int = 8081
     max_body_bytes: int = 64 * 1024
     timestamp_window_s: int = 300
-    dedupe_ttl_s: float = 120.0
+    dedupe_ttl_s: float = 600.0
     dedupe_max_entries: int = 100_000
     produce_timeout_s: float = 4.0
     apps: Mapping[str, PushEndpoint] = field(default_factory=dict)
@@ -150,6 +150,11 @@ class GatewaySettings:
         _check(0 < self.port < 65536, "gateway.port", "must be a TCP port (1-65535)")
         _check(self.max_body_bytes >= 256, "gateway.max_body_bytes", "must be >= 256")
         _check(self.dedupe_max_entries >= 1, "gateway.dedupe_max_entries", "must be >= 1")
+        _check(
+            self.dedupe_ttl_s >= 2 * self.timestamp_window_s,
+            "gateway.dedupe_ttl_s",
+            "must be >= 2 * gateway.timestamp_window_s (a replay inside the window is caught)",
+        )
         _check(self.produce_timeout_s > 0, "gateway.produce_timeout_s", "must be > 0")
 
 
