@@ -113,6 +113,8 @@ class WeChatSettings:
     token_refresh_margin_s: float = 200.0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
+    max_connections: int = 200
+    keepalive_expiry_s: float = 15.0
     apps: Mapping[str, AppCredentials] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +124,7 @@ class WeChatSettings:
             "must start with http:// or https://",
         )
         _check(self.read_timeout_s > 0, "wechat.read_timeout_s", "must be > 0")
+        _check(self.max_connections >= 1, "wechat.max_connections", "must be >= 1")
 
 
 @dataclass(frozen=True)
