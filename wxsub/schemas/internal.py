@@ -1,0 +1,149 @@
+"""Internal message records: what the stages pass to each other over Kafka.
+
+These are not the public contract (that is the JSON Schema of the input events); they may change
+with the code. All are plain frozen dataclasses, encoded with orjson (which serialises dataclasses
+natively) and decoded with ``decode_internal``. Times are epoch milliseconds (ints).
+
+Flow: ingest stage -> ``Candidate`` (keyed by user) -> decide stage -> ``Intent`` (keyed by user)
+-> deliver stage -> ``Delivery`` ledger records; every stage -> ``Outcome`` (keyed by user or by
+source key) for events that end without a send, and deliver -> ``Outcome`` for send results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+import orjson
+
+__all__ = [
+    "MARKETING_KINDS",
+    "NOTIFY_KINDS",
+    "Candidate",
+    "Correction",
+    "Delivery",
+    "Intent",
+    "Outcome",
+    "decode_internal",
+    "encode_internal",
+    "notification_id",
+    "user_key",
+]
+
+# kinds of notification; marketing kinds obey quiet hours and the marketing cap
+NOTIFY_KINDS = ("order_status", "logistics", "price_drop", "restock", "promotion")
+MARKETING_KINDS = frozenset({"price_drop", "restock", "promotion"})
+
+
+def user_key(appid: str, openid: str) -> str:
+    """The partitioning key of every per-user stage (openids are per mini program)."""
+    return f"{appid}:{openid}"
+
+
+def notification_id(appid: str, openid: str, template_id: str, source_event_id: str) -> str:
+    """Deterministic id of one notification: a replay can never mint a second one."""
+    raw = "\x1f".join((appid, openid, template_id, source_event_id)).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A reason to notify one user, before any policy is applied."""
+
+    kind: str  # one of NOTIFY_KINDS
+    appid: str
+    openid: str
+    event_id: str  # the source event's id (for fan-out: the product event's id)
+    occurred_at: int  # source event time, epoch ms
+    received_at: int  # when the ingest stage read it, epoch ms (end-to-end latency)
+    subject: str  # order_id / sku_id / promotion_id: the collapse and dedupe scope
+    values: dict[str, Any] = field(default_factory=dict)  # event fields for rendering
+
+    @property
+    def marketing(self) -> bool:
+        return self.kind in MARKETING_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A complete, validated WeChat send, ready for the deliver stage."""
+
+    notification_id: str
+    appid: str
+    openid: str
+    template_id: str
+    kind: str
+    event_ids: tuple[str, ...]  # source events this send covers (more than one when collapsed)
+    occurred_at: int
+    received_at: int
+    decided_at: int
+    body: dict[str, Any]  # touser, template_id, page, data, miniprogram_state, lang
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one input event (or one fan-out target of it) ended, when not (only) by an intent.
+
+    ``reason`` for suppressions: no_credit, muted, capped, quiet_hours_deferred, duplicate,
+    collapsed, stale, content_blocked, invalid_data, not_subscribed_kind, no_rule, orphan,
+    no_template; for state events: applied; for sends: sent, failed, in_doubt, retry_scheduled.
+    """
+
+    event_id: str
+    kind: str
+    reason: str
+    stage: str
+    appid: str = ""
+    openid: str = ""
+    template_id: str = ""
+    notification_id: str = ""
+    errcode: int | None = None
+    detail: str = ""
+    at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The deliveries ledger (compacted, keyed by notification id): attempt -> sent|failed."""
+
+    notification_id: str
+    state: str  # attempt | sent | failed | in_doubt
+    appid: str
+    openid: str
+    template_id: str
+    attempt: int = 1
+    msgid: str = ""  # WeChat msgid as a decimal string (it exceeds 2^53)
+    errcode: int | None = None
+    at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """Credit corrections from delivery back to the subscriptions state (keyed by user)."""
+
+    appid: str
+    openid: str
+    template_id: str
+    action: str  # zero (43101) | restore (refused for another reason: +1)
+    notification_id: str
+    at: int = 0
+
+
+T = TypeVar("T")
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def encode_internal(record: Any) -> bytes:
+    return orjson.dumps(record)
+
+
+def decode_internal(cls: type[T], raw: bytes | str) -> T:
+    """Decode an internal record, ignoring fields a newer writer added."""
+    doc = orjson.loads(raw)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    if "event_ids" in doc:
+        doc["event_ids"] = tuple(doc["event_ids"])
+    return cls(**{k: v for k, v in doc.items() if k in names})
