@@ -1,0 +1,82 @@
+"""Durable production of subscription records: idempotent aiokafka producer, acks=all.
+
+The gateway answers WeChat ``success`` only after :meth:`SubscriptionProducer.produce` returns,
+i.e. after every record of the push is confirmed by all in-sync replicas. Any aiokafka error
+(or no confirmation within the timeout) becomes :class:`ProduceError` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from wxsub.errors import ProduceError
+from wxsub.settings import Settings
+
+__all__ = ["RecordSink", "SubscriptionProducer"]
+
+
+class RecordSink(Protocol):
+    """Where the gateway puts ``(key, value)`` records; returns once they are durable."""
+
+    async def produce(self, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+class SubscriptionProducer:
+    """An idempotent, acks=all producer to the subscriptions topic."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        timeout_s: float = 4.0,
+        linger_s: float = 0.0,
+        client_id: str = "wxsub-gateway",
+    ) -> None:
+        self.topic = topic
+        self._timeout_s = timeout_s
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=int(linger_s * 1000),
+            request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubscriptionProducer:
+        return cls(
+            settings.kafka.bootstrap,
+            settings.kafka.topic("subscriptions"),
+            timeout_s=settings.gateway.produce_timeout_s,
+            linger_s=settings.kafka.producer_linger_s,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise ProduceError(f"cannot connect to Kafka: {type(exc).__name__}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def produce(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send all records and wait for every confirmation, or raise ProduceError."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pending = [
+                    await self._producer.send(self.topic, value=value, key=key)
+                    for key, value in records
+                ]
+                await asyncio.gather(*pending)
+        except TimeoutError as exc:
+            raise ProduceError(f"no acks=all confirmation within {self._timeout_s}s") from exc
+        except KafkaError as exc:
+            raise ProduceError(f"Kafka refused the write: {type(exc).__name__}") from exc
