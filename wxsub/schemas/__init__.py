@@ -1,1 +1,78 @@
-"""schemas."""
+"""The public event contract: JSON Schemas (``json/``), typed records, decoding and encoding.
+
+Ingestion calls :func:`decode` / :func:`decode_topic`; a bad event raises
+:class:`wxsub.errors.InputError` (its ``reason`` is one of :data:`REASONS`) and goes to the DLQ
+(:mod:`wxsub.dlq`). See ``README.md`` next to this file for publishers.
+"""
+
+from wxsub.schemas.codec import (
+    DEFAULT_MAX_BYTES,
+    KINDS,
+    LOGISTICS,
+    ORDER_STATUS,
+    PREFERENCE,
+    PRODUCT_PRICE,
+    PRODUCT_STOCK,
+    PROMOTION,
+    REASONS,
+    SUBSCRIPTION,
+    TOPICS,
+    VERSION,
+    WATCH,
+    Kind,
+    decode,
+    decode_topic,
+    encode,
+    parse,
+)
+from wxsub.schemas.records import (
+    LogisticsUpdated,
+    OrderItem,
+    OrderStatusChanged,
+    PreferenceChanged,
+    ProductPriceChanged,
+    ProductStockChanged,
+    Promotion,
+    Record,
+    SubscriptionEvent,
+    Target,
+    Watch,
+    order_key,
+    target_key,
+    user_key,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "KINDS",
+    "LOGISTICS",
+    "ORDER_STATUS",
+    "PREFERENCE",
+    "PRODUCT_PRICE",
+    "PRODUCT_STOCK",
+    "PROMOTION",
+    "REASONS",
+    "SUBSCRIPTION",
+    "TOPICS",
+    "VERSION",
+    "WATCH",
+    "Kind",
+    "LogisticsUpdated",
+    "OrderItem",
+    "OrderStatusChanged",
+    "PreferenceChanged",
+    "ProductPriceChanged",
+    "ProductStockChanged",
+    "Promotion",
+    "Record",
+    "SubscriptionEvent",
+    "Target",
+    "Watch",
+    "decode",
+    "decode_topic",
+    "encode",
+    "order_key",
+    "parse",
+    "target_key",
+    "user_key",
+]
