@@ -44,6 +44,7 @@ _STATUS = {
     "bad_ciphertext": 400,
     "malformed": 400,
     "forbidden_xml": 400,
+    "invalid_event": 400,
 }
 _MAX_ECHOSTR = 256
 
@@ -144,7 +145,10 @@ class _PushHandler:
             self._metrics.events.labels("other").inc()
             self._metrics.requests.labels("ignored").inc()
             return web.Response(text=SUCCESS)
-        records = to_records(appid, message, int(self._clock() * 1000))
+        try:
+            records = to_records(appid, message)
+        except PushRejected as exc:
+            return self._reject(exc, request)
         try:
             ran = await self._dedupe.once(
                 dedupe_key(appid, message), lambda: self._produce(records, message.event)

@@ -22,6 +22,7 @@ REJECT_REASONS = (
     "bad_ciphertext",
     "malformed",
     "forbidden_xml",
+    "invalid_event",
 )
 EVENT_LABELS = {
     "subscribe_msg_popup_event": "popup",

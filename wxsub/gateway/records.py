@@ -7,12 +7,23 @@ timeout after Kafka did take the write) is recognised downstream by the subscrip
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from wxsub.errors import PushRejected
 from wxsub.schemas.internal import user_key
-from wxsub.wechat.push_parse import ChangeItem, PopupItem, PushItem, PushMessage, SentItem
+from wxsub.schemas.validation import schema_error
+from wxsub.wechat.push_parse import (
+    CHANGE_EVENT,
+    POPUP_EVENT,
+    SENT_EVENT,
+    PopupItem,
+    PushItem,
+    PushMessage,
+    SentItem,
+)
 
 __all__ = ["dedupe_key", "push_event_id", "to_records"]
 
@@ -44,30 +55,42 @@ def dedupe_key(appid: str, message: PushMessage) -> tuple[str, ...]:
     return (appid, message.from_user, str(message.create_time), message.event, *items)
 
 
-def _record(appid: str, message: PushMessage, index: int, received_at_ms: int) -> dict[str, Any]:
+_EVENTS = {POPUP_EVENT: "popup", CHANGE_EVENT: "change", SENT_EVENT: "sent"}
+
+
+def _record(appid: str, message: PushMessage, index: int) -> dict[str, Any]:
+    """The SubscriptionEvent document (schemas/json/subscription.schema.json) of one item."""
     item = message.items[index]
+    occurred = datetime.fromtimestamp(message.create_time, UTC)
     doc: dict[str, Any] = {
+        "type": "subscription",
+        "v": 1,
         "event_id": push_event_id(appid, message, index),
+        "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "appid": appid,
         "openid": message.from_user,
-        "event": message.event,
+        "event": _EVENTS[message.event],
         "template_id": item.template_id,
-        "occurred_at": message.create_time * 1000,
-        "received_at": received_at_ms,
+        "create_time": message.create_time,
     }
-    if isinstance(item, PopupItem | ChangeItem):
-        doc["status"] = item.status
-    if isinstance(item, PopupItem):
-        doc["popup_scene"] = item.popup_scene
     if isinstance(item, SentItem):
-        doc.update(msgid=item.msg_id, errcode=item.error_code, error_status=item.error_status)
+        doc.update(msgid=item.msg_id, error_code=item.error_code, error_status=item.error_status)
+    else:
+        doc["status"] = item.status
+    if isinstance(item, PopupItem) and item.popup_scene.isdigit():
+        doc["popup_scene"] = int(item.popup_scene)
     return doc
 
 
-def to_records(appid: str, message: PushMessage, received_at_ms: int) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` per list item, keyed by user (``appid:openid``)."""
+def to_records(appid: str, message: PushMessage) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` per list item, keyed by user (``appid:openid``); PushRejected
+    ("invalid_event") if an item does not fit the SubscriptionEvent schema."""
     key = user_key(appid, message.from_user).encode()
-    return [
-        (key, orjson.dumps(_record(appid, message, i, received_at_ms)))
-        for i in range(len(message.items))
-    ]
+    out = []
+    for index in range(len(message.items)):
+        doc = _record(appid, message, index)
+        error = schema_error("subscription", doc)
+        if error is not None:
+            raise PushRejected("invalid_event", str(error))
+        out.append((key, orjson.dumps(doc)))
+    return out
