@@ -1,0 +1,31 @@
+"""A WeChat API sandbox: tokens, subscribe/send, gettemplate, an admin API, faults, a record.
+
+Clients talk to it unchanged (only the base URL differs). Start it with ``wxsub sandbox`` or
+in-process with :func:`run_sandbox`.
+"""
+
+from wxsub.wechat.sandbox.clock import Clock, ManualClock
+from wxsub.wechat.sandbox.faults import FaultSpec, Latency
+from wxsub.wechat.sandbox.recorder import CallRecord, Recorder
+from wxsub.wechat.sandbox.server import Sandbox, create_app, run_sandbox
+from wxsub.wechat.sandbox.tokens import TokenConfig
+from wxsub.wechat.sandbox.world import App, EventHook, Template, World, default_world, load_world
+
+__all__ = [
+    "App",
+    "CallRecord",
+    "Clock",
+    "EventHook",
+    "FaultSpec",
+    "Latency",
+    "ManualClock",
+    "Recorder",
+    "Sandbox",
+    "Template",
+    "TokenConfig",
+    "World",
+    "create_app",
+    "default_world",
+    "load_world",
+    "run_sandbox",
+]

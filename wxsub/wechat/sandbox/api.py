@@ -1,0 +1,170 @@
+"""The WeChat endpoints over HTTP: token, stable_token, subscribe/send, gettemplate.
+
+Every call goes through :meth:`WeChatApi._serve`, which applies the fault plan (latency, reset
+before processing, injected errcode, drop after processing) and records the call. Replies are
+HTTP 200 with a JSON body written by orjson, so msgid stays an exact int64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from wxsub.wechat.sandbox import send as send_rules
+from wxsub.wechat.sandbox.state import SandboxState
+from wxsub.wechat.sandbox.tokens import WeChatReply, error
+
+__all__ = ["WeChatApi"]
+
+_CONTENT_TYPE = "application/json; encoding=utf-8"  # what WeChat sends
+
+_DROPPED = {"dropped": True}
+
+Process = Callable[[bytes], send_rules.SendOutcome]
+
+
+def reply(doc: WeChatReply) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": _CONTENT_TYPE})
+
+
+class WeChatApi:
+    """Handlers bound to one sandbox state."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/cgi-bin/token", self.token)
+        app.router.add_post("/cgi-bin/stable_token", self.stable_token)
+        app.router.add_post("/cgi-bin/message/subscribe/send", self.send)
+        app.router.add_get("/wxaapi/newtmpl/gettemplate", self.gettemplate)
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        params = dict(request.query)
+        fields = {"appid": params.get("appid")}
+
+        def process(_raw: bytes) -> send_rules.SendOutcome:
+            doc = self.state.tokens.classic(params, request.remote)
+            return send_rules.SendOutcome(doc, fields, processed="access_token" in doc)
+
+        return await self._serve(request, "token", await request.read(), fields, process)
+
+    async def stable_token(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = _json_object(raw)
+        fields: dict[str, Any] = {}
+        if body is not None:
+            fields = {"appid": body.get("appid"), "force_refresh": body.get("force_refresh")}
+
+        def process(_raw: bytes) -> send_rules.SendOutcome:
+            if body is None:
+                return send_rules.SendOutcome(error(47001), fields)
+            doc = self.state.tokens.stable(body, request.remote)
+            return send_rules.SendOutcome(doc, fields, processed="access_token" in doc)
+
+        return await self._serve(request, "stable_token", raw, fields, process)
+
+    async def send(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        token = request.query.get("access_token")
+        appid, _ = self.state.tokens.resolve(token)
+        body = _json_object(raw) or {}
+        fields = {"appid": appid, "openid": body.get("touser")}
+        fields["template_id"] = body.get("template_id")
+        openid = send_rules.peek_openid(raw)
+        if openid is not None and openid in self.state.inflight:
+            return self._answer("send", {**fields, "errcode": 43108}, error(43108))
+        if openid is not None:
+            self.state.inflight.add(openid)
+        try:
+            return await self._serve(request, "send", raw, fields, self._send_process(token))
+        finally:
+            if openid is not None:
+                self.state.inflight.discard(openid)
+
+    def _send_process(self, token: str | None) -> Process:
+        def process(raw: bytes) -> send_rules.SendOutcome:
+            appid, refused = self.state.tokens.resolve(token)
+            if appid is None:
+                return send_rules.SendOutcome(refused or error(40001))
+            return send_rules.send(self.state.world, appid, raw, self.state.clock())
+
+        return process
+
+    async def gettemplate(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("access_token")
+
+        def process(_raw: bytes) -> send_rules.SendOutcome:
+            appid, refused = self.state.tokens.resolve(token)
+            if appid is None:
+                return send_rules.SendOutcome(refused or error(40001))
+            templates = self.state.world.app(appid).templates.values()
+            doc = {"errcode": 0, "errmsg": "ok", "data": [t.to_api() for t in templates]}
+            return send_rules.SendOutcome(doc, {"appid": appid}, processed=True)
+
+        return await self._serve(request, "gettemplate", await request.read(), {}, process)
+
+    # --- the common path -------------------------------------------------------------------
+
+    async def _serve(
+        self,
+        request: web.Request,
+        endpoint: str,
+        raw: bytes,
+        fields: dict[str, Any],
+        process: Process,
+    ) -> web.StreamResponse:
+        plan = self.state.faults.plan(endpoint)
+        if plan.latency_s > 0:
+            await asyncio.sleep(plan.latency_s)
+        base = {"fault": plan.fault, "latency_s": plan.latency_s}
+        if plan.action == "reset":
+            self._record(endpoint, {**fields, **base, "reset": True})
+            _reset(request)
+            return web.Response()
+        if plan.action == "error":
+            doc = error(plan.errcode if plan.errcode is not None else -1)
+            return self._answer(endpoint, {**fields, **base, "errcode": doc["errcode"]}, doc)
+        outcome = process(raw)
+        record = {**fields, **outcome.fields, **base, "processed": outcome.processed}
+        record.update(errcode=outcome.reply.get("errcode", 0), msgid=outcome.reply.get("msgid"))
+        if plan.action == "drop":
+            self._record(endpoint, {**record, "errmsg": outcome.reply.get("errmsg")} | _DROPPED)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()
+        return self._answer(endpoint, record, outcome.reply)
+
+    def _answer(self, endpoint: str, record: dict[str, Any], doc: WeChatReply) -> web.Response:
+        self._record(endpoint, {**record, "errmsg": doc.get("errmsg")})
+        return reply(doc)
+
+    def _record(self, endpoint: str, fields: dict[str, Any]) -> None:
+        self.state.recorder.add(time=self.state.clock(), endpoint=endpoint, **fields)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _reset(request: web.Request) -> None:
+    """Abort the connection with a TCP RST: the caller gets a reset, no reply."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

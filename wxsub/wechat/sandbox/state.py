@@ -1,0 +1,35 @@
+"""Everything a running sandbox holds, shared by the WeChat and admin handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wxsub.wechat.sandbox.clock import Clock
+from wxsub.wechat.sandbox.faults import Faults
+from wxsub.wechat.sandbox.recorder import Recorder
+from wxsub.wechat.sandbox.tokens import TokenService
+from wxsub.wechat.sandbox.world import World
+
+__all__ = ["SandboxState"]
+
+
+@dataclass
+class SandboxState:
+    world: World
+    clock: Clock
+    tokens: TokenService
+    faults: Faults
+    recorder: Recorder
+    inflight: set[str] = field(default_factory=set)  # openids with a send being handled
+
+    @classmethod
+    def create(cls, world: World, clock: Clock, recorder: Recorder) -> SandboxState:
+        return cls(world, clock, TokenService(world, clock), Faults(clock), recorder)
+
+    def reset(self, *, tokens: bool = False) -> None:
+        """World back to its loaded state, faults and records cleared (tokens too if asked)."""
+        self.world.reset()
+        self.faults.clear()
+        self.recorder.clear()
+        if tokens:
+            self.tokens.forget()
