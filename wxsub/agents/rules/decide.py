@@ -1,0 +1,255 @@
+"""The per-user decision: from a candidate to an intent, or an outcome with its reason.
+
+Checks run in this order (docs/policies.md explains each); the first that fails is the outcome:
+
+1. ``no_template``       the app or the kind is not configured
+2. ``stale``             now - occurred_at > the kind's stale_after_s (wall clock)
+3. ``duplicate``         the notification id was decided before (any result)
+4. ``not_subscribed_kind`` the user muted the kind (PreferenceChanged)
+5. ``muted``             the user rejected the template in the settings menu
+6. ``invalid_data``      a keyword value cannot be made valid for its WeChat type
+7. ``content_blocked``   a rendered value contains a sensitive word
+8. ``collapsed``         logistics only: an update with a later event time for the same order
+                         is held; this one is folded into it (its id joins its event_ids)
+9. ``capped``            the user's transactional or marketing frequency cap is reached
+10. ``no_credit``        no subscription credit for the template (never goes negative)
+
+Then the credit is consumed, the send counted for the caps and the intent built, and:
+marketing in quiet hours (event time, app time zone) -> outcome ``quiet_hours_deferred`` and the
+intent waits in the state until the end of that quiet window; logistics with a collapse window ->
+held until now + collapse_window_s (a later update supersedes it: the held one ends as
+``collapsed``, its credit and cap slot go back, and its event ids move into the newer intent);
+otherwise the intent is returned now. :func:`on_timer` releases what is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+
+from wxsub.agents.rules.common import outcome
+from wxsub.agents.rules.content import matcher
+from wxsub.agents.rules.render import Invalid, render
+from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, prune
+from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
+from wxsub.schemas.internal import Candidate, Intent, Outcome, notification_id
+
+__all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
+
+STAGE = "decide"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """New user state, intents to produce now, outcomes to produce now."""
+
+    state: UserState
+    intents: tuple[Intent, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+
+
+def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
+    """Decide one candidate for one user (pure: same inputs, same result)."""
+    kind = cfg.kind(cand.kind) if cfg else None
+
+    def out(reason: str, detail: str = "", nid: str = "", template: str = "") -> Outcome:
+        return _out(cand, reason, now_ms, nid, template, detail)
+
+    if cfg is None or kind is None:
+        what = "app" if cfg is None else f"kind {cand.kind}"
+        return Decision(state, outcomes=(out("no_template", f"{what} not configured"),))
+    tpl = kind.template_id
+    nid = notification_id(cand.appid, cand.openid, tpl, cand.event_id)
+    if now_ms - cand.occurred_at > kind.stale_after_s * 1000:
+        return Decision(state, outcomes=(out("stale", "", nid, tpl),))
+    if nid in state.seen:
+        return Decision(state, outcomes=(out("duplicate", "", nid, tpl),))
+    state = prune(replace(state, seen={**state.seen, nid: cand.occurred_at}), cfg, now_ms)
+    reason, detail, body = _check(state, cand, kind, cfg)
+    if body is None:
+        return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
+    held = _held_for(state, cand) if cfg.collapse_window_s and cand.kind == "logistics" else None
+    if held is not None and cand.occurred_at < held.intent.occurred_at:
+        state = _absorb(state, held, cand.event_id)
+        return Decision(state, outcomes=(out("collapsed", "older than a held update", nid, tpl),))
+    base = _undo(state, held) if held is not None else state
+    reason, detail = _limits(base, cand, kind, cfg)
+    if reason:
+        return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
+    intent = _intent(cand, kind, nid, body, now_ms, held)
+    base = _consume(base, intent, kind.marketing)
+    return _dispatch(base, cand, intent, cfg, now_ms, held)
+
+
+def _check(
+    state: UserState, cand: Candidate, kind: KindConfig, cfg: MerchantConfig
+) -> tuple[str, str, dict[str, object] | None]:
+    """Preferences, mutes, rendering and content: (reason, detail, body or None)."""
+    if cand.kind in state.muted_kinds:
+        return "not_subscribed_kind", f"{cand.kind} muted", None
+    if kind.template_id in state.muted_templates:
+        return "muted", "template rejected in settings", None
+    body = render(cand, kind, cfg.timezone)
+    if isinstance(body, Invalid):
+        return "invalid_data", str(body), None
+    data = body["data"]
+    assert isinstance(data, dict)
+    word = matcher(cfg.sensitive_words).find_any(v["value"] for v in data.values())
+    if word is not None:
+        return "content_blocked", "sensitive word", None
+    return "", "", body
+
+
+def _limits(
+    state: UserState, cand: Candidate, kind: KindConfig, cfg: MerchantConfig
+) -> tuple[str, str]:
+    cap = cfg.cap(kind.marketing)
+    if cap is not None:
+        window = cap.window_s * 1000
+        used = sum(
+            1
+            for s in state.sends
+            if s.marketing == kind.marketing and abs(s.at - cand.occurred_at) < window
+        )
+        if used >= cap.max:
+            label = "marketing" if kind.marketing else "transactional"
+            return "capped", f"{label} cap {cap.max}/{cap.window_s}s"
+    if state.credit(kind.template_id) <= 0:
+        return "no_credit", ""
+    return "", ""
+
+
+def _intent(
+    cand: Candidate,
+    kind: KindConfig,
+    nid: str,
+    body: dict[str, object],
+    now_ms: int,
+    held: Held | None,
+) -> Intent:
+    event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
+    return Intent(
+        notification_id=nid,
+        appid=cand.appid,
+        openid=cand.openid,
+        template_id=kind.template_id,
+        kind=cand.kind,
+        event_ids=event_ids,
+        occurred_at=cand.occurred_at,
+        received_at=cand.received_at,
+        decided_at=now_ms,
+        body=body,
+    )
+
+
+def _consume(state: UserState, intent: Intent, marketing: bool) -> UserState:
+    state = state.with_credit(intent.template_id, -1)
+    return replace(
+        state,
+        consumed={**state.consumed, intent.notification_id: intent.occurred_at},
+        sends=(*state.sends, Send(intent.notification_id, intent.occurred_at, marketing)),
+    )
+
+
+def _dispatch(
+    state: UserState,
+    cand: Candidate,
+    intent: Intent,
+    cfg: MerchantConfig,
+    now_ms: int,
+    held: Held | None,
+) -> Decision:
+    """Send now, defer for quiet hours, or hold for collapse."""
+    nid, tpl = intent.notification_id, intent.template_id
+    if cand.marketing and cfg.quiet_hours is not None:
+        release = quiet_release(cand.occurred_at, cfg.quiet_hours, cfg.timezone)
+        if release is not None:
+            deferred = (*state.deferred, Deferred(release, intent))
+            detail = f"release at {release}"
+            why = _out(cand, "quiet_hours_deferred", now_ms, nid, tpl, detail)
+            return Decision(replace(state, deferred=deferred), outcomes=(why,))
+    if cand.kind == "logistics" and cfg.collapse_window_s:
+        keep = tuple(h for h in state.held if not _same(h, cand))
+        new = Held(cand.subject, now_ms + cfg.collapse_window_s * 1000, intent)
+        outs: tuple[Outcome, ...] = ()
+        if held is not None:
+            old = held.intent
+            detail = f"superseded by {cand.event_id}"
+            outs = (_out_for(old, "collapsed", now_ms, detail),)
+        return Decision(replace(state, held=(*keep, new)), outcomes=outs)
+    return Decision(state, intents=(intent,))
+
+
+def _out(cand: Candidate, reason: str, now_ms: int, nid: str, tpl: str, detail: str) -> Outcome:
+    return outcome(
+        cand.event_id, cand.kind, reason, STAGE, now_ms, appid=cand.appid, openid=cand.openid,
+        template_id=tpl, notification_id=nid, detail=detail,
+    )  # fmt: skip
+
+
+def _out_for(intent: Intent, reason: str, now_ms: int, detail: str) -> Outcome:
+    """An outcome for the primary (latest) event of an intent."""
+    return outcome(
+        intent.event_ids[-1], intent.kind, reason, STAGE, now_ms, appid=intent.appid,
+        openid=intent.openid, template_id=intent.template_id,
+        notification_id=intent.notification_id, detail=detail,
+    )  # fmt: skip
+
+
+# --- collapse ------------------------------------------------------------------------------------
+
+
+def _same(held: Held, cand: Candidate) -> bool:
+    return held.subject == cand.subject and held.intent.kind == cand.kind
+
+
+def _held_for(state: UserState, cand: Candidate) -> Held | None:
+    return next((h for h in state.held if _same(h, cand)), None)
+
+
+def _absorb(state: UserState, held: Held, event_id: str) -> UserState:
+    """Fold an older update into the held intent: its id joins the intent's event ids."""
+    ids = held.intent.event_ids
+    merged = (*ids[:-1], event_id, ids[-1])  # the primary (latest) event id stays last
+    new = replace(held, intent=replace(held.intent, event_ids=merged))
+    return replace(state, held=tuple(new if h == held else h for h in state.held))
+
+
+def _undo(state: UserState, held: Held) -> UserState:
+    """The state as if the held intent had not been decided (credit and cap slot back)."""
+    nid = held.intent.notification_id
+    state = state.with_credit(held.intent.template_id, +1)
+    return replace(
+        state,
+        consumed={k: t for k, t in state.consumed.items() if k != nid},
+        sends=tuple(s for s in state.sends if s.notification_id != nid),
+    )
+
+
+# --- quiet hours and timers ----------------------------------------------------------------------
+
+
+def quiet_release(occurred_at: int, quiet: QuietHours, tz: dt.tzinfo) -> int | None:
+    """The end of the quiet window holding ``occurred_at`` (epoch ms), or None when outside."""
+    local = dt.datetime.fromtimestamp(occurred_at / 1000, tz)
+    if not quiet.contains(local.time()):
+        return None
+    end = dt.datetime.combine(local.date(), quiet.end, tzinfo=tz)
+    if end <= local:
+        end = dt.datetime.combine(local.date() + dt.timedelta(days=1), quiet.end, tzinfo=tz)
+    return int(end.timestamp() * 1000)
+
+
+def on_timer(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> Decision:
+    """Release deferred intents and held logistics whose time has come (wall clock)."""
+    due_d = tuple(d for d in state.deferred if d.release_at <= now_ms)
+    due_h = tuple(h for h in state.held if h.until <= now_ms)
+    if not due_d and not due_h:
+        return Decision(state)
+    new = replace(
+        state,
+        deferred=tuple(d for d in state.deferred if d.release_at > now_ms),
+        held=tuple(h for h in state.held if h.until > now_ms),
+    )
+    intents = tuple(d.intent for d in due_d) + tuple(h.intent for h in due_h)
+    return Decision(prune(new, cfg, now_ms), intents=intents)

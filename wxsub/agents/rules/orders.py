@@ -1,0 +1,331 @@
+"""Orders and logistics: the orders table, the logistics join, pending logistics and orphans.
+
+State (per order key ``{appid}:{order_id}``, co-partitioned for both topics):
+``OrderState`` (the latest status by event time, and the owner) and a list of
+``PendingLogistics`` (logistics that arrived before their order). Both are frozen dataclasses;
+store them with ``orjson.dumps`` and rebuild with ``from_dict``.
+
+Rules:
+- An order event older (by event time) than the stored one is ignored: outcome ``regression``.
+  The same event id as the stored one: outcome ``duplicate``. Otherwise it is stored, and it
+  notifies when its status is in the kind's ``notify_on`` (else outcome ``no_rule``).
+- A logistics event joins the stored order's owner. Without an order it waits in pending; when
+  the order arrives the pending events are joined in arrival order (:func:`on_order_event`
+  does both); a pending event older than ``orphan_after_s`` of wall clock ends as ``orphan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wxsub.agents.rules.common import outcome, to_ms
+from wxsub.merchants import MerchantConfig
+from wxsub.schemas.internal import Candidate, Outcome
+from wxsub.schemas.records import LogisticsUpdated, OrderItem, OrderStatusChanged
+
+__all__ = [
+    "STAGE",
+    "LogisticsDecision",
+    "OrderState",
+    "OrderStep",
+    "PendingLogistics",
+    "apply_logistics_event",
+    "apply_order_event",
+    "expire_pending",
+    "on_logistics_event",
+    "on_order_event",
+    "pending_from_list",
+    "release_pending",
+]
+
+STAGE = "orders"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """The orders table value: the latest status of one order and its owner."""
+
+    appid: str
+    order_id: str
+    openid: str
+    status: str
+    occurred_at: int
+    event_id: str
+    amount: int = 0
+    currency: str = "CNY"
+    store_id: str | None = None
+    item_title: str | None = None
+    item_count: int = 0
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> OrderState:
+        return cls(**doc)
+
+    def values(self) -> dict[str, object]:
+        """Order values a logistics candidate carries."""
+        return {
+            "order_id": self.order_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "item_title": self.item_title,
+            "item_count": self.item_count,
+            "items_summary": _summary(self.item_title, self.item_count),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogistics:
+    """A logistics event waiting for its order (``received_at``: wall clock at arrival)."""
+
+    event_id: str
+    appid: str
+    order_id: str
+    occurred_at: int
+    received_at: int
+    state: str
+    waybill: str
+    carrier: str
+    location: str | None = None
+    text: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> PendingLogistics:
+        return cls(**doc)
+
+    @classmethod
+    def of(cls, ev: LogisticsUpdated, now_ms: int) -> PendingLogistics:
+        return cls(
+            event_id=ev.event_id,
+            appid=ev.appid,
+            order_id=ev.order_id,
+            occurred_at=to_ms(ev.occurred_at),
+            received_at=now_ms,
+            state=ev.state,
+            waybill=ev.waybill,
+            carrier=ev.carrier,
+            location=ev.location,
+            text=ev.text,
+        )
+
+
+def pending_from_list(docs: Sequence[Mapping[str, Any]]) -> tuple[PendingLogistics, ...]:
+    """Rebuild a stored pending list (``orjson.dumps(tuple_of_pending)``)."""
+    return tuple(PendingLogistics.from_dict(d) for d in docs)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    """The result of one order-key event: new state, candidates, outcomes."""
+
+    order: OrderState | None
+    pending: tuple[PendingLogistics, ...]
+    candidates: tuple[Candidate, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogisticsDecision:
+    """One logistics event: a candidate, an outcome, or a pending entry (exactly one is set)."""
+
+    candidate: Candidate | None = None
+    outcome: Outcome | None = None
+    pending: PendingLogistics | None = None
+
+
+# --- order events --------------------------------------------------------------------------------
+
+
+def apply_order_event(
+    order: OrderState | None, ev: OrderStatusChanged, cfg: MerchantConfig | None, now_ms: int
+) -> tuple[OrderState | None, tuple[Candidate, ...], tuple[Outcome, ...]]:
+    """Store the latest status; notify when the status is in ``notify_on``."""
+    at = to_ms(ev.occurred_at)
+
+    def out(reason: str, detail: str = "") -> Outcome:
+        return outcome(
+            ev.event_id,
+            "order_status",
+            reason,
+            STAGE,
+            now_ms,
+            appid=ev.appid,
+            openid=ev.openid,
+            detail=detail,
+        )
+
+    if order is not None and order.event_id == ev.event_id:
+        return order, (), (out("duplicate"),)
+    if order is not None and at < order.occurred_at:
+        return order, (), (out("regression", f"older than {order.status}"),)
+    new = _order_state(ev, at)
+    kind = cfg.kind("order_status") if cfg else None
+    if kind is None:
+        return new, (), (out("no_template", "order_status not configured"),)
+    if ev.status not in kind.notify_on:
+        return new, (), (out("no_rule", f"status {ev.status} does not notify"),)
+    return new, (_order_candidate(new, ev, at, now_ms),), ()
+
+
+def _order_state(ev: OrderStatusChanged, at: int) -> OrderState:
+    items: Sequence[OrderItem] = ev.items
+    return OrderState(
+        appid=ev.appid,
+        order_id=ev.order_id,
+        openid=ev.openid,
+        status=ev.status,
+        occurred_at=at,
+        event_id=ev.event_id,
+        amount=ev.amount,
+        currency=ev.currency,
+        store_id=ev.store_id,
+        item_title=items[0].title if items else None,
+        item_count=sum(i.quantity for i in items),
+    )
+
+
+def _order_candidate(order: OrderState, ev: OrderStatusChanged, at: int, now_ms: int) -> Candidate:
+    values = order.values()
+    values.update(status=ev.status, previous_status=ev.previous_status, store_id=ev.store_id)
+    return Candidate(
+        kind="order_status",
+        appid=ev.appid,
+        openid=ev.openid,
+        event_id=ev.event_id,
+        occurred_at=at,
+        received_at=now_ms,
+        subject=ev.order_id,
+        values=values,
+    )
+
+
+def _summary(title: str | None, count: int) -> str | None:
+    if title is None:
+        return None
+    return f"{title}等{count}件" if count > 1 else title
+
+
+# --- logistics -----------------------------------------------------------------------------------
+
+
+def apply_logistics_event(
+    order: OrderState | None, ev: LogisticsUpdated, cfg: MerchantConfig | None, now_ms: int
+) -> LogisticsDecision:
+    """Join with the order, or wait for it."""
+    pending = PendingLogistics.of(ev, now_ms)
+    if order is None:
+        return LogisticsDecision(pending=pending)
+    return _join(order, pending, cfg, now_ms)
+
+
+def _join(
+    order: OrderState, p: PendingLogistics, cfg: MerchantConfig | None, now_ms: int
+) -> LogisticsDecision:
+    kind = cfg.kind("logistics") if cfg else None
+    if kind is None or p.state not in kind.notify_on:
+        reason = "no_template" if kind is None else "no_rule"
+        detail = "logistics not configured" if kind is None else f"state {p.state} does not notify"
+        return LogisticsDecision(
+            outcome=outcome(
+                p.event_id,
+                "logistics",
+                reason,
+                STAGE,
+                now_ms,
+                appid=order.appid,
+                openid=order.openid,
+                detail=detail,
+            )
+        )
+    values = order.values()
+    values.update(
+        state=p.state,
+        status=p.state,
+        waybill=p.waybill,
+        carrier=p.carrier,
+        location=p.location,
+        text=p.text,
+    )
+    cand = Candidate(
+        kind="logistics",
+        appid=order.appid,
+        openid=order.openid,
+        event_id=p.event_id,
+        occurred_at=p.occurred_at,
+        received_at=now_ms,
+        subject=order.order_id,
+        values=values,
+    )
+    return LogisticsDecision(candidate=cand)
+
+
+def release_pending(
+    order: OrderState, pending: Sequence[PendingLogistics], cfg: MerchantConfig | None, now_ms: int
+) -> tuple[tuple[Candidate, ...], tuple[Outcome, ...]]:
+    """Join every pending logistics event with the order that just arrived (arrival order)."""
+    cands: list[Candidate] = []
+    outs: list[Outcome] = []
+    for p in pending:
+        decision = _join(order, p, cfg, now_ms)
+        if decision.candidate is not None:
+            cands.append(decision.candidate)
+        if decision.outcome is not None:
+            outs.append(decision.outcome)
+    return tuple(cands), tuple(outs)
+
+
+def expire_pending(
+    pending: Sequence[PendingLogistics], now_ms: int, cfg: MerchantConfig | None
+) -> tuple[tuple[PendingLogistics, ...], tuple[Outcome, ...]]:
+    """Pending events older than ``orphan_after_s`` (wall clock since arrival) -> ``orphan``."""
+    after_ms = (cfg.orphan_after_s if cfg else 3600) * 1000
+    keep = tuple(p for p in pending if now_ms - p.received_at < after_ms)
+    gone = tuple(
+        outcome(
+            p.event_id,
+            "logistics",
+            "orphan",
+            STAGE,
+            now_ms,
+            appid=p.appid,
+            detail=f"no order {p.order_id}",
+        )
+        for p in pending
+        if now_ms - p.received_at >= after_ms
+    )
+    return keep, gone
+
+
+# --- the two entry points of the orders stage ----------------------------------------------------
+
+
+def on_order_event(
+    order: OrderState | None,
+    pending: Sequence[PendingLogistics],
+    ev: OrderStatusChanged,
+    cfg: MerchantConfig | None,
+    now_ms: int,
+) -> OrderStep:
+    """An order event: update the table, then release any pending logistics for this order."""
+    new, cands, outs = apply_order_event(order, ev, cfg, now_ms)
+    if new is None or not pending:
+        return OrderStep(new, tuple(pending), cands, outs)
+    released, released_outs = release_pending(new, pending, cfg, now_ms)
+    return OrderStep(new, (), cands + released, outs + released_outs)
+
+
+def on_logistics_event(
+    order: OrderState | None,
+    pending: Sequence[PendingLogistics],
+    ev: LogisticsUpdated,
+    cfg: MerchantConfig | None,
+    now_ms: int,
+) -> OrderStep:
+    """A logistics event: join, or append to this order's pending list."""
+    decision = apply_logistics_event(order, ev, cfg, now_ms)
+    if decision.pending is not None:
+        return OrderStep(order, (*pending, decision.pending))
+    cands = (decision.candidate,) if decision.candidate else ()
+    outs = (decision.outcome,) if decision.outcome else ()
+    return OrderStep(order, tuple(pending), cands, outs)

@@ -1,0 +1,223 @@
+"""Per-user subscription state: send credits, mutes, kind preferences, and decide's memory.
+
+One ``UserState`` per user key ``{appid}:{openid}`` holds everything the per-user stages need,
+so one store read serves a decision. It is a frozen dataclass (containers inside are never
+mutated: every change builds new ones); store it with ``orjson.dumps(state)`` and rebuild it with
+``UserState.from_dict(orjson.loads(raw))``.
+
+Credits follow WeChat (DESIGN.md guarantee 4): +1 per popup ``accept`` (which also unmutes the
+template); a ``change`` ``reject`` (settings menu) mutes the template until a new accept; a
+``zero`` correction (43101) sets credits to 0; a ``restore`` correction gives back the credit of
+a send WeChat refused, once per notification, and only if that notification consumed a credit.
+Credits never go negative: a send needs a credit > 0.
+
+Bounded memory: notification ids (dedupe) and credit-consuming sends are kept while their event
+time is within ``dedupe_retention_s`` of now (the config requires it to be >= every
+``stale_after_s``, so a duplicate old enough to be forgotten is stale anyway); sends for the caps
+are kept while they can still fall in a cap window of a non-stale candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from wxsub.agents.rules.common import outcome, to_ms
+from wxsub.merchants import MerchantConfig
+from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome
+from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
+
+__all__ = [
+    "DEFAULT_RETENTION_S",
+    "STAGE",
+    "Deferred",
+    "Held",
+    "Send",
+    "UserState",
+    "apply_correction",
+    "apply_preference",
+    "apply_subscription",
+    "intent_from_dict",
+    "prune",
+]
+
+STAGE = "decide"
+DEFAULT_RETENTION_S = 2 * 86_400
+
+
+def intent_from_dict(doc: Mapping[str, Any]) -> Intent:
+    return Intent(**{**doc, "event_ids": tuple(doc["event_ids"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A decided send, for the frequency caps (``at``: its event time)."""
+
+    notification_id: str
+    at: int
+    marketing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A logistics intent held for collapse until ``until`` (wall clock)."""
+
+    subject: str
+    until: int
+    intent: Intent
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Held:
+        return cls(doc["subject"], doc["until"], intent_from_dict(doc["intent"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A marketing intent decided in quiet hours, released at ``release_at`` (epoch ms)."""
+
+    release_at: int
+    intent: Intent
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Deferred:
+        return cls(doc["release_at"], intent_from_dict(doc["intent"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """Everything the per-user stages know about one user."""
+
+    credits: dict[str, int] = field(default_factory=dict)  # template_id -> credits (> 0 only)
+    muted_templates: tuple[str, ...] = ()
+    muted_kinds: tuple[str, ...] = ()
+    pref_at: dict[str, int] = field(default_factory=dict)  # kind -> event time of last change
+    events: dict[str, int] = field(default_factory=dict)  # applied state event id -> event time
+    seen: dict[str, int] = field(default_factory=dict)  # notification id -> event time
+    consumed: dict[str, int] = field(default_factory=dict)  # nid that took a credit -> time
+    sends: tuple[Send, ...] = ()
+    held: tuple[Held, ...] = ()
+    deferred: tuple[Deferred, ...] = ()
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> UserState:
+        return cls(
+            credits=dict(doc.get("credits", {})),
+            muted_templates=tuple(doc.get("muted_templates", ())),
+            muted_kinds=tuple(doc.get("muted_kinds", ())),
+            pref_at=dict(doc.get("pref_at", {})),
+            events=dict(doc.get("events", {})),
+            seen=dict(doc.get("seen", {})),
+            consumed=dict(doc.get("consumed", {})),
+            sends=tuple(Send(**s) for s in doc.get("sends", ())),
+            held=tuple(Held.from_dict(h) for h in doc.get("held", ())),
+            deferred=tuple(Deferred.from_dict(d) for d in doc.get("deferred", ())),
+        )
+
+    def credit(self, template_id: str) -> int:
+        return self.credits.get(template_id, 0)
+
+    def next_due(self) -> int | None:
+        """The earliest wall-clock time at which :func:`~.decide.on_timer` has work, if any."""
+        times = [h.until for h in self.held] + [d.release_at for d in self.deferred]
+        return min(times, default=None)
+
+    def with_credit(self, template_id: str, delta: int) -> UserState:
+        """Credits changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
+        credits = dict(self.credits)
+        value = max(0, credits.get(template_id, 0) + delta)
+        if value:
+            credits[template_id] = value
+        else:
+            credits.pop(template_id, None)
+        return replace(self, credits=credits)
+
+
+def _toggle(items: tuple[str, ...], item: str, on: bool) -> tuple[str, ...]:
+    rest = tuple(i for i in items if i != item)
+    return tuple(sorted((*rest, item))) if on else rest
+
+
+def _retention_ms(cfg: MerchantConfig | None) -> int:
+    return (cfg.dedupe_retention_s if cfg else DEFAULT_RETENTION_S) * 1000
+
+
+def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
+    """Forget ids and sends that can no longer matter (see the module docstring)."""
+    horizon = now_ms - _retention_ms(cfg)
+    send_horizon = now_ms - 1000 * (
+        (cfg.max_stale_after_s + cfg.max_cap_window_s) if cfg else DEFAULT_RETENTION_S
+    )
+    return replace(
+        state,
+        events={k: t for k, t in state.events.items() if t >= horizon},
+        seen={k: t for k, t in state.seen.items() if t >= horizon},
+        consumed={k: t for k, t in state.consumed.items() if t >= horizon},
+        sends=tuple(s for s in state.sends if s.at >= send_horizon),
+    )
+
+
+# --- state events --------------------------------------------------------------------------------
+
+
+def _state_outcome(ev: SubscriptionEvent | PreferenceChanged, kind: str, reason: str,
+                   now_ms: int, detail: str) -> Outcome:  # fmt: skip
+    template = ev.template_id if isinstance(ev, SubscriptionEvent) else ""
+    return outcome(
+        ev.event_id, kind, reason, STAGE, now_ms,
+        appid=ev.appid, openid=ev.openid, template_id=template, detail=detail,
+    )  # fmt: skip
+
+
+def apply_subscription(
+    state: UserState, ev: SubscriptionEvent, cfg: MerchantConfig | None, now_ms: int
+) -> tuple[UserState, Outcome]:
+    """Apply a popup/change/sent event; a repeated event id is ``duplicate`` (no double credit)."""
+    detail = f"{ev.event} {ev.status or ''}".strip()
+    if ev.event_id in state.events:
+        return state, _state_outcome(ev, "subscription", "duplicate", now_ms, detail)
+    at = to_ms(ev.occurred_at)
+    state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
+    if ev.event == "popup" and ev.status == "accept":
+        state = state.with_credit(ev.template_id, +1)
+        state = replace(
+            state, muted_templates=_toggle(state.muted_templates, ev.template_id, False)
+        )
+    elif ev.event == "change" and ev.status == "reject":
+        state = replace(state, muted_templates=_toggle(state.muted_templates, ev.template_id, True))
+    elif ev.event == "change" and ev.status == "accept":
+        state = replace(
+            state, muted_templates=_toggle(state.muted_templates, ev.template_id, False)
+        )
+    # popup reject: no credit, nothing to change; sent: a receipt for the deliver stage
+    return state, _state_outcome(ev, "subscription", "applied", now_ms, detail)
+
+
+def apply_preference(
+    state: UserState, ev: PreferenceChanged, cfg: MerchantConfig | None, now_ms: int
+) -> tuple[UserState, Outcome]:
+    """Mute or unmute a kind (``all``: every kind); an older change than the last is ignored."""
+    detail = f"{ev.op} {ev.kind}"
+    if ev.event_id in state.events:
+        return state, _state_outcome(ev, "preference", "duplicate", now_ms, detail)
+    at = to_ms(ev.occurred_at)
+    state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
+    kinds = NOTIFY_KINDS if ev.kind == "all" else (ev.kind,)
+    if any(at < state.pref_at.get(k, at) for k in kinds):
+        return state, _state_outcome(ev, "preference", "regression", now_ms, detail)
+    muted = state.muted_kinds
+    for kind in kinds:
+        muted = _toggle(muted, kind, ev.op == "mute")
+    pref_at = {**state.pref_at, **dict.fromkeys(kinds, at)}
+    new = replace(state, muted_kinds=muted, pref_at=pref_at)
+    return new, _state_outcome(ev, "preference", "applied", now_ms, detail)
+
+
+def apply_correction(state: UserState, corr: Correction) -> UserState:
+    """43101 (``zero``) -> credits 0; ``restore`` -> +1 once, for a send that took a credit."""
+    if corr.action == "zero":
+        return state.with_credit(corr.template_id, -state.credit(corr.template_id))
+    if corr.action == "restore" and corr.notification_id in state.consumed:
+        consumed = {k: t for k, t in state.consumed.items() if k != corr.notification_id}
+        return replace(state.with_credit(corr.template_id, +1), consumed=consumed)
+    return state

@@ -1,0 +1,188 @@
+"""Watches and the product fan-out: who is told about a price drop, a restock, a promotion.
+
+State: one ``WatchState`` per (target, user, kind), stored under :func:`watch_key`; all the
+watches of a target share :func:`watch_prefix`, so the products stage can stream a target's
+watchers with a prefix scan (a million watchers never sit in one value). Store with
+``orjson.dumps``, rebuild with ``WatchState.from_dict``.
+
+Conditions: ``price_drop`` with no target price fires on any drop; with a target price it fires
+when the price reaches it (old > target >= new). ``restock`` fires when stock goes from 0 to > 0.
+``promotion`` fires for every promotion on the watched store or category. Price and stock events
+meet ``sku`` watches only (their topic is keyed by sku).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wxsub.agents.rules.common import outcome, to_ms
+from wxsub.schemas.internal import Candidate, Outcome
+from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
+
+__all__ = [
+    "STAGE",
+    "ProductEvent",
+    "WatchState",
+    "apply_watch",
+    "event_target",
+    "fanout_candidate",
+    "matches",
+    "no_match_outcome",
+    "promotion_matches",
+    "watch_key",
+    "watch_matches",
+    "watch_outcome",
+    "watch_prefix",
+]
+
+STAGE = "products"
+ProductEvent = ProductPriceChanged | ProductStockChanged | Promotion
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """One user's watch of one target for one kind."""
+
+    appid: str
+    openid: str
+    target_type: str
+    target_id: str
+    kind: str
+    target_price: int | None
+    occurred_at: int
+    event_id: str
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> WatchState:
+        return cls(**doc)
+
+    @property
+    def key(self) -> str:
+        return watch_key(self.appid, self.target_type, self.target_id, self.openid, self.kind)
+
+
+def watch_prefix(appid: str, target_type: str, target_id: str) -> str:
+    """The store-key prefix shared by every watch of one target."""
+    return f"{appid}\x1f{target_type}\x1f{target_id}\x1f"
+
+
+def watch_key(appid: str, target_type: str, target_id: str, openid: str, kind: str) -> str:
+    return f"{watch_prefix(appid, target_type, target_id)}{openid}\x1f{kind}"
+
+
+def event_target(ev: ProductEvent) -> tuple[str, str]:
+    """The (target_type, target_id) whose watchers an event concerns."""
+    if isinstance(ev, Promotion):
+        return ev.target.type, ev.target.id
+    return "sku", ev.sku_id
+
+
+def apply_watch(existing: WatchState | None, ev: Watch) -> WatchState | None:
+    """The new value for the watch's key: a WatchState, or None to delete it.
+
+    An event older (event time) than the stored watch changes nothing.
+    """
+    at = to_ms(ev.occurred_at)
+    if existing is not None and at < existing.occurred_at:
+        return existing
+    if ev.op == "unwatch":
+        return None
+    return WatchState(
+        appid=ev.appid,
+        openid=ev.openid,
+        target_type=ev.target.type,
+        target_id=ev.target.id,
+        kind=ev.kind,
+        target_price=ev.target_price,
+        occurred_at=at,
+        event_id=ev.event_id,
+    )
+
+
+def watch_outcome(existing: WatchState | None, ev: Watch, now_ms: int) -> Outcome:
+    """The outcome of a watch event: ``applied``, or ``regression`` when it was older."""
+    older = existing is not None and to_ms(ev.occurred_at) < existing.occurred_at
+    return outcome(
+        ev.event_id, "watch", "regression" if older else "applied", STAGE, now_ms,
+        appid=ev.appid, openid=ev.openid, detail=f"{ev.op} {ev.kind}",
+    )  # fmt: skip
+
+
+def watch_matches(watch: WatchState, ev: ProductPriceChanged | ProductStockChanged) -> bool:
+    """Whether a price or stock change meets this watch's condition."""
+    if watch.target_type != "sku" or watch.target_id != ev.sku_id or watch.appid != ev.appid:
+        return False
+    if isinstance(ev, ProductPriceChanged):
+        if watch.kind != "price_drop" or ev.new_price >= ev.old_price:
+            return False
+        target = watch.target_price
+        return target is None or ev.new_price <= target < ev.old_price
+    return watch.kind == "restock" and ev.old_stock <= 0 < ev.new_stock
+
+
+def promotion_matches(watch: WatchState, ev: Promotion) -> bool:
+    return (
+        watch.kind == "promotion"
+        and watch.appid == ev.appid
+        and (watch.target_type, watch.target_id) == (ev.target.type, ev.target.id)
+    )
+
+
+def matches(watch: WatchState, ev: ProductEvent) -> bool:
+    """:func:`watch_matches` or :func:`promotion_matches`, by event type."""
+    if isinstance(ev, Promotion):
+        return promotion_matches(watch, ev)
+    return watch_matches(watch, ev)
+
+
+def fanout_candidate(watch: WatchState, ev: ProductEvent, now_ms: int) -> Candidate:
+    """The candidate for one matching watcher."""
+    return Candidate(
+        kind=watch.kind,
+        appid=ev.appid,
+        openid=watch.openid,
+        event_id=ev.event_id,
+        occurred_at=to_ms(ev.occurred_at),
+        received_at=now_ms,
+        subject=ev.promotion_id if isinstance(ev, Promotion) else ev.sku_id,
+        values=_values(watch, ev),
+    )
+
+
+def _values(watch: WatchState, ev: ProductEvent) -> dict[str, object]:
+    if isinstance(ev, Promotion):
+        return {
+            "promotion_id": ev.promotion_id,
+            "title": ev.title,
+            "starts_at": to_ms(ev.starts_at),
+            "ends_at": to_ms(ev.ends_at),
+            "discount": ev.discount,
+            "description": ev.description,
+            "target_type": ev.target.type,
+            "target_id": ev.target.id,
+        }
+    common = {
+        "sku_id": ev.sku_id,
+        "title": ev.title,
+        "store_id": ev.store_id,
+        "category_id": ev.category_id,
+    }
+    if isinstance(ev, ProductPriceChanged):
+        return common | {
+            "old_price": ev.old_price,
+            "new_price": ev.new_price,
+            "drop": ev.old_price - ev.new_price,
+            "target_price": watch.target_price,
+            "currency": ev.currency,
+        }
+    return common | {"old_stock": ev.old_stock, "new_stock": ev.new_stock}
+
+
+def no_match_outcome(ev: ProductEvent, now_ms: int) -> Outcome:
+    """The outcome of a product event that met no watcher's condition."""
+    kind = {ProductPriceChanged: "price_drop", ProductStockChanged: "restock"}.get(
+        type(ev), "promotion"
+    )
+    return outcome(ev.event_id, kind, "no_match", STAGE, now_ms, appid=ev.appid)
