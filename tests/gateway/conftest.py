@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -17,6 +16,7 @@ from tests.fixtures.kafka import NewTopic
 from tests.fixtures.kafka_helpers import read_all
 from tests.gateway.wechat_sim import WeChatSim
 from wxsub.gateway import SubscriptionProducer, create_gateway_app
+from wxsub.schemas import SubscriptionEvent, decode
 from wxsub.settings import (
     AppCredentials,
     GatewaySettings,
@@ -71,11 +71,18 @@ class Gateway:
         async with self.http.post(self.url + path, params=params, data=body) as resp:
             return resp.status, await resp.text()
 
+    async def events(self) -> list[SubscriptionEvent]:
+        """The topic's records decoded with the contract's own decoder (keys checked)."""
+        out = []
+        for r in await read_all(self.bootstrap, self.topic):
+            event = decode("subscription", r.value)
+            assert isinstance(event, SubscriptionEvent)
+            assert r.key.decode() == event.key
+            out.append(event)
+        return out
+
     async def records(self) -> list[dict[str, Any]]:
-        return [
-            {"key": r.key.decode(), **orjson.loads(r.value)}
-            for r in await read_all(self.bootstrap, self.topic)
-        ]
+        return [e._asdict() for e in await self.events()]
 
     async def healthy(self) -> bool:
         async with self.http.get(self.url + "/health") as resp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ from tests.fixtures.kafka_helpers import create_topic, delete_topics, unique_nam
 from tests.gateway.conftest import APPS, TOKEN, Gateway, app_settings, start_gateway
 from tests.gateway.wechat_sim import sha1_signature
 from wxsub.gateway import push_event_id
+from wxsub.schemas import SubscriptionEvent
 from wxsub.wechat.push_parse import parse_document, read_message
 
 pytestmark = pytest.mark.kafka
@@ -48,10 +50,11 @@ async def test_popup_lands_on_topic(gateway: Gateway, appid: str, fmt: str) -> N
     )
     assert await gateway.post(params, body, appid) == (200, "success")
 
-    records = await gateway.records()
     message = read_message(
         parse_document(
-            sim.message(
+            body
+            if sim.mode == "plain"
+            else sim.message(
                 OPENID,
                 "subscribe_msg_popup_event",
                 [
@@ -70,27 +73,23 @@ async def test_popup_lands_on_topic(gateway: Gateway, appid: str, fmt: str) -> N
             )
         )
     )
-    assert [(r["template_id"], r["status"]) for r in records] == [
-        ("tmpl-order-1", "accept"),
-        ("tmpl-ship-2", "reject"),
+    occurred = datetime.fromtimestamp(create_time, UTC)
+    assert await gateway.events() == [
+        SubscriptionEvent(
+            event_id=push_event_id(appid, message, index),
+            occurred_at=occurred,
+            appid=appid,
+            openid=OPENID,
+            event="popup",
+            template_id=template,
+            create_time=create_time,
+            status=status,
+            popup_scene=0,  # type: ignore[arg-type]
+        )
+        for index, (template, status) in enumerate(
+            [("tmpl-order-1", "accept"), ("tmpl-ship-2", "reject")]
+        )
     ]
-    for index, r in enumerate(records):
-        assert r["key"] == f"{appid}:{OPENID}"
-        assert r["event_id"] == push_event_id(appid, message, index)
-        assert r | {"key": 0, "event_id": 0, "template_id": 0, "status": 0} == {
-            "key": 0,
-            "event_id": 0,
-            "template_id": 0,
-            "status": 0,
-            "type": "subscription",
-            "v": 1,
-            "appid": appid,
-            "openid": OPENID,
-            "event": "popup",
-            "create_time": create_time,
-            "popup_scene": 0,
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(create_time)),
-        }
     assert gateway.metric("wxsub_gateway_records_total", event="popup") == 2
     assert gateway.metric("wxsub_gateway_events_total", event="popup") == 1
 

@@ -3,7 +3,7 @@
 from wxsub.gateway.app import PUSH_PATH, SUCCESS, create_gateway_app
 from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.gateway.producer import RecordSink, SubscriptionProducer
-from wxsub.gateway.records import dedupe_key, push_event_id, to_records
+from wxsub.gateway.records import dedupe_key, push_event_id, to_records, to_subscription_events
 
 __all__ = [
     "PUSH_PATH",
@@ -15,4 +15,5 @@ __all__ = [
     "dedupe_key",
     "push_event_id",
     "to_records",
+    "to_subscription_events",
 ]

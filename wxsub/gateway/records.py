@@ -10,11 +10,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from wxsub.errors import PushRejected
-from wxsub.schemas.internal import user_key
-from wxsub.schemas.validation import schema_error
+from wxsub.errors import InputError, PushRejected
+from wxsub.schemas import SUBSCRIPTION, SubscriptionEvent, encode
 from wxsub.wechat.push_parse import (
     CHANGE_EVENT,
     POPUP_EVENT,
@@ -25,7 +22,7 @@ from wxsub.wechat.push_parse import (
     SentItem,
 )
 
-__all__ = ["dedupe_key", "push_event_id", "to_records"]
+__all__ = ["dedupe_key", "push_event_id", "to_records", "to_subscription_events"]
 
 
 def _item_fingerprint(item: PushItem) -> tuple[str, ...]:
@@ -82,15 +79,17 @@ def _record(appid: str, message: PushMessage, index: int) -> dict[str, Any]:
     return doc
 
 
+def to_subscription_events(appid: str, message: PushMessage) -> list[SubscriptionEvent]:
+    """One validated SubscriptionEvent per list item; PushRejected("invalid_event") if an item
+    does not fit the schema (WeChat then retries, and the log says why)."""
+    try:
+        return [
+            SUBSCRIPTION.from_doc(_record(appid, message, i)) for i in range(len(message.items))
+        ]
+    except InputError as exc:
+        raise PushRejected("invalid_event", str(exc)) from None
+
+
 def to_records(appid: str, message: PushMessage) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` per list item, keyed by user (``appid:openid``); PushRejected
-    ("invalid_event") if an item does not fit the SubscriptionEvent schema."""
-    key = user_key(appid, message.from_user).encode()
-    out = []
-    for index in range(len(message.items)):
-        doc = _record(appid, message, index)
-        error = schema_error("subscription", doc)
-        if error is not None:
-            raise PushRejected("invalid_event", str(error))
-        out.append((key, orjson.dumps(doc)))
-    return out
+    """``(key, value)`` per list item, keyed by user (``appid:openid``), canonical encoding."""
+    return [(e.key.encode(), encode(e)) for e in to_subscription_events(appid, message)]
