@@ -19,6 +19,7 @@ source message as it was.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -38,6 +39,8 @@ __all__ = [
 DLQ_TOPIC = "dlq"
 HEADER_PREFIX = "wxsub.dlq."
 _MAX_MESSAGE_CHARS = 1000
+# a foreign exception may quote a URL; never let a token or secret reach the DLQ
+_SECRET_PARAM = re.compile(r"(access_token|secret|token|key)=[^&\s'\"]+", re.IGNORECASE)
 
 Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
 
@@ -84,7 +87,8 @@ def dead_letter(
     if isinstance(error, InputError):
         reason, pointer, message = error.reason, error.pointer, error.detail
     else:
-        reason, pointer, message = "internal", "", f"{type(error).__name__}: {error}"
+        reason, pointer = "internal", ""
+        message = _SECRET_PARAM.sub(r"\1=***", f"{type(error).__name__}: {error}")
     when = (now or datetime.now(UTC)).astimezone(UTC)
     context = {
         "reason": reason,

@@ -25,11 +25,13 @@ from wxsub.errors import InputError
 from wxsub.schemas import KINDS
 from wxsub.settings import Settings, load_settings
 
-__all__ = ["check_line", "read_lines", "register", "run"]
+__all__ = ["PROGRESS_INTERVAL_S", "check_line", "read_lines", "register", "run"]
 
 _CHUNK = 1 << 20
 _MAX_IN_FLIGHT = 2000
 _BOM = b"\xef\xbb\xbf"
+#: seconds between progress lines
+PROGRESS_INTERVAL_S = 2.0
 
 
 def register(subparsers: Any) -> None:
@@ -78,23 +80,24 @@ async def read_lines(
     """
     read = getattr(stream, "read1", stream.read)
     number, buf, skipping = 0, b"", -1  # skipping: bytes so far of an over-long line
-    chunk = (await asyncio.to_thread(read, _CHUNK)).removeprefix(_BOM)
     while True:
+        chunk = await asyncio.to_thread(read, _CHUNK)
         parts = (buf + chunk).split(b"\n")
         buf = parts.pop() if chunk else b""  # at EOF the last part is the final line
         for part in parts:
             number += 1
+            if number == 1:
+                part = part.removeprefix(_BOM)
             if skipping >= 0:
                 yield number, None, skipping + len(part)
                 skipping = -1
             elif part.strip():
                 line = part.removesuffix(b"\r")
                 yield number, (line if len(line) <= max_bytes else None), len(line)
-        if len(buf) > max_bytes:
+        if len(buf) > max_bytes + len(_BOM):
             skipping, buf = max(skipping, 0) + len(buf), b""
         if not chunk:
             return
-        chunk = await asyncio.to_thread(read, _CHUNK)
 
 
 @dataclass
@@ -102,7 +105,6 @@ class Tally:
     """Counts, per-line reports and progress on stderr."""
 
     progress: bool = False
-    interval_s: float = 2.0
     lines: int = 0
     published: int = 0
     invalid: int = 0
@@ -113,7 +115,7 @@ class Tally:
     def seen(self, number: int) -> None:
         self.lines = number
         now = time.monotonic()
-        if self.progress and now - self._last >= self.interval_s:
+        if self.progress and now - self._last >= PROGRESS_INTERVAL_S:
             self._last = now
             rate = self.lines / max(now - self.started, 1e-9)
             _err(f"progress: line {self.lines}, {self.published} published, "

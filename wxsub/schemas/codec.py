@@ -100,8 +100,14 @@ class Kind(Generic[R]):
     def from_doc(self, doc: dict[str, Any]) -> R:
         """Validate an already-parsed event (see :func:`parse`) and build its record."""
         if not validator(self.name).is_valid(doc):
-            raise schema_error(self.name, doc) or InputError("schema", "invalid")
+            raise self._error(doc)
         return self.build(doc)
+
+    def _error(self, doc: dict[str, Any]) -> InputError:
+        if doc.get("type") != self.name:  # say so first: every other error would follow from it
+            shown = shorten(repr(doc["type"])) if "type" in doc else "missing"
+            return InputError("schema", f"type {shown} is not {self.name!r}", "/type")
+        return schema_error(self.name, doc) or InputError("schema", "invalid")
 
 
 def parse(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:

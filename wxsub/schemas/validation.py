@@ -44,10 +44,13 @@ def schema_error(kind: str, doc: Any) -> InputError | None:
     """The first violation of ``kind``'s schema as an InputError(reason="schema"), or None."""
     for err in validator(kind).iter_errors(doc):
         path = list(err.instance_path)
+        message = err.message
         if isinstance(err.kind, jsonschema_rs.ValidationErrorKind.Required):
             # point at the missing member itself: more useful than its parent object
             path.append(err.kind.property)
-        return InputError("schema", shorten(err.message), pointer(path))
+        elif isinstance(err.kind, jsonschema_rs.ValidationErrorKind.FalseSchema):
+            message = f"{path[-1] if path else 'this'} is not allowed here"
+        return InputError("schema", shorten(message), pointer(path))
     return None
 
 
