@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -338,3 +339,15 @@ def test_error_messages_are_short() -> None:
     doc = example("logistics") | {"text": "长" * 20000}
     error = rejects("logistics", doc)
     assert len(error.detail) <= 300 and error.pointer == "/text"
+
+
+def test_readme_examples_are_valid_events() -> None:
+    text = (Path(__file__).parents[2] / "wxsub/schemas/README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)\n```", text, re.DOTALL)
+    kinds = set()
+    for block in blocks:
+        doc = orjson.loads(block)
+        record = decode(doc["type"], block.encode())
+        assert KINDS[doc["type"]].key(record)
+        kinds.add(doc["type"])
+    assert kinds == set(KINDS)
