@@ -1,0 +1,232 @@
+"""The oracle: from an input event log and the merchant config, the exact intents and outcomes.
+
+It runs the same pure rule functions as the pipeline (``wxsub.agents.rules``), sequentially, in
+publish order, with one ``now_ms`` for every decision, then fires every timer (held logistics,
+quiet-hour deferrals, orphans) as if all their times had passed. It checks the streaming
+machinery (partitioning, joins, exactly-once, state stores, timers), not the rules themselves:
+those are checked against hand-written cases in tests/agents.
+
+Compare a pipeline run with it like this::
+
+    exp = expected(log.entries, load_merchants(path), now_ms=log.knobs.now_ms)
+    assert {i.notification_id: (i.body, i.event_ids) for i in pipeline_intents} == exp.bodies()
+    assert outcome_counter(o for o in pipeline_outcomes if o.stage in RULE_STAGES) == exp.outcomes
+    assert dlq_count == exp.dlq
+
+Which parts depend on the wall clock, and how a test drives them:
+
+- staleness (``now - occurred_at > stale_after_s``): the generator keeps a margin of days on
+  both sides, so any ``now_ms`` within hours of the log's gives the same verdicts;
+- collapse: the oracle folds every notifying logistics update of an order into one intent
+  (latest event time wins). The pipeline does the same only if consecutive updates of an order
+  are decided within ``collapse_window_s`` of each other (the generator keeps each order's
+  logistics contiguous) and the test waits ``collapse_window_s`` + a timer tick at the end;
+- quiet hours are decided on event time; the release time is in the past for generated logs,
+  so the pipeline releases them at its first timer tick;
+- orphans: the pipeline needs ``orphan_after_s`` + a tick after the last logistics event;
+- corrections from delivery (43101, refused sends) are not modelled: the sandbox must accept
+  every send during the comparison, or the comparison must stop at intents before delivery
+  feeds corrections back (they only matter to later candidates of the same user).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from wxsub.agents.rules import decide as dec
+from wxsub.agents.rules import orders, subscriptions, watches
+from wxsub.agents.rules.orders import OrderState, PendingLogistics
+from wxsub.agents.rules.subscriptions import UserState
+from wxsub.agents.rules.watches import WatchState
+from wxsub.errors import InputError
+from wxsub.merchants import Merchants
+from wxsub.schemas.codec import DEFAULT_MAX_BYTES, decode_topic
+from wxsub.schemas.internal import Candidate, Intent, Outcome, user_key
+from wxsub.schemas.records import (
+    LogisticsUpdated,
+    OrderStatusChanged,
+    PreferenceChanged,
+    ProductPriceChanged,
+    ProductStockChanged,
+    Promotion,
+    Record,
+    SubscriptionEvent,
+    Watch,
+)
+
+__all__ = ["RULE_STAGES", "Expected", "OutcomeKey", "expected", "outcome_counter", "outcome_key"]
+
+#: the stages whose outcomes the oracle predicts (deliver's sent/failed are not among them)
+RULE_STAGES = frozenset({orders.STAGE, watches.STAGE, dec.STAGE})
+#: far enough in the future for every timer to have fired
+_FOREVER = 10**15
+
+OutcomeKey = tuple[str, str, str, str]  # (event_id, appid, openid, reason)
+
+
+def outcome_key(o: Outcome) -> OutcomeKey:
+    return (o.event_id, o.appid, o.openid, o.reason)
+
+
+def outcome_counter(outcomes: Iterable[Outcome]) -> Counter[OutcomeKey]:
+    """The multiset an outcome stream is compared by (an event may end twice: duplicates)."""
+    return Counter(outcome_key(o) for o in outcomes)
+
+
+class _LogEntry(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def raw(self) -> bytes: ...
+
+
+@dataclass
+class Expected:
+    """What the pipeline must produce for a log."""
+
+    intents: dict[str, Intent] = field(default_factory=dict)  # by notification id
+    outcomes: Counter[OutcomeKey] = field(default_factory=Counter)
+    dlq: int = 0
+    all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
+
+    def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
+        """Notification id -> (send body, source event ids): what intents are compared by."""
+        return {nid: (i.body, i.event_ids) for nid, i in self.intents.items()}
+
+    def reasons(self) -> Counter[str]:
+        return Counter(key[3] for key in self.outcomes.elements())
+
+    def accounted_event_ids(self) -> set[str]:
+        ids = {key[0] for key in self.outcomes}
+        for intent in self.intents.values():
+            ids.update(intent.event_ids)
+        return ids
+
+
+def expected(
+    log: Sequence[_LogEntry],
+    merchants: Merchants,
+    now_ms: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Expected:
+    """Run the rules over ``log`` (entries with ``topic`` and ``raw``) in publish order."""
+    sim = _Sim(merchants, now_ms)
+    for entry in log:
+        try:
+            record = decode_topic(entry.topic, entry.raw, max_bytes)
+        except InputError:
+            sim.out.dlq += 1
+            continue
+        sim.feed(record)
+    sim.finish()
+    return sim.out
+
+
+class _Sim:
+    """The pipeline's state, in dicts: orders and pending by order key, watches, users."""
+
+    def __init__(self, merchants: Merchants, now_ms: int) -> None:
+        self.m = merchants
+        self.now = now_ms
+        self.orders: dict[str, OrderState | None] = {}
+        self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
+        self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
+        self.users: dict[str, UserState] = {}
+        self.out = Expected()
+
+    # -- outputs --
+
+    def outcome(self, o: Outcome) -> None:
+        self.out.outcomes[outcome_key(o)] += 1
+        self.out.all_outcomes.append(o)
+
+    def intent(self, i: Intent) -> None:
+        assert i.notification_id not in self.intents_seen(), "the rules minted an id twice"
+        self.out.intents[i.notification_id] = i
+
+    def intents_seen(self) -> Mapping[str, Intent]:
+        return self.out.intents
+
+    # -- inputs --
+
+    def feed(self, record: Record) -> None:
+        cfg = self.m.app(record.appid)
+        if isinstance(record, OrderStatusChanged | LogisticsUpdated):
+            self.order_key_event(record)
+        elif isinstance(record, ProductPriceChanged | ProductStockChanged | Promotion):
+            self.product_event(record)
+        elif isinstance(record, Watch):
+            key = (record.appid, record.target.type, record.target.id)
+            wkey = watches.watch_key(*key, record.openid, record.kind)
+            existing = self.watches[key].get(wkey)
+            self.outcome(watches.watch_outcome(existing, record, self.now))
+            new = watches.apply_watch(existing, record)
+            if new is None:
+                self.watches[key].pop(wkey, None)
+            else:
+                self.watches[key][wkey] = new
+        elif isinstance(record, SubscriptionEvent):
+            user = self.user(record.appid, record.openid)
+            state, o = subscriptions.apply_subscription(user, record, cfg, self.now)
+            self.users[user_key(record.appid, record.openid)] = state
+            self.outcome(o)
+        elif isinstance(record, PreferenceChanged):
+            user = self.user(record.appid, record.openid)
+            state, o = subscriptions.apply_preference(user, record, cfg, self.now)
+            self.users[user_key(record.appid, record.openid)] = state
+            self.outcome(o)
+
+    def order_key_event(self, record: OrderStatusChanged | LogisticsUpdated) -> None:
+        cfg = self.m.app(record.appid)
+        key = record.key
+        order, pending = self.orders.get(key), self.pending.get(key, ())
+        if isinstance(record, OrderStatusChanged):
+            step = orders.on_order_event(order, pending, record, cfg, self.now)
+        else:
+            step = orders.on_logistics_event(order, pending, record, cfg, self.now)
+        self.orders[key], self.pending[key] = step.order, step.pending
+        for o in step.outcomes:
+            self.outcome(o)
+        for cand in step.candidates:
+            self.decide(cand)
+
+    def product_event(self, record: ProductPriceChanged | ProductStockChanged | Promotion) -> None:
+        ttype, tid = watches.event_target(record)
+        matched = 0
+        for watch in list(self.watches[(record.appid, ttype, tid)].values()):
+            if watches.matches(watch, record):
+                matched += 1
+                self.decide(watches.fanout_candidate(watch, record, self.now))
+        if not matched:
+            self.outcome(watches.no_match_outcome(record, self.now))
+
+    def user(self, appid: str, openid: str) -> UserState:
+        return self.users.get(user_key(appid, openid)) or UserState()
+
+    def decide(self, cand: Candidate) -> None:
+        key = user_key(cand.appid, cand.openid)
+        decision = dec.decide(self.user(cand.appid, cand.openid), cand, self.m.app(cand.appid),
+                              self.now)  # fmt: skip
+        self.users[key] = decision.state
+        for o in decision.outcomes:
+            self.outcome(o)
+        for i in decision.intents:
+            self.intent(i)
+
+    def finish(self) -> None:
+        """Every timer fires: held and deferred intents go out, pending logistics orphan."""
+        for key, pending in self.pending.items():
+            appid = key.split(":", 1)[0]
+            _, gone = orders.expire_pending(pending, _FOREVER, self.m.app(appid))
+            for o in gone:
+                self.outcome(o)
+        self.pending.clear()
+        for key, state in self.users.items():
+            appid = key.split(":", 1)[0]
+            decision = dec.on_timer(state, self.m.app(appid), _FOREVER)
+            self.users[key] = decision.state
+            for i in decision.intents:
+                self.intent(i)
