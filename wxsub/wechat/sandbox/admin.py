@@ -140,39 +140,24 @@ class AdminApi:
         if body.get("create_user") and isinstance(openid, str) and openid:
             self.state.world.add_user(self._appid(body.get("appid")), openid)
         appid, openid = self._user(body)
-        tids = self._template_ids(appid, body)
-        count = _int(body, "count", 1)
-        for _ in range(count):
-            for tid in tids:
-                self.state.world.grant(appid, openid, tid)
-            self._emit_popup(appid, openid, tids, "accept", body)
+        tids, scene, now = self._template_ids(appid, body), _int(body, "scene", 0), self._now()
+        for _ in range(_int(body, "count", 1)):
+            self.state.world.accept(appid, openid, tids, now=now, scene=scene)
         return self._credits_reply(appid, openid)
 
     def _reject(self, body: Mapping[str, Any]) -> dict[str, Any]:
         appid, openid = self._user(body)
-        self._emit_popup(appid, openid, self._template_ids(appid, body), "reject", body)
+        tids, scene = self._template_ids(appid, body), _int(body, "scene", 0)
+        self.state.world.reject(appid, openid, tids, now=self._now(), scene=scene)
         return self._credits_reply(appid, openid)
 
     def _revoke(self, body: Mapping[str, Any]) -> dict[str, Any]:
         appid, openid = self._user(body)
-        tids = self._template_ids(appid, body)
-        for tid in tids:
-            self.state.world.revoke(appid, openid, tid)
-        items = [{"template_id": tid, "status": "reject"} for tid in tids]
-        self._emit("subscribe_msg_change_event", appid, openid, items)
+        self.state.world.revoke(appid, openid, self._template_ids(appid, body), now=self._now())
         return self._credits_reply(appid, openid)
 
-    def _emit_popup(
-        self, appid: str, openid: str, tids: list[str], status: str, body: Mapping[str, Any]
-    ) -> None:
-        scene = _int(body, "scene", 0)
-        items = [{"template_id": tid, "status": status, "scene": scene} for tid in tids]
-        self._emit("subscribe_msg_popup_event", appid, openid, items)
-
-    def _emit(self, event: str, appid: str, openid: str, items: list[dict[str, Any]]) -> None:
-        now = int(self.state.clock())
-        doc = {"event": event, "appid": appid, "openid": openid, "time": now, "items": items}
-        self.state.world.emit(doc)
+    def _now(self) -> int:
+        return int(self.state.clock())
 
     def _credits_reply(self, appid: str, openid: str) -> dict[str, Any]:
         credits = self.state.world.credits(appid, openid)

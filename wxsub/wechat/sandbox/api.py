@@ -75,20 +75,22 @@ class WeChatApi:
     async def send(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         token = request.query.get("access_token")
-        appid, _ = self.state.tokens.resolve(token)
         body = _json_object(raw) or {}
-        fields = {"appid": appid, "openid": body.get("touser")}
-        fields["template_id"] = body.get("template_id")
-        openid = send_rules.peek_openid(raw)
-        if openid is not None and openid in self.state.inflight:
+        openid = body.get("touser") if isinstance(body.get("touser"), str) else None
+        fields = {
+            "appid": self.state.tokens.resolve(token)[0],
+            "openid": body.get("touser"),
+            "template_id": body.get("template_id"),
+        }
+        if openid is None:
+            return await self._serve(request, "send", raw, fields, self._send_process(token))
+        if openid in self.state.inflight:  # 43108: one call at a time per openid
             return self._answer("send", {**fields, "errcode": 43108}, error(43108))
-        if openid is not None:
-            self.state.inflight.add(openid)
+        self.state.inflight.add(openid)
         try:
             return await self._serve(request, "send", raw, fields, self._send_process(token))
         finally:
-            if openid is not None:
-                self.state.inflight.discard(openid)
+            self.state.inflight.discard(openid)
 
     def _send_process(self, token: str | None) -> Process:
         def process(raw: bytes) -> send_rules.SendOutcome:

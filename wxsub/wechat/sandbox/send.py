@@ -3,7 +3,7 @@
 Order: body (47001) -> api authorized (48001) -> touser (40003) -> template_id (40037) ->
 banned (43107) -> page (41030) -> miniprogram_state, lang, data (47003 naming the field) ->
 sensitive words (45168) -> credit (43101) -> sent. The token and the per-openid concurrency
-rule (43108) are checked by the HTTP layer before this runs.
+rule (43108) are checked by the HTTP layer (``api.py``) before this runs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from wxsub.wechat.keywords import check
 from wxsub.wechat.sandbox.tokens import WeChatReply, error
 from wxsub.wechat.sandbox.world import App, Template, World
 
-__all__ = ["LANGS", "STATES", "SendOutcome", "peek_openid", "send"]
+__all__ = ["LANGS", "STATES", "SendOutcome", "send"]
 
 STATES = frozenset({"developer", "trial", "formal"})
 LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
@@ -30,16 +30,6 @@ class SendOutcome:
     reply: WeChatReply
     fields: dict[str, Any] = field(default_factory=dict)
     processed: bool = False
-
-
-def peek_openid(raw: bytes) -> str | None:
-    """The body's ``touser`` if it parses, for the 43108 rule (checked before anything else)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    touser = body.get("touser") if isinstance(body, dict) else None
-    return touser if isinstance(touser, str) else None
 
 
 def send(world: World, appid: str, raw: bytes, now: float) -> SendOutcome:
@@ -67,7 +57,7 @@ def send(world: World, appid: str, raw: bytes, now: float) -> SendOutcome:
     if not world.consume(appid, body["touser"], template):
         return SendOutcome(error(43101), fields)
     msgid = world.new_msgid()
-    _emit_sent(world, now, appid, body["touser"], template.id, msgid)
+    world.sent(appid, body["touser"], template.id, msgid, now=now)
     return SendOutcome({"errcode": 0, "errmsg": "ok", "msgid": msgid}, fields, processed=True)
 
 
@@ -115,19 +105,3 @@ def _judge_words(app: App, data: dict[str, Any]) -> WeChatReply | None:
     if any(word.casefold() in text for word in app.sensitive_words):
         return error(45168)
     return None
-
-
-def _emit_sent(
-    world: World, now: float, appid: str, openid: str, template_id: str, msgid: int
-) -> None:
-    world.emit(
-        {
-            "event": "subscribe_msg_sent_event",
-            "appid": appid,
-            "openid": openid,
-            "time": int(now),
-            "items": [
-                {"template_id": template_id, "msgid": msgid, "errcode": 0, "status": "success"}
-            ],
-        }
-    )

@@ -2,9 +2,20 @@
 
 A world is loaded from a TOML file (see ``deploy/sandbox-world.toml``) or a dict of the same
 shape, and changed at run time through the admin API. ``reset()`` puts users and credits back
-to what was loaded. ``on_event`` holds async callbacks called with a dict for every popup,
-change and sent event (a later gateway push hooks in there); they run as tasks, so a slow
-callback never delays a response.
+to what was loaded.
+
+``on_event`` holds async callbacks (a later gateway push hooks in there), called with a dict
+for every event WeChat would push: ``accept``/``reject`` -> ``subscribe_msg_popup_event``,
+``revoke`` -> ``subscribe_msg_change_event``, a successful send (even one whose reply was
+dropped) -> ``subscribe_msg_sent_event``::
+
+    {"event": "subscribe_msg_popup_event", "appid": ..., "openid": ..., "time": 1700000000,
+     "items": [{"template_id": ..., "status": "accept", "scene": 0}]}
+    change items: {"template_id", "status": "reject"}
+    sent items:   {"template_id", "msgid", "errcode": 0, "status": "success"}
+
+Callbacks run as tasks, so a slow one never delays a response; ``drain_events()`` awaits them
+and a failing one is logged.
 """
 
 from __future__ import annotations
@@ -133,9 +144,39 @@ class World:
         user[template_id] = user.get(template_id, 0) + count
         return user[template_id]
 
-    def revoke(self, appid: str, openid: str, template_id: str) -> None:
-        """Credits for the template to 0 (the user switched it off in settings)."""
-        self.users[appid][openid][template_id] = 0
+    def accept(
+        self, appid: str, openid: str, template_ids: Iterable[str], *, now: float, scene: int = 0
+    ) -> None:
+        """A popup where the user accepted ``template_ids``: +1 credit each, popup event."""
+        tids = list(template_ids)
+        for tid in tids:
+            self.grant(appid, openid, tid)
+        self._popup(appid, openid, tids, "accept", now, scene)
+
+    def reject(
+        self, appid: str, openid: str, template_ids: Iterable[str], *, now: float, scene: int = 0
+    ) -> None:
+        """A popup where the user refused: credits unchanged, popup event."""
+        self._popup(appid, openid, list(template_ids), "reject", now, scene)
+
+    def revoke(self, appid: str, openid: str, template_ids: Iterable[str], *, now: float) -> None:
+        """The user switched the templates off in settings: credits 0, change event."""
+        tids = list(template_ids)
+        for tid in tids:
+            self.users[appid][openid][tid] = 0
+        items = [{"template_id": tid, "status": "reject"} for tid in tids]
+        self.emit(_event("subscribe_msg_change_event", appid, openid, now, items))
+
+    def sent(self, appid: str, openid: str, template_id: str, msgid: int, *, now: float) -> None:
+        """A message was delivered: sent event (WeChat's final delivery receipt)."""
+        item = {"template_id": template_id, "msgid": msgid, "errcode": 0, "status": "success"}
+        self.emit(_event("subscribe_msg_sent_event", appid, openid, now, [item]))
+
+    def _popup(
+        self, appid: str, openid: str, tids: list[str], status: str, now: float, scene: int
+    ) -> None:
+        items = [{"template_id": tid, "status": status, "scene": scene} for tid in tids]
+        self.emit(_event("subscribe_msg_popup_event", appid, openid, now, items))
 
     def consume(self, appid: str, openid: str, template: Template) -> bool:
         """Use one credit for a send; False when there is none. Long-term keeps its credit."""
@@ -174,6 +215,13 @@ class World:
             await hook(event)
         except Exception:
             log.exception("sandbox event hook failed", extra={"event": event.get("event")})
+
+
+def _event(
+    name: str, appid: str, openid: str, now: float, items: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An event for ``on_event``: WeChat's push fields in snake case, ``items`` = its List."""
+    return {"event": name, "appid": appid, "openid": openid, "time": int(now), "items": items}
 
 
 # --- loading ---------------------------------------------------------------------------------
