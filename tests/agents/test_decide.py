@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.agents.factory import BASE, HOUR, MIN, OPENID, T0, TPL, TZ, cand, config, pref, sub
+import orjson
+
+from tests.agents.factory import (
+    BASE,
+    HOUR,
+    MIN,
+    OPENID,
+    T0,
+    TPL,
+    TZ,
+    cand,
+    config,
+    order,
+    pref,
+    sub,
+)
 from wxsub.agents.rules.decide import decide, on_timer, quiet_release
+from wxsub.agents.rules.orders import apply_order_event
 from wxsub.agents.rules.subscriptions import UserState, apply_preference, apply_subscription
 from wxsub.merchants import QuietHours
-from wxsub.schemas.internal import Candidate, notification_id
+from wxsub.schemas.internal import (
+    Candidate,
+    Intent,
+    decode_internal,
+    encode_internal,
+    notification_id,
+)
 
 CFG = config()
 NO_COLLAPSE = config(collapse_window_s=0)
@@ -198,3 +220,21 @@ def test_dedupe_memory_is_bounded() -> None:
     pruned = decide(state, cand(event_id="new", t=later), CFG, later).state
     assert list(pruned.seen) == [notification_id("wxapp", OPENID, TPL["order_status"], "new")]
     assert len(pruned.sends) == 1
+
+
+def test_state_with_held_and_deferred_round_trips() -> None:
+    state = decide(rich(), _logi("l1", T0), CFG, T0).state
+    state = decide(state, cand("price_drop", t=NIGHT), CFG, NIGHT + MIN).state
+    assert state.held and state.deferred
+    back = UserState.from_dict(orjson.loads(orjson.dumps(state)))
+    assert back == state
+    assert (
+        on_timer(back, CFG, MORNING + HOUR).intents == on_timer(state, CFG, MORNING + HOUR).intents
+    )
+
+
+def test_candidates_travel_as_internal_records() -> None:
+    _, (c,), _ = apply_order_event(None, order("paid"), CFG, T0)
+    assert decode_internal(Candidate, encode_internal(c)) == c
+    (intent,) = decide(rich(), c, NO_COLLAPSE, T0).intents
+    assert decode_internal(Intent, encode_internal(intent)) == intent
