@@ -148,13 +148,14 @@ def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserStat
     send_horizon = now_ms - 1000 * (
         (cfg.max_stale_after_s + cfg.max_cap_window_s) if cfg else DEFAULT_RETENTION_S
     )
-    return replace(
-        state,
-        events={k: t for k, t in state.events.items() if t >= horizon},
-        seen={k: t for k, t in state.seen.items() if t >= horizon},
-        consumed={k: t for k, t in state.consumed.items() if t >= horizon},
-        sends=tuple(s for s in state.sends if s.at >= send_horizon),
-    )
+    changes: dict[str, Any] = {}
+    for name in ("events", "seen", "consumed"):
+        ids: dict[str, int] = getattr(state, name)
+        if ids and min(ids.values()) < horizon:  # rebuild only when something expired
+            changes[name] = {k: t for k, t in ids.items() if t >= horizon}
+    if state.sends and min(s.at for s in state.sends) < send_horizon:
+        changes["sends"] = tuple(s for s in state.sends if s.at >= send_horizon)
+    return replace(state, **changes) if changes else state
 
 
 # --- state events --------------------------------------------------------------------------------
