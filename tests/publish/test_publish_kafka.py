@@ -33,7 +33,14 @@ async def wxsub_publish(
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
     assert out == b""
-    return proc.returncode or 0, err.decode().splitlines()
+    lines = err.decode().splitlines()
+    print("\n".join(lines))  # shown when the test fails
+    # ours only: a library may log a warning (a retried request on a busy broker) to stderr too
+    return proc.returncode or 0, [line for line in lines if line.startswith(_OURS) or _DONE in line]
+
+
+_OURS = ("line ", "wxsub publish:", "progress:")
+_DONE = " not produced; "
 
 
 def event(name: str, i: int = 0, **changes: Any) -> bytes:
@@ -111,8 +118,8 @@ async def test_stdin_many_lines_all_good(kafka_bootstrap: str, new_topic: NewTop
         prefix, "watch", "-", "--bootstrap", kafka_bootstrap, stdin=stdin
     )
 
-    assert code == 0, err
-    assert err == [err[-1]] and err[-1].startswith(f"5000 published to {topic}, 0 invalid")
+    assert code == 0
+    assert len(err) == 1 and err[0].startswith(f"5000 published to {topic}, 0 invalid")
     records = await read_all(kafka_bootstrap, topic)
     assert sorted(r.value for r in records) == sorted(lines)
     for r in records:
