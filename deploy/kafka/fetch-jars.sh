@@ -28,7 +28,10 @@ fi
 echo "==> fetching Apache Kafka $version jars into $libs"
 rm -rf "$libs"
 mkdir -p "$libs"
-mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$libs"
+# (Debian's Maven prints bare colour codes even with -B; strip them)
+mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$libs" 2>&1 \
+  | sed 's/\x1b\[[0-9;]*m//g'
+
 count=$(find "$libs" -name '*.jar' | wc -l)
 if [ "$count" -eq 0 ]; then
   echo "wxsub kafka: Maven resolved no jars into $libs" >&2
