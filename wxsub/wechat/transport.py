@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterable
 
 import aiohttp
 import httpx
 
 __all__ = ["AiohttpTransport", "redact"]
 
+_EXTENSIONS = {"http_version": b"HTTP/1.1"}
 _SECRET_PARAM = re.compile(r"(access_token|secret)=[^&\s'\"]*", re.IGNORECASE)
 
 
@@ -100,22 +100,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 status, headers = resp.status, resp.raw_headers
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _translate(exc, request) from None
+        # content= (not a stream): httpx reads it synchronously, no async-generator round trip
         return httpx.Response(
             status_code=status,
-            headers=_header_list(headers),
-            stream=httpx.ByteStream(content),
+            headers=headers,
+            content=content,
             request=request,
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions=_EXTENSIONS,
         )
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _header_list(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return list(raw)
 
 
 # Most specific first: ConnectionTimeoutError is a ServerTimeoutError, ClientConnectorError is a
