@@ -70,6 +70,9 @@ class _Unit:
     stores: dict[str, PartitionStore]
     changelogs: dict[str, str]
     last_timer: float = 0.0
+    # next offset per input partition as of our last commit: a fresher truth than a committed
+    # offset fetch, which can lag until the coordinator has written the transaction markers
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,7 +102,10 @@ class PartitionContext:
         """Produce inside this partition's transaction (visible only if it commits)."""
         await self.begin()
         fut = await self._producer.send(
-            topic, value=value, key=key, headers=list(headers) if headers else None,
+            topic,
+            value=value,
+            key=key,
+            headers=list(headers) if headers else None,
             partition=partition,
         )
         self._futures.append(fut)
@@ -221,14 +227,20 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._units[p] = await self._open_unit(p)
             consumer = self._consumer
             assert consumer is not None
-            # Positions come from the committed offsets, read after our producers fenced any
-            # zombie (so its open transaction, offsets included, is aborted).
+            # A partition we kept resumes where our last commit left it. A new one resumes at
+            # its committed offset, read after our producer's InitProducerId, which returns only
+            # once the previous owner's transaction is complete (markers written), so the fetch
+            # is not stale and a zombie's open transaction is aborted.
             for tp in assigned:
-                committed = await consumer.committed(tp)
-                if committed is None:
+                unit = self._units[tp.partition]
+                position = unit.positions.get(tp)
+                if position is None:
+                    position = await consumer.committed(tp)
+                if position is None:
                     await consumer.seek_to_beginning(tp)
                 else:
-                    consumer.seek(tp, committed)
+                    unit.positions[tp] = position
+                    consumer.seek(tp, position)
             self.ready.set()
             log.info(
                 "partitions assigned",
@@ -284,6 +296,13 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         unit = self._units.get(p)
         if unit is None:
             return
+        # A batch fetched before a rebalance, or after aiokafka applied its own (possibly stale)
+        # committed-offset reset, may start below what we committed: that part is already done.
+        # Partitions we no longer own have no unit and are skipped above.
+        tps = {tp: _after(recs, unit.positions.get(tp)) for tp, recs in tps.items()}
+        tps = {tp: recs for tp, recs in tps.items() if recs}
+        if not tps:
+            return
         records = [r for recs in tps.values() for r in recs]
         if len(tps) > 1:  # several co-partitioned inputs: interleave by broker append time
             records.sort(key=lambda r: r.timestamp)
@@ -294,15 +313,16 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             await ctx.begin()
             await unit.producer.send_offsets_to_transaction(offsets, self.group_id)
 
-        ok = await self._transact(unit, body)
-        if not ok:
-            consumer = self._consumer
-            if consumer is not None:
-                for tp, recs in tps.items():
-                    consumer.seek(tp, recs[0].offset)
-            await asyncio.sleep(1.0)
-        elif self._on_commit is not None:
-            self._on_commit(p, len(records))
+        if await self._transact(unit, body):
+            unit.positions.update(offsets)
+            if self._on_commit is not None:
+                self._on_commit(p, len(records))
+            return
+        consumer = self._consumer
+        if consumer is not None:
+            for tp, recs in tps.items():
+                consumer.seek(tp, recs[0].offset)
+        await asyncio.sleep(1.0)
 
     async def _run_timers(self) -> None:
         interval = self.spec.timer_interval_s
@@ -335,10 +355,15 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 topic = unit.changelogs[name]
                 for key, value in pending.items():
                     futs.append(
-                        await unit.producer.send(topic, key=key, value=value, partition=unit.partition)
+                        await unit.producer.send(
+                            topic, key=key, value=value, partition=unit.partition
+                        )
                     )
             if not ctx._in_txn:
                 return True
+            # A send that failed must fail the transaction: commit_transaction alone does not
+            # check that every batch was written, so wait for every ack first.
+            await asyncio.gather(*ctx._futures, *(f for fs in changelog_futs.values() for f in fs))
             await unit.producer.commit_transaction()
         except ProducerFenced:
             # another worker owns this partition now: we are the zombie
@@ -367,6 +392,12 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             store.apply(next_offset)
         self.committed_batches += 1
         return True
+
+
+def _after(records: list[ConsumerRecord], position: int | None) -> list[ConsumerRecord]:
+    if position is None or not records or records[0].offset >= position:
+        return records
+    return [r for r in records if r.offset >= position]
 
 
 async def _restore(bootstrap: str, topic: str, partition: int, store: PartitionStore) -> None:

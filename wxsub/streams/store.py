@@ -53,7 +53,9 @@ class PartitionStore:
     def delete(self, key: bytes) -> None:
         self._overlay[key] = None
 
-    def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, start_after: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Committed + pending entries whose key starts with ``prefix``, in key order.
 
         Pending writes are merged in; the caller must not write under ``prefix`` while iterating.

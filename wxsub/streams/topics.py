@@ -1,0 +1,103 @@
+"""The topic catalogue: every topic wxsub reads or writes, its key, and how it is created.
+
+All topics that are joined share one partition count (``kafka.partitions``), so key K lands on
+the same partition number everywhere (Kafka's default murmur2 partitioner, which aiokafka and the
+Java client share). Ledgers and changelogs are compacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from wxsub.settings import KafkaSettings
+
+__all__ = ["CHANGELOG_STORES", "TOPICS", "TopicDef", "changelog_name", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicDef:
+    name: str  # logical name, prefixed with kafka.topic_prefix on the wire
+    key: str  # what the record key is
+    compacted: bool = False
+    retention_ms: int | None = None
+
+
+TOPICS: tuple[TopicDef, ...] = (
+    # inputs published by shops (schemas/README.md)
+    TopicDef("order-status", "order_id"),
+    TopicDef("logistics", "order_id"),
+    TopicDef("products", "target key: sku:<sku_id>"),
+    TopicDef("watches", "target key: sku:<id> | store:<id> | category:<id>"),
+    TopicDef("promotions", "target key: store:<id> | category:<id>"),
+    TopicDef("preferences", "user key appid:openid"),
+    # produced by the gateway
+    TopicDef("subscriptions", "user key appid:openid"),
+    # internal
+    TopicDef("candidates", "user key appid:openid"),
+    TopicDef("intents", "user key appid:openid"),
+    TopicDef("corrections", "user key appid:openid"),
+    TopicDef("outcomes", "user key or source key"),
+    TopicDef("deliveries", "notification id", compacted=True),
+    TopicDef("dlq", "source record key", retention_ms=30 * 24 * 3600 * 1000),
+)
+
+# stage -> stores; each has a compacted changelog topic
+CHANGELOG_STORES: dict[str, tuple[str, ...]] = {
+    "orders": ("orders", "pending"),
+    "products": ("watches", "fanout"),
+    "decide": ("users",),
+    "deliver": ("ledger",),
+}
+
+
+def changelog_name(kafka: KafkaSettings, app_id: str, stage: str, store: str) -> str:
+    return kafka.topic(f"{app_id}-{stage}-{store}-changelog")
+
+
+def _all_topics(kafka: KafkaSettings, app_id: str) -> list[NewTopic]:
+    out = []
+    for t in TOPICS:
+        configs: dict[str, str] = {}
+        if t.compacted:
+            configs["cleanup.policy"] = "compact"
+        if t.retention_ms is not None:
+            configs["retention.ms"] = str(t.retention_ms)
+        out.append(_new(kafka, kafka.topic(t.name), configs))
+    for stage, stores in CHANGELOG_STORES.items():
+        for store in stores:
+            name = changelog_name(kafka, app_id, stage, store)
+            out.append(_new(kafka, name, {"cleanup.policy": "compact"}))
+    return out
+
+
+def _new(kafka: KafkaSettings, name: str, configs: dict[str, str]) -> NewTopic:
+    return NewTopic(
+        name=name,
+        num_partitions=kafka.partitions,
+        replication_factor=kafka.replication_factor,
+        topic_configs=configs,
+    )
+
+
+async def ensure_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
+    """Create every missing topic with its settings; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in _all_topics(kafka, app_id) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker raced us
+                pass
+            log.info("topics created", extra={"topics": [t.name for t in missing]})
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
