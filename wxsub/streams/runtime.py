@@ -82,14 +82,14 @@ class PartitionContext:
     partition: int
     stores: dict[str, PartitionStore]
     _producer: AIOKafkaProducer
-    _in_txn: bool = False
-    _futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    in_txn: bool = False
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
     sent: int = 0
 
     async def begin(self) -> None:
-        if not self._in_txn:
+        if not self.in_txn:
             await self._producer.begin_transaction()
-            self._in_txn = True
+            self.in_txn = True
 
     async def send(
         self,
@@ -108,11 +108,11 @@ class PartitionContext:
             headers=list(headers) if headers else None,
             partition=partition,
         )
-        self._futures.append(fut)
+        self.futures.append(fut)
         self.sent += 1
 
     def dirty(self) -> bool:
-        return self._in_txn or any(s.pending() for s in self.stores.values())
+        return self.in_txn or any(s.pending() for s in self.stores.values())
 
 
 class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -359,11 +359,11 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                             topic, key=key, value=value, partition=unit.partition
                         )
                     )
-            if not ctx._in_txn:
+            if not ctx.in_txn:
                 return True
             # A send that failed must fail the transaction: commit_transaction alone does not
             # check that every batch was written, so wait for every ack first.
-            await asyncio.gather(*ctx._futures, *(f for fs in changelog_futs.values() for f in fs))
+            await asyncio.gather(*ctx.futures, *(f for fs in changelog_futs.values() for f in fs))
             await unit.producer.commit_transaction()
         except ProducerFenced:
             # another worker owns this partition now: we are the zombie
@@ -377,14 +377,14 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             for store in unit.stores.values():
                 store.discard()
-            if ctx._in_txn:
+            if ctx.in_txn:
                 try:
                     await unit.producer.abort_transaction()
                 except Exception:
                     raise RuntimeError("abort failed; restarting the stage") from exc
             return False
         for name, store in unit.stores.items():
-            futs = changelog_futs.get(name)
+            futs = changelog_futs.get(name, [])
             next_offset = None
             if futs:
                 metas = await asyncio.gather(*futs)
