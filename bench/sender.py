@@ -9,7 +9,8 @@ Clients, all in this one process and run in interleaved rounds (medians reported
 
 The sandbox runs in a subprocess (``python -m wxsub sandbox``) so its CPU does not count; CPU per
 send is ``time.process_time()`` of this process over the sends completed. Each client gets the
-same wall time; ``--inflight`` workers each send to their own openid (no 43108).
+same wall time; ``--inflight`` workers each send to their own openid (no 43108). The sandbox's
+own CPU per call is printed too: when it nears 1 s / sends/s, the sandbox is the bottleneck.
 
     python -m bench.sender                # 3 rounds x 4 s per client, 200 in flight, 50 ms
     python -m bench.sender --tiny         # smoke run, a few seconds
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -161,18 +163,28 @@ async def run_kind(kind: str, base: str, openids: list[str], seconds: float) -> 
     return await run_wechat_client(base, openids, seconds, kind)
 
 
-async def bench(base: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def proc_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of another process (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench(base: str, pid: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     openids = await prepare(base, args.inflight, args.latency)
     results: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
     for r in range(args.rounds):
         order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
         for kind in order:
-            results[kind].append(await run_kind(kind, base, openids, args.seconds))
+            before = proc_cpu_s(pid)
+            run = await run_kind(kind, base, openids, args.seconds)
+            run["sandbox_cpu_ms"] = (proc_cpu_s(pid) - before) / max(run["sends"], 1) * 1e3
+            results[kind].append(run)
+    keys = ("sends", "errors", "per_s", "cpu_ms", "sandbox_cpu_ms")
     return {
-        kind: {
-            key: statistics.median(run[key] for run in runs)
-            for key in ("sends", "errors", "per_s", "cpu_ms")
-        }
+        kind: {key: statistics.median(run[key] for run in runs) for key in keys}
         for kind, runs in results.items()
     }
 
@@ -182,11 +194,14 @@ def report(summary: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"sender bench: {args.inflight} in flight, {args.latency * 1e3:.0f} ms added latency, "
         f"{args.rounds} round(s) x {args.seconds:g} s per client (medians)"
     )
-    print(f"{'client':<15}{'sends/s':>10}{'CPU ms/send':>13}{'sends':>9}{'errors':>8}")
+    print(
+        f"{'client':<15}{'sends/s':>10}{'CPU ms/send':>13}{'sends':>9}{'errors':>8}"
+        f"{'sandbox CPU ms/call':>21}"
+    )
     for kind, row in summary.items():
         print(
             f"{kind:<15}{row['per_s']:>10.0f}{row['cpu_ms']:>13.3f}"
-            f"{row['sends']:>9.0f}{row['errors']:>8.0f}"
+            f"{row['sends']:>9.0f}{row['errors']:>8.0f}{row['sandbox_cpu_ms']:>21.3f}"
         )
     ours = summary["ours"]
     for kind in KINDS[1:]:
@@ -217,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         world.write_text(WORLD, encoding="utf-8")
         proc, base = start_sandbox(world, Path(tmp, "sandbox.log"))
         try:
-            summary = asyncio.run(bench(base, args))
+            summary = asyncio.run(bench(base, proc.pid, args))
         finally:
             proc.terminate()
             proc.wait(timeout=10)
