@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import ProducerFenced
 
 from wxsub.streams.store import PartitionStore
 
@@ -75,6 +75,10 @@ class _Unit:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+async def _no_commit() -> None:
+    raise RuntimeError("commit() is only available inside a running transaction")
+
+
 @dataclass
 class PartitionContext:
     """What a stage sees while processing one partition inside one transaction."""
@@ -85,6 +89,7 @@ class PartitionContext:
     in_txn: bool = False
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
     sent: int = 0
+    committer: Callable[[], Awaitable[None]] = field(default=_no_commit, repr=False)
 
     async def begin(self) -> None:
         if not self.in_txn:
@@ -111,8 +116,9 @@ class PartitionContext:
         self.futures.append(fut)
         self.sent += 1
 
-    def dirty(self) -> bool:
-        return self.in_txn or any(s.pending() for s in self.stores.values())
+    async def commit(self) -> None:
+        """Commit everything sent and stored so far; later work goes into a new transaction."""
+        await self.committer()
 
 
 class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -341,36 +347,22 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _transact(
         self, unit: _Unit, body: Callable[[PartitionContext], Awaitable[None]]
     ) -> bool:
-        """Run ``body`` in one transaction of ``unit``; True when it committed (or was empty)."""
+        """Run ``body`` in one transaction of ``unit``; True when it committed (or was empty).
+
+        ``body`` may call ``ctx.commit()`` to commit what it did so far and go on in a new
+        transaction (the deliver stage makes its ``attempt`` records durable that way).
+        """
         ctx = PartitionContext(unit.partition, unit.stores, unit.producer)
-        changelog_futs: dict[str, list[asyncio.Future[Any]]] = {}
+        ctx.committer = lambda: self._commit(unit, ctx)
         try:
             await body(ctx)
-            for name, store in unit.stores.items():
-                pending = store.pending()
-                if not pending:
-                    continue
-                await ctx.begin()
-                futs = changelog_futs.setdefault(name, [])
-                topic = unit.changelogs[name]
-                for key, value in pending.items():
-                    futs.append(
-                        await unit.producer.send(
-                            topic, key=key, value=value, partition=unit.partition
-                        )
-                    )
-            if not ctx.in_txn:
-                return True
-            # A send that failed must fail the transaction: commit_transaction alone does not
-            # check that every batch was written, so wait for every ack first.
-            await asyncio.gather(*ctx.futures, *(f for fs in changelog_futs.values() for f in fs))
-            await unit.producer.commit_transaction()
+            await self._commit(unit, ctx)
         except ProducerFenced:
             # another worker owns this partition now: we are the zombie
             for store in unit.stores.values():
                 store.discard()
             raise
-        except (KafkaError, Exception) as exc:
+        except Exception as exc:
             log.exception(
                 "transaction failed; aborting and rewinding",
                 extra={"stage": self.spec.name, "partition": unit.partition, "error": repr(exc)},
@@ -383,15 +375,35 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 except Exception:
                     raise RuntimeError("abort failed; restarting the stage") from exc
             return False
+        return True
+
+    async def _commit(self, unit: _Unit, ctx: PartitionContext) -> None:
+        """Changelog the store overlays, commit, then apply the overlays locally."""
+        changelog_futs: dict[str, list[asyncio.Future[Any]]] = {}
+        for name, store in unit.stores.items():
+            pending = store.pending()
+            if not pending:
+                continue
+            await ctx.begin()
+            futs = changelog_futs.setdefault(name, [])
+            topic = unit.changelogs[name]
+            for key, value in pending.items():
+                futs.append(
+                    await unit.producer.send(topic, key=key, value=value, partition=unit.partition)
+                )
+        if not ctx.in_txn:
+            return
+        # A send that failed must fail the transaction: commit_transaction alone does not
+        # check that every batch was written, so wait for every ack first.
+        await asyncio.gather(*ctx.futures, *(f for fs in changelog_futs.values() for f in fs))
+        await unit.producer.commit_transaction()
+        ctx.in_txn = False
+        ctx.futures = []
         for name, store in unit.stores.items():
             futs = changelog_futs.get(name, [])
-            next_offset = None
-            if futs:
-                metas = await asyncio.gather(*futs)
-                next_offset = max(m.offset for m in metas) + 1
+            next_offset = max(f.result().offset for f in futs) + 1 if futs else None
             store.apply(next_offset)
         self.committed_batches += 1
-        return True
 
 
 def _after(records: list[ConsumerRecord], position: int | None) -> list[ConsumerRecord]:
