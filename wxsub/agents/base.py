@@ -1,0 +1,121 @@
+"""What every agent shares: its collaborators, decode-or-DLQ, outcomes, and a due-time index.
+
+Agents stay thin: they decode, call the pure rules in ``wxsub.agents.rules``, and emit what the
+rules returned. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from wxsub.dlq import dead_letter
+from wxsub.errors import InputError
+from wxsub.merchants import Merchants
+from wxsub.schemas import decode_topic
+from wxsub.schemas.internal import Outcome, encode_internal, user_key
+from wxsub.settings import Settings
+from wxsub.streams.metrics import WorkerMetrics
+from wxsub.streams.runtime import PartitionContext
+from wxsub.streams.store import PartitionStore
+
+__all__ = ["DueIndex", "StageEnv", "wall_ms"]
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class StageEnv:
+    """The collaborators handed to every agent by the composition root."""
+
+    settings: Settings
+    merchants: Merchants
+    metrics: WorkerMetrics
+    clock: Callable[[], int] = field(default=wall_ms)
+
+    def topic(self, logical: str) -> str:
+        return self.settings.kafka.topic(logical)
+
+    def logical(self, topic: str) -> str:
+        prefix = self.settings.kafka.topic_prefix
+        return topic[len(prefix) :] if topic.startswith(prefix) else topic
+
+    async def decode(self, ctx: PartitionContext, rec: ConsumerRecord, stage: str) -> Any | None:
+        """The record's event, or None after sending it to the DLQ with the reason."""
+        logical = self.logical(rec.topic)
+        try:
+            event = decode_topic(logical, rec.value or b"", self.settings.worker.max_event_bytes)
+        except InputError as exc:
+            await self.dead_letter(ctx, rec, exc, stage)
+            self.metrics.events_invalid.labels(logical, exc.reason).inc()
+            return None
+        self.metrics.events_in.labels(logical, type(event).__name__).inc()
+        return event
+
+    async def dead_letter(
+        self, ctx: PartitionContext, rec: ConsumerRecord, error: Exception, stage: str
+    ) -> None:
+        key, value, headers = dead_letter(
+            rec.value or b"",
+            rec.headers or (),
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            error,
+            stage,
+            key=rec.key,
+        )
+        await ctx.send(self.topic("dlq"), key, value, headers)
+        self.metrics.dlq.labels(stage).inc()
+
+    async def emit_outcomes(self, ctx: PartitionContext, outcomes: Iterable[Outcome]) -> None:
+        topic = self.topic("outcomes")
+        for o in outcomes:
+            key = user_key(o.appid, o.openid) if o.openid else o.event_id
+            await ctx.send(topic, key.encode(), encode_internal(o))
+            self.metrics.outcomes.labels(o.stage, o.kind, o.reason).inc()
+
+
+class DueIndex:
+    """Entities with work due at a wall-clock time, kept sorted inside a partition store.
+
+    Keys are ``PREFIX + 13-digit ms + "|" + entity key``, so a scan from the prefix yields them in
+    due order and stops at the first one in the future.
+    """
+
+    PREFIX = b"\x01due|"
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+
+    def _key(self, due_ms: int, entity: bytes) -> bytes:
+        return self.PREFIX + b"%013d|" % due_ms + entity
+
+    def set(self, entity: bytes, old_due: int | None, new_due: int | None) -> None:
+        if old_due == new_due:
+            return
+        if old_due is not None:
+            self.store.delete(self._key(old_due, entity))
+        if new_due is not None:
+            self.store.put(self._key(new_due, entity), b"")
+
+    def due(self, now_ms: int, limit: int = 10_000) -> Iterator[tuple[int, bytes]]:
+        """(due_ms, entity) whose time has come, oldest first (at most ``limit``)."""
+        n = len(self.PREFIX)
+        for i, (key, _) in enumerate(self.store.scan(self.PREFIX)):
+            due = int(key[n : n + 13])
+            if due > now_ms or i >= limit:
+                return
+            yield due, key[n + 14 :]
+
+    def count(self) -> int:
+        return sum(1 for _ in self.store.scan(self.PREFIX))

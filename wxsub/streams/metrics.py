@@ -1,0 +1,109 @@
+"""The worker's Prometheus metrics, grouped in one object built against an injected registry.
+
+Labels are low-cardinality only (kind, template, result, errcode, reason, stage, appid); never an
+openid or any other personal data. appid is the mini program (a handful per deployment).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WorkerMetrics"]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class WorkerMetrics:
+    """Every wxsub_ metric of a worker process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.events_in = Counter(
+            "wxsub_events_in", "Input events read, by topic and kind", ["topic", "kind"], registry=r
+        )
+        self.events_invalid = Counter(
+            "wxsub_events_invalid",
+            "Input events sent to the DLQ, by reason",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "wxsub_dlq", "Records written to the DLQ, by stage", ["stage"], registry=r
+        )
+        self.candidates = Counter(
+            "wxsub_candidates", "Notification candidates produced, by kind", ["kind"], registry=r
+        )
+        self.outcomes = Counter(
+            "wxsub_outcomes",
+            "Outcomes by stage, kind and reason",
+            ["stage", "kind", "reason"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "wxsub_suppressed",
+            "Notifications not sent, by kind and reason",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.intents = Counter(
+            "wxsub_intents",
+            "Intents produced, by kind and template",
+            ["kind", "template"],
+            registry=r,
+        )
+        self.sends = Counter(
+            "wxsub_sends",
+            "WeChat sends by result and errcode",
+            ["result", "errcode", "template"],
+            registry=r,
+        )
+        self.wechat_latency = Histogram(
+            "wxsub_wechat_call_seconds",
+            "WeChat API call latency",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "wxsub_end_to_end_seconds",
+            "Event time to WeChat accepted the send",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.credits = Counter(
+            "wxsub_credits",
+            "Credit changes: granted, consumed, restored, zeroed",
+            ["change"],
+            registry=r,
+        )
+        self.in_doubt = Counter(
+            "wxsub_in_doubt",
+            "Sends whose result is unknown (attempt without final record)",
+            ["state"],
+            registry=r,
+        )
+        self.deferred = Gauge(
+            "wxsub_deferred_backlog",
+            "Timers waiting (quiet hours, collapse, retries), by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "wxsub_token_refreshes", "Access token fetches, by result", ["result"], registry=r
+        )
+        self.batches = Counter(
+            "wxsub_batches", "Transactions committed, by stage", ["stage"], registry=r
+        )
+        self.records = Counter(
+            "wxsub_records", "Input records processed, by stage", ["stage"], registry=r
+        )
+        self.lag = Gauge(
+            "wxsub_consumer_lag",
+            "Records behind the end of the input, by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.quota_paused = Gauge(
+            "wxsub_quota_paused", "1 while an appid is paused on 45009", ["appid"], registry=r
+        )
