@@ -201,14 +201,20 @@ async def test_consumer_group_rebalances_when_members_join_and_leave(
         await _until(lambda: one.assignment() == every)
         await two.start()
         try:
-            await _until(lambda: bool(one.assignment()) and bool(two.assignment()))
-            assert one.assignment() | two.assignment() == every
-            assert not one.assignment() & two.assignment()
+            # each member's view updates on its own heartbeat: wait for the settled split
+            await _until(lambda: _split(one, two) == every)
+            assert one.assignment() and two.assignment()
         finally:
             await two.stop()
         await _until(lambda: one.assignment() == every)
     finally:
         await one.stop()
+
+
+def _split(one: AIOKafkaConsumer, two: AIOKafkaConsumer) -> set[TopicPartition]:
+    """The union of both assignments when both are non-empty and disjoint, else an empty set."""
+    a, b = one.assignment(), two.assignment()
+    return set(a | b) if a and b and not a & b else set()
 
 
 async def _until(check: Any, timeout: float = 30) -> None:
