@@ -16,7 +16,12 @@ from wxsub.errors import ConfigError, SetupError
 __all__ = ["main"]
 
 # module paths, each with register(subparsers) that adds a parser with func=callable(args)->int
-_COMMANDS: list[str] = ["wxsub.publish", "wxsub.gateway.cli", "wxsub.wechat.sandbox.cli"]
+_COMMANDS: list[str] = [
+    "wxsub.local_kafka",
+    "wxsub.publish",
+    "wxsub.gateway.cli",
+    "wxsub.wechat.sandbox.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
