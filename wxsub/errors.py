@@ -8,6 +8,7 @@ Hierarchy::
     ├── InputError                  an event that cannot be accepted (goes to the DLQ)
     ├── PushRejected                a WeChat message push the gateway refuses (reason names why)
     ├── ProduceError                Kafka did not confirm a write: nothing may be acknowledged
+    ├── PrometheusError             a Prometheus we run or query failed (promcheck)
     └── WeChatError                 anything the WeChat edge reports
         ├── RetryableError          provably not sent, or WeChat said "not sent": try again later
         │   └── QuotaExceeded       45009: stop sending for this appid until the quota resets
@@ -26,6 +27,7 @@ __all__ = [
     "InputError",
     "PermanentError",
     "ProduceError",
+    "PrometheusError",
     "PushRejected",
     "QuotaExceeded",
     "RetryableError",
@@ -71,6 +73,10 @@ class PushRejected(WxsubError):
 
 class ProduceError(WxsubError):
     """Kafka did not confirm a write (acks=all); the caller must not acknowledge its input."""
+
+
+class PrometheusError(WxsubError):
+    """A Prometheus started by ``wxsub.streams.promcheck`` failed, or refused a query."""
 
 
 class WeChatError(WxsubError):
