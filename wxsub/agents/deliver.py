@@ -1,0 +1,321 @@
+"""The deliver stage: intents -> WeChat subscribe/send, each notification id at most once.
+
+Per batch (one partition): receipts (``sent`` SubscriptionEvents) settle in-doubt entries; each
+intent is looked up in the ``ledger`` store and, if new, sent in *waves*: the n-th intent of every
+user in the batch forms wave n. A wave writes its ``attempt`` entries (store + deliveries topic)
+and commits the transaction (``ctx.commit()``) before any HTTP call, then calls WeChat
+concurrently (process-wide ``max_in_flight`` semaphore; one call at a time per user), then writes
+the final entries, which commit with the next wave's attempts or with the input offsets. Retries
+and crash leftovers are handled by ``on_timer`` through a DueIndex. Every decision is in
+``wxsub.agents.rules.delivery``; ``docs/delivery.md`` explains the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.rules import delivery as rules
+from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
+from wxsub.errors import InputError, QuotaExceeded, WeChatError
+from wxsub.schemas import SubscriptionEvent, decode_topic
+from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
+from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.store import PartitionStore
+from wxsub.wechat.client import SendResult, WeChatClient
+
+__all__ = ["DeliverStage", "Ledger"]
+
+log = logging.getLogger(__name__)
+
+Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
+
+
+class Ledger:
+    """The ``ledger`` store: entries by notification id, plus three indexes kept in step.
+
+    ``n|nid`` -> entry; the DueIndex (retries, and attempts so a leftover is found by the
+    timer); ``u|appid:openid|template|attempt_at|nid`` for attempt/in-doubt entries (receipt
+    matching, oldest first); ``m|msgid`` -> nid for sent entries (a receipt of a known send).
+    """
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.due = DueIndex(store)
+
+    def get(self, nid: str) -> Entry | None:
+        raw = self.store.get(b"n|" + nid.encode())
+        return rules.decode_entry(raw) if raw is not None else None
+
+    def write(self, old: Entry | None, new: Entry) -> None:
+        self.store.put(b"n|" + new.notification_id.encode(), rules.encode_entry(new))
+        nid = new.notification_id.encode()
+        self.due.set(nid, old.due if old else None, new.due)
+        old_key, new_key = _user_index(old), _user_index(new)
+        if old_key != new_key:
+            if old_key is not None:
+                self.store.delete(old_key)
+            if new_key is not None:
+                self.store.put(new_key, b"")
+        if new.state == SENT and new.msgid and (old is None or old.msgid != new.msgid):
+            self.store.put(b"m|" + new.msgid.encode(), nid)
+
+    def open_attempts(self, appid: str, openid: str, template_id: str) -> list[tuple[int, str]]:
+        """(attempt_at, nid) of the user's attempt/in-doubt entries for a template, oldest first."""
+        prefix = _user_prefix(appid, openid, template_id)
+        out = []
+        for key, _ in self.store.scan(prefix):
+            at, _, nid = key[len(prefix) :].partition(b"|")
+            out.append((int(at), nid.decode()))
+        return out
+
+    def known_msgid(self, msgid: str) -> bool:
+        return self.store.get(b"m|" + msgid.encode()) is not None
+
+
+def _user_prefix(appid: str, openid: str, template_id: str) -> bytes:
+    return f"u|{user_key(appid, openid)}|{template_id}|".encode()
+
+
+def _user_index(entry: Entry | None) -> bytes | None:
+    if entry is None or entry.state not in (ATTEMPT, IN_DOUBT):
+        return None
+    prefix = _user_prefix(entry.appid, entry.openid, entry.template_id)
+    return prefix + b"%013d|" % entry.attempt_at + entry.notification_id.encode()
+
+
+class DeliverStage:
+    """Built by the worker as ``DeliverStage(env, client)``; ``policy`` overrides the retry
+    knobs (``in_doubt_resend`` always follows ``settings.worker.in_doubt_policy``)."""
+
+    def __init__(
+        self, env: StageEnv, client: WeChatClient, policy: rules.DeliveryPolicy | None = None
+    ) -> None:
+        self.env = env
+        self.client = client
+        resend = env.settings.worker.in_doubt_policy == "resend"
+        self.policy = replace(policy or rules.DeliveryPolicy(), in_doubt_resend=resend)
+        self.spec = StageSpec(
+            rules.STAGE,
+            inputs=(env.topic("intents"), env.topic("subscriptions")),
+            stores=("ledger",),
+            timer_interval_s=self.policy.timer_interval_s,
+        )
+        self._slots = asyncio.Semaphore(env.settings.worker.max_in_flight)
+        self._paused: dict[str, int] = {}  # appid -> wall ms when the 45009 pause ends
+        self._backlog: dict[int, int] = {}  # partition -> due entries (the deferred gauge)
+        self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
+
+    # --- runtime entry points -------------------------------------------------------------------
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
+        ledger = Ledger(ctx.stores["ledger"])
+        now = self.env.clock()
+        intents: list[Intent] = []
+        for rec in records:
+            if rec.topic == self.spec.inputs[0]:
+                intent = await self._intent(ctx, rec)
+                if intent is not None:
+                    intents.append(intent)
+            else:
+                receipt = self._receipt(rec)
+                if receipt is not None:
+                    await self._reconcile(ctx, ledger, receipt, now)
+        pending: list[Pending] = []
+        seen: set[str] = set()
+        for intent in intents:
+            if intent.notification_id in seen:
+                continue
+            seen.add(intent.notification_id)
+            old = ledger.get(intent.notification_id)
+            paused = self._pause(intent.appid, now)
+            step = rules.on_intent(old, intent, now, paused, self.policy)
+            await self._step(ctx, ledger, old, step, pending)
+        await self._deliver(ctx, ledger, pending)
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
+        self._resume(now_ms)
+        ledger = Ledger(ctx.stores["ledger"])
+        pending: list[Pending] = []
+        limit = self.env.settings.worker.max_in_flight
+        for due_ms, raw in list(ledger.due.due(now_ms, limit)):
+            entry = ledger.get(raw.decode())
+            if entry is None or entry.due != due_ms:
+                ledger.due.set(raw, due_ms, None)  # a stale index key
+                continue
+            step = rules.on_due(entry, now_ms, self._pause(entry.appid, now_ms), self.policy)
+            await self._step(ctx, ledger, entry, step, pending)
+        await self._deliver(ctx, ledger, pending)
+        self._backlog[ctx.partition] = ledger.due.count()
+        self.env.metrics.deferred.labels(rules.STAGE).set(sum(self._backlog.values()))
+
+    # --- sending --------------------------------------------------------------------------------
+
+    async def _deliver(self, ctx: PartitionContext, ledger: Ledger, pending: list[Pending]) -> None:
+        """Send in waves: at most one call per user at a time, attempts durable first."""
+        for wave in _waves(pending):
+            now = self.env.clock()
+            calls: list[Entry] = []
+            for old, base in wave:
+                paused = self._pause(base.appid, now)
+                if paused is not None:
+                    await self._apply(ctx, ledger, old, rules.defer(base, paused, now))
+                    continue
+                attempt = rules.begin_attempt(base, now)
+                await self._apply(ctx, ledger, old, Step(attempt))
+                calls.append(attempt)
+            if not calls:
+                continue
+            await ctx.commit()  # the attempts are durable before any request leaves
+            answers = await asyncio.gather(*(self._call(a) for a in calls))
+            now = self.env.clock()
+            for attempt, answer in zip(calls, answers, strict=True):
+                pause = self._on_quota(attempt.appid, now) if _quota(answer) else None
+                step = rules.on_result(
+                    attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
+                )
+                self._count_send(attempt, answer, step, now)
+                await self._apply(ctx, ledger, attempt, step)
+
+    async def _call(self, attempt: Entry) -> SendResult | WeChatError:
+        assert attempt.intent is not None
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                return await self.client.send(attempt.appid, attempt.intent.body)
+            except WeChatError as exc:
+                return exc
+            finally:
+                latency = time.perf_counter() - started
+                self.env.metrics.wechat_latency.labels("send").observe(latency)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    async def _step(
+        self,
+        ctx: PartitionContext,
+        ledger: Ledger,
+        old: Entry | None,
+        step: Step,
+        pending: list[Pending],
+    ) -> None:
+        if step.send and step.entry is not None:
+            pending.append((old, step.entry))
+        else:
+            await self._apply(ctx, ledger, old, step)
+
+    async def _apply(
+        self, ctx: PartitionContext, ledger: Ledger, old: Entry | None, step: Step
+    ) -> None:
+        """Write the step's entry (store + deliveries topic), outcome and correction."""
+        env, entry = self.env, step.entry
+        if entry is not None:
+            ledger.write(old, entry)
+            value = encode_internal(rules.delivery_of(entry))
+            await ctx.send(env.topic("deliveries"), entry.notification_id.encode(), value)
+        if step.outcome is not None:
+            await env.emit_outcomes(ctx, (step.outcome,))
+        corr = step.correction
+        if corr is not None:
+            key = user_key(corr.appid, corr.openid).encode()
+            await ctx.send(env.topic("corrections"), key, encode_internal(corr))
+            env.metrics.credits.labels("zeroed" if corr.action == "zero" else "restored").inc()
+        if step.result in ("in_doubt", "resend", "reconciled_sent", "reconciled_failed"):
+            label = "detected" if step.result == "in_doubt" else step.result
+            env.metrics.in_doubt.labels(label).inc()
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    async def _intent(self, ctx: PartitionContext, rec: ConsumerRecord) -> Intent | None:
+        try:
+            return decode_internal(Intent, rec.value or b"")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            error = InputError("schema", f"not an Intent record: {type(exc).__name__}")
+            await self.env.dead_letter(ctx, rec, error, rules.STAGE)
+            return None
+
+    def _receipt(self, rec: ConsumerRecord) -> Receipt | None:
+        """A ``sent`` receipt, or None (other subscription events are the decide stage's, and so
+        are undecodable ones: it sends them to the DLQ)."""
+        try:
+            event = decode_topic("subscriptions", rec.value or b"")
+        except InputError:
+            return None
+        if not isinstance(event, SubscriptionEvent) or event.event != "sent":
+            return None
+        return Receipt(
+            appid=event.appid,
+            openid=event.openid,
+            template_id=event.template_id,
+            msgid=event.msgid or "",
+            error_code=event.error_code or 0,
+            time_ms=event.create_time * 1000,
+        )
+
+    async def _reconcile(
+        self, ctx: PartitionContext, ledger: Ledger, receipt: Receipt, now: int
+    ) -> None:
+        if receipt.msgid and ledger.known_msgid(receipt.msgid):
+            return  # the receipt of a send we already know the answer of
+        candidates = ledger.open_attempts(receipt.appid, receipt.openid, receipt.template_id)
+        nid = rules.match_receipt(candidates, receipt, self.policy)
+        entry = ledger.get(nid) if nid is not None else None
+        if entry is not None:
+            await self._apply(ctx, ledger, entry, rules.on_receipt(entry, receipt, now))
+
+    # --- quota pauses ---------------------------------------------------------------------------
+
+    def _pause(self, appid: str, now: int) -> int | None:
+        until = self._paused.get(appid)
+        return until if until is not None and until > now else None
+
+    def _on_quota(self, appid: str, now: int) -> int:
+        until = self._pause(appid, now)
+        if until is None:
+            until = self._paused[appid] = now + self.policy.quota_pause_ms
+            self.env.metrics.quota_paused.labels(appid).set(1)
+            log.warning(
+                "ALERT: daily send quota reached (45009); sends of this appid paused",
+                extra={"appid": appid, "resume_at_ms": until},
+            )
+        return until
+
+    def _resume(self, now: int) -> None:
+        for appid, until in list(self._paused.items()):
+            if until <= now:
+                del self._paused[appid]
+                self.env.metrics.quota_paused.labels(appid).set(0)
+                log.info("sends resumed after the quota pause", extra={"appid": appid})
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def _count_send(self, attempt: Entry, answer: Any, step: Step, now: int) -> None:
+        metrics = self.env.metrics
+        errcode = 0 if isinstance(answer, SendResult) else answer.errcode
+        label = "none" if errcode is None else str(errcode)
+        metrics.sends.labels(step.result, label, attempt.template_id).inc()
+        if step.result == SENT:
+            seconds = max(0.0, (now - attempt.occurred_at) / 1000)
+            metrics.e2e_latency.labels(attempt.kind).observe(seconds)
+
+
+def _quota(answer: object) -> bool:
+    return isinstance(answer, QuotaExceeded)
+
+
+def _waves(pending: Sequence[Pending]) -> list[list[Pending]]:
+    """Wave n holds the n-th pending send of every user (input order kept within a user)."""
+    per_user: dict[str, list[Pending]] = {}
+    for item in pending:
+        per_user.setdefault(item[1].user, []).append(item)
+    depth = max((len(items) for items in per_user.values()), default=0)
+    return [[items[n] for items in per_user.values() if n < len(items)] for n in range(depth)]
