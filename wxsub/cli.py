@@ -18,9 +18,10 @@ __all__ = ["main"]
 # module paths, each with register(subparsers) that adds a parser with func=callable(args)->int
 _COMMANDS: list[str] = [
     "wxsub.local_kafka",
+    "wxsub.wechat.sandbox.cli",
     "wxsub.publish",
     "wxsub.gateway.cli",
-    "wxsub.wechat.sandbox.cli",
+    "wxsub.streams.cli",
 ]
 
 

@@ -91,6 +91,7 @@ class WorkerSettings:
     merchants: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_event_bytes: int = 64 * 1024
+    session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")

@@ -18,7 +18,7 @@ from wxsub.dlq import dead_letter
 from wxsub.errors import InputError
 from wxsub.merchants import Merchants
 from wxsub.schemas import decode_topic
-from wxsub.schemas.internal import Outcome, encode_internal, user_key
+from wxsub.schemas.internal import Candidate, Outcome, encode_internal, user_key
 from wxsub.settings import Settings
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import PartitionContext
@@ -60,6 +60,27 @@ class StageEnv:
             return None
         self.metrics.events_in.labels(logical, type(event).__name__).inc()
         return event
+
+    async def decode_keyed(
+        self, ctx: PartitionContext, rec: ConsumerRecord, stage: str
+    ) -> Any | None:
+        """Like :meth:`decode`, and the record key must be the event's own key: an event on
+        the wrong partition would miss its state (co-partitioning), so it goes to the DLQ."""
+        event = await self.decode(ctx, rec, stage)
+        if event is None:
+            return None
+        if rec.key is None or rec.key.decode(errors="replace") != event.key:
+            err = InputError("wrong_key", f"record key must be the event key {event.key!r}")
+            await self.dead_letter(ctx, rec, err, stage)
+            self.metrics.events_invalid.labels(self.logical(rec.topic), err.reason).inc()
+            return None
+        return event
+
+    async def emit_candidates(self, ctx: PartitionContext, cands: Iterable[Candidate]) -> None:
+        topic = self.topic("candidates")
+        for c in cands:
+            await ctx.send(topic, user_key(c.appid, c.openid).encode(), encode_internal(c))
+            self.metrics.candidates.labels(c.kind).inc()
 
     async def dead_letter(
         self, ctx: PartitionContext, rec: ConsumerRecord, error: Exception, stage: str

@@ -1,0 +1,141 @@
+"""Run real worker processes against the session broker, publish an event log, read results."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from tests.fixtures.kafka_helpers import read_all
+from wxsub.schemas.internal import Intent, Outcome, decode_internal
+from wxsub.settings import KafkaSettings
+
+__all__ = ["Deployment", "free_port"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """One isolated wxsub deployment (own topic prefix, app id, state dirs) on a broker."""
+
+    bootstrap: str
+    workdir: Path
+    merchants_toml: str
+    stages: str = "orders,products,decide"
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap=self.bootstrap, topic_prefix=f"t{self.uid}.", partitions=self.partitions
+        )
+
+    def env(self, index: int) -> dict[str, str]:
+        merchants = self.workdir / "merchants.toml"
+        merchants.write_text(self.merchants_toml, encoding="utf-8")
+        return {
+            **os.environ,
+            "WXSUB_KAFKA_BOOTSTRAP": self.bootstrap,
+            "WXSUB_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
+            "WXSUB_KAFKA_PARTITIONS": str(self.partitions),
+            "WXSUB_WORKER_APP_ID": f"app{self.uid}",
+            "WXSUB_WORKER_MERCHANTS": str(merchants),
+            "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
+            "WXSUB_WORKER_WEB_PORT": str(free_port()),
+            "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
+            **self.extra_env,
+        }
+
+    def start(self, index: int) -> None:
+        while len(self.procs) <= index:
+            self.procs.append(None)
+        log = (self.workdir / f"worker{index}.log").open("ab")
+        self.procs[index] = subprocess.Popen(
+            [sys.executable, "-m", "wxsub", "worker", "--stages", self.stages, "-l", "warning"],
+            cwd=ROOT, env=self.env(index), stdout=log, stderr=log,
+        )  # fmt: skip
+
+    def kill(self, index: int) -> None:
+        proc = self.procs[index]
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            self.procs[index] = None
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc is not None:
+                proc.terminate()
+        for proc in self.procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("worker*.log"))
+        )
+
+    async def publish(self, entries: Iterable[tuple[str, str, bytes]]) -> int:
+        """Produce (logical topic, key, raw) in order; returns how many."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        )
+        await producer.start()
+        n = 0
+        try:
+            for topic, key, raw in entries:
+                await producer.send(self.kafka.topic(topic), key=key.encode(), value=raw)
+                n += 1
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return n
+
+    async def read(self, logical: str) -> list[bytes]:
+        recs = await read_all(self.bootstrap, self.kafka.topic(logical), isolation="read_committed")
+        return [r.value for r in recs]
+
+    async def intents(self) -> list[Intent]:
+        return [decode_internal(Intent, v) for v in await self.read("intents")]
+
+    async def outcomes(self) -> list[Outcome]:
+        return [decode_internal(Outcome, v) for v in await self.read("outcomes")]
+
+    async def wait_for(self, logical: str, count: int, timeout: float) -> int:
+        """Poll until ``logical`` holds ``count`` committed records (or time runs out)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            n = len(await self.read(logical))
+            if n >= count or loop.time() > deadline:
+                return n
+            await asyncio.sleep(1.0)
+
+
+def as_published(entries: Sequence[object]) -> list[tuple[str, str, bytes]]:
+    return [(e.topic, e.key, e.raw) for e in entries]  # type: ignore[attr-defined]

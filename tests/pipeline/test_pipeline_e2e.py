@@ -1,0 +1,103 @@
+"""End to end on a real broker: published log -> real workers -> intents and outcomes == oracle.
+
+Every input event is accounted for (an intent, an outcome or the DLQ), with and without kill -9.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.eventlog import EventLog, Knobs, generate
+from tests.pipeline.harness import Deployment, as_published
+from tests.pipeline.oracle import RULE_STAGES, Expected, expected, outcome_counter
+from wxsub.merchants import parse_merchants
+from wxsub.streams.topics import ensure_topics
+
+pytestmark = pytest.mark.kafka
+
+SETTLE_S = 8  # timer ticks after the windows, and a committed-read margin
+
+
+def _log(seed: int, window_s: int, **knobs: int) -> tuple[EventLog, Expected]:
+    """A log and its oracle; ``window_s`` (collapse and orphan windows) must exceed the longest
+    pause a worker restart causes, or a collapse burst would be split (more intents)."""
+    now = int(time.time() * 1000)
+    log = generate(
+        Knobs(now_ms=now, seed=seed, collapse_window_s=window_s, orphan_after_s=window_s, **knobs)
+    )
+    merchants = parse_merchants(tomllib.loads(log.merchants_toml))
+    return log, expected(log.entries, merchants, now)
+
+
+async def _run(
+    dep: Deployment, log: EventLog, exp: Expected, workers: int, kills: int, seed: int
+) -> None:
+    await ensure_topics(dep.kafka, f"app{dep.uid}")
+    for i in range(workers):
+        dep.start(i)
+    phase0 = [e for e in log.entries if e.phase == 0]
+    phase1 = [e for e in log.entries if e.phase != 0]
+    await dep.publish(as_published(phase0))
+    got = await dep.wait_for("outcomes", log.phase0_outcomes, timeout=120)
+    assert got >= log.phase0_outcomes, f"phase 0 not applied ({got})\n{dep.logs()}"
+    rnd = random.Random(seed)
+    publishing = asyncio.create_task(dep.publish(as_published(phase1)))
+    for _ in range(kills):
+        await asyncio.sleep(rnd.uniform(0.5, 2.5))
+        victim = rnd.randrange(workers)
+        dep.kill(victim)
+        dep.start(victim)
+    await publishing
+    # held (collapse) and deferred intents leave on timers, after a killed owner's partitions
+    # moved (a session timeout): wait for both counts, then settle so extras would show
+    await dep.wait_for("outcomes", sum(exp.outcomes.values()), timeout=180)
+    await dep.wait_for("intents", len(exp.intents), timeout=120)
+    await asyncio.sleep(SETTLE_S)
+
+
+def _compare(dep_intents: list, dep_outcomes: list, dlq: int, exp: Expected) -> None:
+    got_intents = {i.notification_id: (i.body, i.event_ids) for i in dep_intents}
+    ids = Counter(i.notification_id for i in dep_intents)
+    assert not [n for n, c in ids.items() if c > 1], "an intent was produced twice"
+    want = exp.bodies()
+    missing = set(want) - set(got_intents)
+    extra = set(got_intents) - set(want)
+    assert not missing and not extra, f"{len(missing)} missing, {len(extra)} unexpected intents"
+    assert got_intents == want
+    got = outcome_counter(o for o in dep_outcomes if o.stage in RULE_STAGES)
+    diff_missing = exp.outcomes - got
+    diff_extra = got - exp.outcomes
+    assert not diff_missing and not diff_extra, (
+        f"outcomes differ: missing {list(diff_missing.items())[:5]}, "
+        f"extra {list(diff_extra.items())[:5]}"
+    )
+    assert dlq == exp.dlq
+
+
+@pytest.mark.parametrize(("workers", "kills"), [(2, 0), (2, 3)], ids=["clean", "kill9"])
+async def test_pipeline_matches_oracle(
+    kafka_bootstrap: str, tmp_path: Path, workers: int, kills: int
+) -> None:
+    log, exp = _log(seed=11 + kills, window_s=6 if kills == 0 else 20)
+    dep = Deployment(kafka_bootstrap, tmp_path, log.merchants_toml)
+    try:
+        await _run(dep, log, exp, workers, kills, seed=kills)
+        intents, outcomes, dlq = await dep.intents(), await dep.outcomes(), await dep.read("dlq")
+    finally:
+        dep.stop_all()
+    try:
+        _compare(intents, outcomes, len(dlq), exp)
+    except AssertionError:
+        print(dep.logs())
+        raise
+    # every input event is accounted for: an intent, an outcome, or the DLQ
+    accounted = {o.event_id for o in outcomes} | {e for i in intents for e in i.event_ids}
+    good = {e.record.event_id for e in log.entries if e.record is not None}
+    assert good <= accounted

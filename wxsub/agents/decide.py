@@ -1,0 +1,144 @@
+"""The decide agent (per user): candidates + subscription state -> intents or outcomes.
+
+Inputs, all keyed by user and co-partitioned: candidates (from the orders and products agents),
+subscriptions (from the gateway), preferences (from shops), corrections (from delivery). The
+``users`` store holds one UserState per user; the due index holds users with held (collapse) or
+deferred (quiet hours) intents, released by the timer. Within a batch, states are cached and
+written once per user.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.rules import decide as rules
+from wxsub.agents.rules.subscriptions import (
+    UserState,
+    apply_correction,
+    apply_preference,
+    apply_subscription,
+)
+from wxsub.schemas.internal import Candidate, Correction, Intent, decode_internal, encode_internal
+from wxsub.schemas.records import PreferenceChanged
+from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.store import PartitionStore
+
+__all__ = ["DecideAgent"]
+
+log = logging.getLogger(__name__)
+STAGE = rules.STAGE
+
+
+class _Users:
+    """A batch-local cache over the users store (read once, written once per user)."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.cache: dict[bytes, tuple[UserState, int | None]] = {}
+        self.dirty: set[bytes] = set()
+
+    def get(self, key: bytes) -> UserState:
+        hit = self.cache.get(key)
+        if hit is None:
+            raw = self.store.get(key)
+            state = UserState.from_dict(orjson.loads(raw)) if raw else UserState()
+            hit = self.cache[key] = (state, state.next_due())
+        return hit[0]
+
+    def put(self, key: bytes, state: UserState) -> None:
+        self.cache[key] = (state, self.cache[key][1])
+        self.dirty.add(key)
+
+    def flush(self) -> None:
+        due = DueIndex(self.store)
+        for key in self.dirty:
+            state, old_due = self.cache[key]
+            self.store.put(key, orjson.dumps(state))
+            due.set(key, old_due, state.next_due())
+        self.dirty.clear()
+        self.cache.clear()
+
+
+class DecideAgent:
+    def __init__(self, env: StageEnv) -> None:
+        self.env = env
+        names = ("candidates", "subscriptions", "preferences", "corrections")
+        self.spec = StageSpec(
+            STAGE, tuple(env.topic(n) for n in names), stores=("users",), timer_interval_s=1.0
+        )
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
+        users = _Users(ctx.stores["users"])
+        now = self.env.clock()
+        for rec in records:
+            logical = self.env.logical(rec.topic)
+            try:
+                if logical == "candidates":
+                    await self._candidate(ctx, users, rec, now)
+                elif logical == "corrections":
+                    corr = decode_internal(Correction, rec.value)
+                    users.put(rec.key, apply_correction(users.get(rec.key), corr))
+                else:
+                    await self._state_event(ctx, users, rec, now)
+            except Exception as exc:  # a bug must not stop the partition: DLQ, go on
+                log.exception("decide failed", extra={"topic": rec.topic, "offset": rec.offset})
+                await self.env.dead_letter(ctx, rec, exc, STAGE)
+        users.flush()
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
+        users = _Users(ctx.stores["users"])
+        for _, key in list(DueIndex(ctx.stores["users"]).due(now_ms)):
+            appid = key.decode().split(":", 1)[0]
+            decision = rules.on_timer(users.get(key), self.env.merchants.app(appid), now_ms)
+            users.put(key, decision.state)
+            await self._emit(ctx, decision.intents, decision)
+        users.flush()
+
+    async def _candidate(
+        self, ctx: PartitionContext, users: _Users, rec: ConsumerRecord, now: int
+    ) -> None:
+        cand = decode_internal(Candidate, rec.value)
+        cfg = self.env.merchants.app(cand.appid)
+        decision = rules.decide(users.get(rec.key), cand, cfg, now)
+        users.put(rec.key, decision.state)
+        await self._emit(ctx, decision.intents, decision)
+
+    async def _state_event(
+        self, ctx: PartitionContext, users: _Users, rec: ConsumerRecord, now: int
+    ) -> None:
+        ev = await self.env.decode_keyed(ctx, rec, STAGE)
+        if ev is None:
+            return
+        cfg = self.env.merchants.app(ev.appid)
+        state = users.get(rec.key)
+        if isinstance(ev, PreferenceChanged):
+            new, outcome = apply_preference(state, ev, cfg, now)
+        else:
+            new, outcome = apply_subscription(state, ev, cfg, now)
+            granted = sum(new.credits.values()) - sum(state.credits.values())
+            if granted > 0:
+                self.env.metrics.credits.labels("granted").inc(granted)
+        users.put(rec.key, new)
+        await self.env.emit_outcomes(ctx, (outcome,))
+
+    async def _emit(
+        self, ctx: PartitionContext, intents: tuple[Intent, ...], decision: rules.Decision
+    ) -> None:
+        topic = self.env.topic("intents")
+        for intent in intents:
+            key = rec_key(intent)
+            await ctx.send(topic, key, encode_internal(intent))
+            self.env.metrics.intents.labels(intent.kind, intent.template_id).inc()
+            self.env.metrics.credits.labels("consumed").inc()
+        for o in decision.outcomes:
+            if o.reason not in ("quiet_hours_deferred",):
+                self.env.metrics.suppressed.labels(o.kind, o.reason).inc()
+        await self.env.emit_outcomes(ctx, decision.outcomes)
+
+
+def rec_key(intent: Intent) -> bytes:
+    return f"{intent.appid}:{intent.openid}".encode()

@@ -1,0 +1,102 @@
+"""The orders agent: order-status and logistics (co-partitioned by order key) -> candidates.
+
+State per order key in the ``orders`` store: the order (owner, latest status) and the logistics
+events waiting for it. Pending events past ``orphan_after_s`` end as ``orphan`` on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.rules import orders as rules
+from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
+from wxsub.schemas.records import OrderStatusChanged
+from wxsub.streams.runtime import PartitionContext, StageSpec
+
+__all__ = ["OrdersAgent"]
+
+log = logging.getLogger(__name__)
+STAGE = rules.STAGE
+
+
+class OrdersAgent:
+    def __init__(self, env: StageEnv) -> None:
+        self.env = env
+        self.spec = StageSpec(
+            STAGE,
+            (env.topic("order-status"), env.topic("logistics")),
+            stores=("orders",),
+            timer_interval_s=1.0,
+        )
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
+        store = ctx.stores["orders"]
+        due = DueIndex(store)
+        now = self.env.clock()
+        for rec in records:
+            ev = await self.env.decode_keyed(ctx, rec, STAGE)
+            if ev is None:
+                continue
+            key = rec.key
+            order, pending = _load(store.get(key))
+            cfg = self.env.merchants.app(ev.appid)
+            try:
+                if isinstance(ev, OrderStatusChanged):
+                    step = rules.on_order_event(order, pending, ev, cfg, now)
+                else:
+                    step = rules.on_logistics_event(order, pending, ev, cfg, now)
+            except Exception as exc:  # a bug in a rule must not stop the partition
+                log.exception("orders rule failed", extra={"event_id": ev.event_id})
+                await self.env.dead_letter(ctx, rec, exc, STAGE)
+                continue
+            _save(store, due, key, pending, step, cfg.orphan_after_s if cfg else 3600)
+            await self.env.emit_candidates(ctx, step.candidates)
+            await self.env.emit_outcomes(ctx, step.outcomes)
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
+        store = ctx.stores["orders"]
+        due = DueIndex(store)
+        for at, key in list(due.due(now_ms)):
+            order, pending = _load(store.get(key))
+            appid = key.decode().split(":", 1)[0]
+            cfg = self.env.merchants.app(appid)
+            keep, gone = rules.expire_pending(pending, now_ms, cfg)
+            due.set(key, at, None)
+            step = OrderStep(order, keep)
+            _save(store, due, key, (), step, cfg.orphan_after_s if cfg else 3600)
+            await self.env.emit_outcomes(ctx, gone)
+
+
+def _load(raw: bytes | None) -> tuple[OrderState | None, tuple[PendingLogistics, ...]]:
+    if raw is None:
+        return None, ()
+    doc: dict[str, Any] = orjson.loads(raw)
+    order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
+    return order, rules.pending_from_list(doc.get("pending", ()))
+
+
+def _expiry(pending: tuple[PendingLogistics, ...], orphan_after_s: int) -> int | None:
+    if not pending:
+        return None
+    return min(p.received_at for p in pending) + orphan_after_s * 1000
+
+
+def _save(
+    store: Any,
+    due: DueIndex,
+    key: bytes,
+    old_pending: tuple[PendingLogistics, ...],
+    step: OrderStep,
+    orphan_after_s: int,
+) -> None:
+    new_pending = tuple(step.pending)
+    due.set(key, _expiry(old_pending, orphan_after_s), _expiry(new_pending, orphan_after_s))
+    if step.order is None and not new_pending:
+        store.delete(key)
+    else:
+        store.put(key, orjson.dumps({"order": step.order, "pending": new_pending}))

@@ -1,0 +1,121 @@
+"""The products agent: watches and product events (co-partitioned by target key) -> candidates.
+
+Watches live in the ``watches`` store, one entry per (target, user, kind) under the target's
+prefix, so a SKU with a million watchers is a million small entries, never one big value. A
+product event fans out by scanning that prefix in chunks of ``FANOUT_CHUNK``; a fan-out that does
+not finish in one chunk becomes a job (event + cursor) continued by the timer, chunk by chunk,
+each in its own transaction, so other targets' events are processed in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.rules import watches as rules
+from wxsub.agents.rules.watches import WatchState
+from wxsub.schemas import decode_topic
+from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
+from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.store import PartitionStore
+
+__all__ = ["FANOUT_CHUNK", "ProductsAgent"]
+
+log = logging.getLogger(__name__)
+STAGE = rules.STAGE
+FANOUT_CHUNK = 5000
+_JOB = b"\x02job|"
+
+
+class ProductsAgent:
+    def __init__(self, env: StageEnv, chunk: int = FANOUT_CHUNK) -> None:
+        self.env = env
+        self.chunk = chunk
+        self.spec = StageSpec(
+            STAGE,
+            (env.topic("products"), env.topic("watches")),
+            stores=("watches",),
+            timer_interval_s=0.05,
+        )
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
+        store = ctx.stores["watches"]
+        now = self.env.clock()
+        for rec in records:
+            ev = await self.env.decode_keyed(ctx, rec, STAGE)
+            if ev is None:
+                continue
+            if isinstance(ev, Watch):
+                await self._watch(ctx, store, ev, now)
+                continue
+            job = {"topic": self.env.logical(rec.topic), "raw": rec.value.decode(), "cursor": None,
+                   "matched": 0}  # fmt: skip
+            await self._fan_out(ctx, store, ev.event_id.encode(), job, now)
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
+        store = ctx.stores["watches"]
+        budget = 4 * self.chunk
+        for at, job_id in list(DueIndex(store).due(now_ms)):
+            raw = store.get(_JOB + job_id)
+            DueIndex(store).set(job_id, at, None)
+            if raw is None:
+                continue
+            await self._fan_out(ctx, store, job_id, orjson.loads(raw), now_ms)
+            budget -= self.chunk
+            if budget <= 0:
+                return
+
+    async def _watch(
+        self, ctx: PartitionContext, store: PartitionStore, ev: Watch, now: int
+    ) -> None:
+        key = rules.watch_key(ev.appid, ev.target.type, ev.target.id, ev.openid, ev.kind).encode()
+        raw = store.get(key)
+        existing = WatchState.from_dict(orjson.loads(raw)) if raw else None
+        await self.env.emit_outcomes(ctx, (rules.watch_outcome(existing, ev, now),))
+        new = rules.apply_watch(existing, ev)
+        if new is None:
+            store.delete(key)
+        elif new != existing:
+            store.put(key, orjson.dumps(new))
+
+    async def _fan_out(
+        self,
+        ctx: PartitionContext,
+        store: PartitionStore,
+        job_id: bytes,
+        job: dict[str, Any],
+        now: int,
+    ) -> None:
+        """One chunk of a fan-out; saves the job for the timer when watchers remain."""
+        ev = decode_topic(job["topic"], job["raw"].encode())
+        assert isinstance(ev, ProductPriceChanged | ProductStockChanged | Promotion)
+        prefix = rules.watch_prefix(ev.appid, *rules.event_target(ev)).encode()
+        cursor = job["cursor"].encode("utf-8", "surrogateescape") if job["cursor"] else None
+        cands = []
+        last = None
+        for n, (key, value) in enumerate(store.scan(prefix, start_after=cursor)):
+            if n >= self.chunk:
+                break
+            last = key
+            watch = WatchState.from_dict(orjson.loads(value))
+            if rules.matches(watch, ev):
+                cands.append(rules.fanout_candidate(watch, ev, now))
+        await self.env.emit_candidates(ctx, cands)
+        matched = job["matched"] + len(cands)
+        if last is not None and _more(store, prefix, last):
+            job = {**job, "cursor": last.decode("utf-8", "surrogateescape"), "matched": matched}
+            store.put(_JOB + job_id, orjson.dumps(job))
+            DueIndex(store).set(job_id, None, now)
+            return
+        if job["cursor"] is not None:
+            store.delete(_JOB + job_id)
+        if not matched:
+            await self.env.emit_outcomes(ctx, (rules.no_match_outcome(ev, now),))
+
+
+def _more(store: PartitionStore, prefix: bytes, last: bytes) -> bool:
+    return next(iter(store.scan(prefix, start_after=last)), None) is not None

@@ -1,0 +1,137 @@
+"""The composition root of a worker: settings in, running stages and a web server out.
+
+``create_worker(settings)`` builds the metrics, the merchant config, the agents and their
+runners, the WeChat client, and the web app (/metrics, /health, /stats); ``Worker.run(stop)``
+runs them until ``stop`` is set. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from wxsub.agents.base import StageEnv
+from wxsub.agents.decide import DecideAgent
+from wxsub.agents.orders import OrdersAgent
+from wxsub.agents.products import ProductsAgent
+from wxsub.merchants import Merchants, load_merchants
+from wxsub.settings import Settings
+from wxsub.streams.metrics import WorkerMetrics
+from wxsub.streams.runtime import Stage, StageRunner
+from wxsub.streams.topics import changelog_name, ensure_topics
+
+__all__ = ["ALL_STAGES", "Worker", "create_worker"]
+
+log = logging.getLogger(__name__)
+
+ALL_STAGES = ("orders", "products", "decide", "deliver")
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    env: StageEnv
+    runners: list[StageRunner]
+    closers: list[Any] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        await ensure_topics(settings.kafka, settings.worker.app_id)
+        site_runner = web.AppRunner(self.web_app(), access_log=None)
+        await site_runner.setup()
+        site = web.TCPSite(site_runner, settings.worker.web_host, settings.worker.web_port)
+        await site.start()
+        log.info(
+            "worker started",
+            extra={"stages": [r.spec.name for r in self.runners], "port": settings.worker.web_port},
+        )
+        tasks = [asyncio.create_task(r.run(), name=f"stage-{r.spec.name}") for r in self.runners]
+        try:
+            await stop.wait()
+        finally:
+            for r in self.runners:
+                await r.stop()
+            _, pending = await asyncio.wait(tasks, timeout=15)
+            for t in pending:
+                t.cancel()
+            for closer in self.closers:
+                with contextlib.suppress(Exception):
+                    await closer()
+            await site_runner.cleanup()
+            log.info("worker stopped")
+
+    def web_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.env.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        stages = {r.spec.name: r.ready.is_set() for r in self.runners}
+        ok = all(stages.values())
+        return web.json_response({"ok": ok, "stages": stages}, status=200 if ok else 503)
+
+
+def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Worker:
+    """Build a worker running ``stages`` (all by default)."""
+    unknown = set(stages) - set(ALL_STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
+    path = settings.worker.merchants
+    merchants = load_merchants(path) if path is not None else Merchants({})
+    env = StageEnv(settings, merchants, WorkerMetrics())
+    closers: list[Any] = []
+    agents: list[Stage] = []
+    if "orders" in stages:
+        agents.append(OrdersAgent(env))
+    if "products" in stages:
+        agents.append(ProductsAgent(env))
+    if "decide" in stages:
+        agents.append(DecideAgent(env))
+    max_batch: dict[str, int] = {}
+    if "deliver" in stages:
+        from wxsub.agents.deliver import DeliverStage
+        from wxsub.wechat.client import WeChatClient
+
+        client = WeChatClient(settings.wechat)
+        closers.append(client.aclose)
+        agents.append(DeliverStage(env, client))
+        max_batch["deliver"] = settings.worker.max_in_flight
+    runners = [
+        _runner(settings, env, agent, max_batch.get(agent.spec.name, 2000)) for agent in agents
+    ]
+    return Worker(settings, env, runners, closers)
+
+
+def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:
+    metrics = env.metrics
+    name = agent.spec.name
+
+    def on_commit(partition: int, records: int) -> None:
+        metrics.batches.labels(name).inc()
+        metrics.records.labels(name).inc(records)
+
+    return StageRunner(
+        agent,
+        bootstrap=settings.kafka.bootstrap,
+        app_id=settings.worker.app_id,
+        state_dir=settings.worker.state_dir,
+        changelog_topic=lambda stage, store: changelog_name(
+            settings.kafka, settings.worker.app_id, stage, store
+        ),
+        linger_ms=int(settings.kafka.producer_linger_s * 1000),
+        max_batch=max_batch,
+        session_timeout_ms=settings.worker.session_timeout_ms,
+        on_commit=on_commit,
+    )
