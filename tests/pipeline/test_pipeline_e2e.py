@@ -81,7 +81,11 @@ def _compare(dep_intents: list, dep_outcomes: list, dlq: int, exp: Expected) -> 
     assert dlq == exp.dlq
 
 
-@pytest.mark.parametrize(("workers", "kills"), [(2, 0), (2, 3)], ids=["clean", "kill9"])
+@pytest.mark.parametrize(
+    ("workers", "kills"),
+    [(2, 0), (2, 3), pytest.param(3, 25, marks=pytest.mark.soak, id="kill9-soak")],
+    ids=["clean", "kill9", "kill9-soak"],
+)
 async def test_pipeline_matches_oracle(
     kafka_bootstrap: str, tmp_path: Path, workers: int, kills: int
 ) -> None:
