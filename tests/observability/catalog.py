@@ -1,0 +1,126 @@
+"""What the observability tests share: the metric catalogue, a driver that sets every metric, and
+the alert rules / runbooks as text.
+
+The rules file is YAML and the project has no YAML parser; the facts the tests need from it
+(alert names, metric names, runbook links) are plain tokens, read with regular expressions.
+Prometheus itself parses the file in the live test and promtool in test_rules.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from wxsub.gateway.metrics import GatewayMetrics
+from wxsub.streams.metrics import WorkerMetrics
+from wxsub.streams.promcheck import DASHBOARD_FILE, RULES_FILE
+
+__all__ = [
+    "DASHBOARD_FILE",
+    "OPERATIONS_FILE",
+    "PROMETHEUS_DIR",
+    "RULES_FILE",
+    "alert_names",
+    "driven_registries",
+    "exposed_metrics",
+    "github_anchors",
+    "metric_names",
+    "runbook_links",
+    "selector_labels",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+OPERATIONS_FILE = ROOT / "docs" / "operations.md"
+
+_METRIC = re.compile(r"\b(wxsub_[a-z0-9_]+)\b")
+_SELECTOR = re.compile(r"\b(wxsub_[a-z0-9_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def drive_worker(m: WorkerMetrics) -> None:
+    """Touch every worker metric once, with the label values the rules and dashboard filter on."""
+    m.events_in.labels("orders", "OrderEvent").inc()
+    m.events_in.labels("subscriptions", "SubscriptionEvent").inc()
+    m.events_invalid.labels("orders", "schema").inc()
+    m.dlq.labels("orders").inc()
+    m.candidates.labels("order_shipped").inc()
+    m.outcomes.labels("decide", "order_shipped", "no_credit").inc()
+    m.suppressed.labels("order_shipped", "no_credit").inc()
+    m.intents.labels("order_shipped", "TPL_SHIPPED").inc()
+    m.sends.labels("sent", "0", "TPL_SHIPPED").inc(3)
+    m.sends.labels("failed", "40037", "TPL_SHIPPED").inc()
+    m.sends.labels("failed", "45009", "TPL_SHIPPED").inc()
+    m.wechat_latency.labels("send").observe(0.08)
+    m.wechat_latency.labels("token").observe(0.2)
+    m.e2e_latency.labels("order_shipped").observe(1.5)
+    for change in ("granted", "consumed", "restored", "zeroed"):
+        m.credits.labels(change).inc()
+    m.in_doubt.labels("detected").inc()
+    m.deferred.labels("decide").set(3)
+    m.token_refreshes.labels("ok").inc()
+    m.token_refreshes.labels("failed").inc()
+    m.batches.labels("orders").inc()
+    m.records.labels("orders").inc(5)
+    m.lag.labels("orders").set(42)
+    m.quota_paused.labels("wxA").set(1)
+    m.quota_paused.labels("wxB").set(0)
+
+
+def drive_gateway(m: GatewayMetrics) -> None:
+    """Touch every gateway metric once."""
+    m.requests.labels("ok").inc()
+    m.reject("bad_signature")
+    m.events.labels("sent").inc()
+    m.records.labels("sent").inc(2)
+    m.produce_seconds.observe(0.012)
+
+
+def driven_registries() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """Fresh (worker, gateway) registries with every metric driven once."""
+    worker, gateway = CollectorRegistry(), CollectorRegistry()
+    drive_worker(WorkerMetrics(worker))
+    drive_gateway(GatewayMetrics(gateway))
+    return worker, gateway
+
+
+def exposed_metrics(*registries: CollectorRegistry) -> dict[str, set[str]]:
+    """Sample name (as exposed: counters with ``_total``) -> its label names."""
+    out: dict[str, set[str]] = {}
+    for registry in registries:
+        for family in registry.collect():
+            for sample in family.samples:
+                out.setdefault(sample.name, set()).update(sample.labels)
+    return out
+
+
+def metric_names(text: str) -> set[str]:
+    return set(_METRIC.findall(text))
+
+
+def selector_labels(text: str) -> list[tuple[str, str]]:
+    """(metric, label name) of every label matcher written in a ``wxsub_...{...}`` selector."""
+    return [
+        (metric, label)
+        for metric, body in _SELECTOR.findall(text)
+        for label in _MATCHER.findall(body)
+    ]
+
+
+def alert_names(rules_text: str) -> list[str]:
+    return re.findall(r"^\s*- alert:\s*(\w+)\s*$", rules_text, re.MULTILINE)
+
+
+def runbook_links(rules_text: str) -> list[str]:
+    return re.findall(r'runbook_url:\s*"docs/operations\.md#([^"]+)"', rules_text)
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """Anchors GitHub makes for the headings: lowercase, punctuation dropped, spaces -> '-'."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
