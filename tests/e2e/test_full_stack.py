@@ -1,0 +1,170 @@
+"""The whole chain on real components: a user accepts in the WeChat sandbox -> push to the
+gateway -> subscriptions topic -> credits in a real worker -> an order event is sent to the
+sandbox exactly once; without a new accept the next one is suppressed (no_credit); a send whose
+response is lost is in_doubt and the sandbox's sent receipt reconciles it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tests.pipeline.harness import Deployment, free_port
+from wxsub.gateway.app import create_gateway_app
+from wxsub.gateway.producer import SubscriptionProducer
+from wxsub.schemas.internal import Outcome
+from wxsub.settings import Settings, load_settings
+from wxsub.streams.topics import ensure_topics
+from wxsub.wechat.sandbox.push import EventPusher
+from wxsub.wechat.sandbox.server import run_sandbox
+
+pytestmark = pytest.mark.kafka
+
+APP = "wx00e2e000000000aa"
+TPL = "TPL_ORDER_STATUS_E2E"
+USER = "oE2Euser00000000000000000001"
+CONTENT = "订单号:{{character_string1.DATA}}\n订单状态:{{phrase2.DATA}}"
+
+WORLD = {
+    "apps": [
+        {
+            "appid": APP,
+            "secret": "sandbox-secret-e2e",
+            "pages": ["pages/order/detail"],
+            "templates": [{"id": TPL, "title": "订单状态提醒", "content": CONTENT, "type": 2}],
+            "users": [{"openid": USER}],
+        }
+    ]
+}
+
+TOML_CONTENT = orjson.dumps(CONTENT).decode()  # a JSON string is a valid TOML basic string
+MERCHANTS = f"""
+[apps.{APP}]
+timezone = "Asia/Shanghai"
+collapse_window_s = 0
+[apps.{APP}.kinds.order_status]
+template_id = "{TPL}"
+content = {TOML_CONTENT}
+page = "pages/order/detail?id={{order_id}}"
+notify_on = ["paid", "shipped"]
+[apps.{APP}.kinds.order_status.data]
+character_string1 = "{{order_id}}"
+phrase2 = "{{status_text}}"
+"""
+
+
+def settings_toml(api_base: str, gateway_port: int) -> str:
+    return f"""
+[wechat]
+api_base = "{api_base}"
+[wechat.apps.{APP}]
+secret = "sandbox-secret-e2e"
+[gateway]
+port = {gateway_port}
+[gateway.apps.{APP}]
+token = "push-token-e2e"
+"""
+
+
+def order_event(n: int, order: str, status: str) -> tuple[str, str, bytes]:
+    doc = {
+        "type": "order_status", "v": 1, "event_id": f"e2e-{n}", "occurred_at": _now_rfc3339(),
+        "appid": APP, "openid": USER, "order_id": order, "status": status, "amount": 2590,
+    }  # fmt: skip
+    return "order-status", f"{APP}:{order}", orjson.dumps(doc)
+
+
+def _now_rfc3339() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@contextlib.asynccontextmanager
+async def gateway(settings: Settings) -> AsyncIterator[str]:
+    producer = SubscriptionProducer.from_settings(settings)
+    await producer.start()
+    runner = web.AppRunner(create_gateway_app(settings, producer, CollectorRegistry()))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", settings.gateway.port).start()
+        yield f"http://127.0.0.1:{settings.gateway.port}"
+    finally:
+        await runner.cleanup()
+        await producer.stop()
+
+
+async def wait_outcome(dep: Deployment, pred: Any, timeout: float = 60) -> list[Outcome]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = [o for o in await dep.outcomes() if pred(o)]
+        if found or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.5)
+
+
+async def test_accept_send_credit_and_receipt(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with run_sandbox(WORLD) as sb:
+        cfg = tmp_path / "wxsub.toml"
+        cfg.write_text(settings_toml(sb.base_url, free_port()))
+        dep = Deployment(
+            kafka_bootstrap, tmp_path, MERCHANTS, stages="orders,products,decide,deliver",
+            extra_env={"WXSUB_CONFIG": str(cfg)},
+        )  # fmt: skip
+        settings = load_settings(cfg, env=dep.env(0))
+        await ensure_topics(dep.kafka, f"app{dep.uid}")
+        pusher = EventPusher.from_settings(settings, f"http://127.0.0.1:{settings.gateway.port}")
+        pusher.attach(sb.world)
+        async with gateway(settings), httpx.AsyncClient(base_url=sb.base_url) as admin:
+            dep.start(0)
+            try:
+                await _scenario(dep, admin)
+            except AssertionError:
+                print(dep.logs())
+                raise
+            finally:
+                dep.stop_all()
+                await pusher.close()
+        sends = sb.recorder.calls(endpoint="send")
+        assert [(c.openid, c.template_id, c.errcode) for c in sends] == [(USER, TPL, 0)] * 2
+
+
+async def _scenario(dep: Deployment, admin: httpx.AsyncClient) -> None:
+    r = await admin.post("/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL})
+    assert r.status_code == 200, r.text
+    applied = await wait_outcome(dep, lambda o: o.kind == "subscription" and o.reason == "applied")
+    assert applied, "the accept never reached the worker through the gateway"
+
+    await dep.publish([order_event(1, "A1", "paid")])
+    sent = await wait_outcome(dep, lambda o: o.event_id == "e2e-1" and o.reason == "sent")
+    assert sent, "the paid order was not sent"
+
+    await dep.publish([order_event(2, "A1", "shipped")])
+    none_left = await wait_outcome(dep, lambda o: o.event_id == "e2e-2")
+    assert [o.reason for o in none_left] == ["no_credit"]
+
+    # a send whose response is lost: in_doubt, then the sandbox's receipt settles it
+    r = await admin.post("/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL})
+    assert r.status_code == 200
+    await wait_outcome(dep, lambda o: o.kind == "subscription" and o.reason == "applied", 30)
+    await asyncio.sleep(2)
+    r = await admin.post(
+        "/admin/faults", json={"endpoints": ["send"], "next": [{"action": "drop"}]}
+    )
+    assert r.status_code == 200, r.text
+    await dep.publish([order_event(3, "B7", "paid")])
+    doubt = await wait_outcome(dep, lambda o: o.event_id == "e2e-3" and o.reason == "in_doubt")
+    assert doubt, "a dropped response must leave the send in doubt"
+    settled = await wait_outcome(
+        dep, lambda o: o.event_id == "e2e-3" and o.reason == "reconciled_sent", 60
+    )
+    assert settled, "the sent receipt did not reconcile the in-doubt send"
