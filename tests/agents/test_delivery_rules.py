@@ -187,6 +187,9 @@ def test_receipt_matches_the_oldest_attempt_not_after_it() -> None:
     assert match_receipt(candidates, receipt(T0 - POLICY.receipt_skew_ms), POLICY) == "a"
     assert match_receipt(candidates, receipt(T0 - POLICY.receipt_skew_ms - 1), POLICY) is None
     assert match_receipt([], receipt(T0), POLICY) is None
+    late = T0 + POLICY.receipt_window_ms + 500  # "a" is too old to be this receipt's send
+    assert match_receipt(candidates, receipt(late), POLICY) == "b"
+    assert match_receipt(candidates, receipt(late + 1000), POLICY) is None
 
 
 def test_receipt_settles_in_doubt_as_sent_or_failed() -> None:

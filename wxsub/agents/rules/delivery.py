@@ -66,6 +66,7 @@ class DeliveryPolicy:
     jitter: float = 0.25  # +- this fraction of the delay
     quota_pause_ms: int = 600_000  # 45009: pause the appid this long, then probe again
     receipt_skew_ms: int = 5_000  # a receipt may carry a time this much before our attempt
+    receipt_window_ms: int = 120_000  # ... and WeChat handles a request at most this long after
     timer_interval_s: float = 1.0
     in_doubt_resend: bool = False  # worker.in_doubt_policy == "resend"
 
@@ -263,12 +264,16 @@ def match_receipt(
     candidates: Iterable[tuple[int, str]], receipt: Receipt, policy: DeliveryPolicy
 ) -> str | None:
     """The notification id a receipt settles: the oldest in-doubt attempt of that user and
-    template made no later than the receipt's time (+ skew). ``candidates`` are
-    (attempt_at, notification id) in attempt order."""
+    template made in [receipt time - window, receipt time + skew]. ``candidates`` are
+    (attempt_at, notification id) in attempt order. The window keeps an old attempt that never
+    reached WeChat from taking the receipt of a later one."""
+    earliest = receipt.time_ms - policy.receipt_window_ms
+    latest = receipt.time_ms + policy.receipt_skew_ms
     for attempt_at, nid in candidates:
-        if attempt_at <= receipt.time_ms + policy.receipt_skew_ms:
+        if attempt_at > latest:
+            return None
+        if attempt_at >= earliest:
             return nid
-        return None
     return None
 
 
