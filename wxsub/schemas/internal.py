@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from wxsub.schemas.records import user_key  # one definition of the per-user partitioning key
+
 __all__ = [
     "MARKETING_KINDS",
     "NOTIFY_KINDS",
@@ -34,11 +36,6 @@ __all__ = [
 # kinds of notification; marketing kinds obey quiet hours and the marketing cap
 NOTIFY_KINDS = ("order_status", "logistics", "price_drop", "restock", "promotion")
 MARKETING_KINDS = frozenset({"price_drop", "restock", "promotion"})
-
-
-def user_key(appid: str, openid: str) -> str:
-    """The partitioning key of every per-user stage (openids are per mini program)."""
-    return f"{appid}:{openid}"
 
 
 def notification_id(appid: str, openid: str, template_id: str, source_event_id: str) -> str:
