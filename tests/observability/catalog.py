@@ -1,16 +1,13 @@
-"""What the observability tests share: the metric catalogue, a driver that sets every metric, and
-the alert rules / runbooks as text.
-
-The rules file is YAML and the project has no YAML parser; the facts the tests need from it
-(alert names, metric names, runbook links) are plain tokens, read with regular expressions.
-Prometheus itself parses the file in the live test and promtool in test_rules.
-"""
+"""What the observability tests share: the metric catalogue, a driver that sets every metric, the
+alert rules as data, and the runbook anchors."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from wxsub.gateway.metrics import GatewayMetrics
@@ -22,12 +19,12 @@ __all__ = [
     "OPERATIONS_FILE",
     "PROMETHEUS_DIR",
     "RULES_FILE",
-    "alert_names",
+    "alert_rules",
     "driven_registries",
     "exposed_metrics",
     "github_anchors",
+    "load_yaml",
     "metric_names",
-    "runbook_links",
     "selector_labels",
 ]
 
@@ -109,12 +106,13 @@ def selector_labels(text: str) -> list[tuple[str, str]]:
     ]
 
 
-def alert_names(rules_text: str) -> list[str]:
-    return re.findall(r"^\s*- alert:\s*(\w+)\s*$", rules_text, re.MULTILINE)
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
 
 
-def runbook_links(rules_text: str) -> list[str]:
-    return re.findall(r'runbook_url:\s*"docs/operations\.md#([^"]+)"', rules_text)
+def alert_rules(path: Path = RULES_FILE) -> list[dict[str, Any]]:
+    """Every alerting rule of a Prometheus rules file, in file order."""
+    return [r for g in load_yaml(path)["groups"] for r in g["rules"] if "alert" in r]
 
 
 def github_anchors(markdown: str) -> set[str]:

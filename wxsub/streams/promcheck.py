@@ -39,6 +39,7 @@ __all__ = [
     "Prometheus",
     "dashboard_queries",
     "has_finite_value",
+    "panels_without_data",
     "run_prometheus",
 ]
 
@@ -169,6 +170,23 @@ class Prometheus:
         """Active alerts (pending and firing)."""
         data = await self._get("/api/v1/alerts")
         return list(data["alerts"])
+
+
+async def panels_without_data(
+    prom: Prometheus, queries: Sequence[PanelQuery] | None = None, *, timeout: float = 30.0
+) -> list[tuple[PanelQuery, str]]:
+    """The panel queries that gave no number within ``timeout`` (all polled at once), with why."""
+    queries = dashboard_queries() if queries is None else queries
+
+    async def check(q: PanelQuery) -> str | None:
+        try:
+            await prom.wait_for(q.expr, accept=has_finite_value, timeout=timeout)
+        except PrometheusError as exc:
+            return str(exc)
+        return None
+
+    errors = await asyncio.gather(*(check(q) for q in queries))
+    return [(q, err) for q, err in zip(queries, errors, strict=True) if err is not None]
 
 
 def _free_port() -> int:
