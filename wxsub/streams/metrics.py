@@ -6,6 +6,8 @@ openid or any other personal data. appid is the mini program (a handful per depl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["WorkerMetrics"]
@@ -107,3 +109,19 @@ class WorkerMetrics:
         self.quota_paused = Gauge(
             "wxsub_quota_paused", "1 while an appid is paused on 45009", ["appid"], registry=r
         )
+        # Rare events start at 0: increase() does not count a series whose first sample is 1.
+        for state in ("detected", "resend", "reconciled_sent", "reconciled_failed"):
+            self.in_doubt.labels(state)
+        for result in ("ok", "failed"):
+            self.token_refreshes.labels(result)
+        for stage in ("orders", "products", "decide", "deliver"):
+            self.dlq.labels(stage)
+
+    def known_apps(self, appids: Iterable[str]) -> None:
+        """Create the per-appid series at 0 for the apps this worker sends for."""
+        for appid in appids:
+            self.quota_paused.labels(appid).set(0)
+
+    def stage_started(self, stage: str) -> None:
+        self.deferred.labels(stage).set(0)
+        self.lag.labels(stage).set(0)
