@@ -22,6 +22,7 @@ _COMMANDS: list[str] = [
     "wxsub.publish",
     "wxsub.gateway.cli",
     "wxsub.streams.cli",
+    "wxsub.stats",
 ]
 
 

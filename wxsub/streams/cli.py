@@ -16,13 +16,13 @@ __all__ = ["register"]
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "worker",
-        help="run the stream worker (agents + /metrics, /health)",
-        description="Run the wxsub worker: the orders, products, decide and deliver stages, "
+        help="run the stream worker (agents + /metrics, /health, /stats)",
+        description="Run the wxsub worker: the orders, products, decide, deliver and stats stages, "
         "exactly once, plus a web server with /metrics and /health.",
     )
     p.add_argument(
         "--stages",
-        default="orders,products,decide,deliver",
+        default="orders,products,decide,deliver,stats",
         help="comma-separated stages to run here (default: all)",
     )
     p.add_argument("-l", "--log-level", default=None, help="log level (default: worker.log_level)")

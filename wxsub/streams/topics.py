@@ -45,6 +45,7 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("outcomes", "user key or source key"),
     TopicDef("deliveries", "notification id", compacted=True),
     TopicDef("dlq", "source record key", retention_ms=30 * 24 * 3600 * 1000),
+    TopicDef("stats", "appid|template|day|partition", compacted=True),
 )
 
 # stage -> stores; each has a compacted changelog topic
@@ -53,6 +54,7 @@ CHANGELOG_STORES: dict[str, tuple[str, ...]] = {
     "products": ("watches", "fanout"),
     "decide": ("users",),
     "deliver": ("ledger",),
+    "stats": ("stats",),
 }
 
 

@@ -21,8 +21,11 @@ from wxsub.agents.base import StageEnv
 from wxsub.agents.decide import DecideAgent
 from wxsub.agents.orders import OrdersAgent
 from wxsub.agents.products import ProductsAgent
+from wxsub.agents.stats import StatsAgent
+from wxsub.errors import SetupError
 from wxsub.merchants import Merchants, load_merchants
 from wxsub.settings import Settings
+from wxsub.stats import read_stats
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import Stage, StageRunner
 from wxsub.streams.topics import changelog_name, ensure_topics
@@ -31,7 +34,7 @@ __all__ = ["ALL_STAGES", "Worker", "create_worker"]
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ("orders", "products", "decide", "deliver")
+ALL_STAGES = ("orders", "products", "decide", "deliver", "stats")
 
 
 @dataclass
@@ -71,11 +74,22 @@ class Worker:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/stats", self._stats)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.env.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """The stats topic summed over partitions (``?appid=&day=&template=`` filter it)."""
+        q = request.query
+        try:
+            table = await read_stats(self.settings.kafka)
+        except SetupError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        rows = table.select(q.get("appid"), q.get("day"), q.get("template")).to_json()
+        return web.json_response({"rows": rows})
 
     async def _health(self, request: web.Request) -> web.Response:
         stages = {r.spec.name: r.ready.is_set() for r in self.runners}
@@ -99,6 +113,8 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         agents.append(ProductsAgent(env))
     if "decide" in stages:
         agents.append(DecideAgent(env))
+    if "stats" in stages:
+        agents.append(StatsAgent(env))
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage

@@ -1,0 +1,106 @@
+"""The stats agent (per user): outcomes -> counters per (appid, template, day) -> ``stats`` topic.
+
+Input: the outcomes topic. Per-user outcomes (sends, suppressions, subscription state events) are
+keyed by user, so a user's send and a later reject meet on one partition; outcomes without a
+user (keyed by source event) are counted wherever they land. Subscription events are counted
+from the decide stage's outcomes rather than the subscriptions topic: those are de-duplicated
+(a WeChat push retried after a gateway restart counts once) and carry the same verdict the
+credits use.
+
+The ``stats`` store holds, per partition: ``r|<row key>`` the partition's cumulative row,
+``d|<row key>`` a dirty mark, ``l|<user>|<template>`` the user's last send time (expired by a
+DueIndex after the feedback window). The timer (1 s) emits each dirty row to the compacted
+``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
+transaction that clears the marks: readers sum the latest record of every partition.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.rules import stats as rules
+from wxsub.errors import InputError
+from wxsub.schemas.internal import Outcome, decode_internal, user_key
+from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.store import PartitionStore
+
+__all__ = ["StatsAgent"]
+
+log = logging.getLogger(__name__)
+STAGE = rules.STAGE
+_ROW, _DIRTY, _LAST = b"r|", b"d|", b"l|"
+
+
+class StatsAgent:
+    def __init__(
+        self,
+        env: StageEnv,
+        interval_s: float = 1.0,
+        feedback_window_ms: int = rules.FEEDBACK_WINDOW_MS,
+    ) -> None:
+        self.env = env
+        self.window_ms = feedback_window_ms
+        self.spec = StageSpec(
+            STAGE, (env.topic("outcomes"),), stores=("stats",), timer_interval_s=interval_s
+        )
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
+        store = ctx.stores["stats"]
+        rows: dict[rules.RowKey, rules.Row] = {}
+        for rec in records:
+            try:
+                outcome = decode_internal(Outcome, rec.value or b"")
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                error = InputError("schema", f"not an Outcome record: {type(exc).__name__}")
+                await self.env.dead_letter(ctx, rec, error, STAGE)
+                continue
+            self._count(store, rows, outcome)
+        for key, delta in rows.items():
+            raw = store.get(_ROW + key.encode())
+            row = orjson.loads(raw) if raw else {}
+            store.put(_ROW + key.encode(), orjson.dumps(rules.add_rows((row, delta))))
+            store.put(_DIRTY + key.encode(), b"")
+
+    def _count(
+        self, store: PartitionStore, rows: dict[rules.RowKey, rules.Row], o: Outcome
+    ) -> None:
+        last_key = _LAST + f"{user_key(o.appid, o.openid)}|{o.template_id}".encode()
+        raw = store.get(last_key) if o.openid else None
+        last = int(raw) if raw else None
+        upd = rules.update(o, self.env.merchants.app(o.appid), last, self.window_ms)
+        if upd.key is None:
+            return
+        row = rows.setdefault(upd.key, {})
+        for name in upd.counters:
+            row[name] = row.get(name, 0) + 1
+        due = DueIndex(store)
+        old_due = last + self.window_ms if last is not None else None
+        if upd.last_send is not None and o.openid:
+            store.put(last_key, b"%d" % upd.last_send)
+            due.set(last_key, old_due, upd.last_send + self.window_ms)
+        elif upd.forget_send:
+            store.delete(last_key)
+            due.set(last_key, old_due, None)
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
+        store = ctx.stores["stats"]
+        due = DueIndex(store)
+        for due_ms, key in list(due.due(now_ms)):
+            store.delete(key)
+            due.set(key, due_ms, None)
+        topic = self.env.topic("stats")
+        for dirty, _ in list(store.scan(_DIRTY)):
+            row_key = dirty[len(_DIRTY) :]
+            raw = store.get(_ROW + row_key)
+            store.delete(dirty)
+            if raw is None:
+                continue
+            rec = rules.StatsRecord(
+                rules.RowKey.decode(row_key), ctx.partition, orjson.loads(raw), now_ms
+            )
+            value = rules.encode_record(rec)
+            await ctx.send(topic, rec.topic_key, value, partition=ctx.partition)

@@ -1,0 +1,198 @@
+"""``wxsub stats``: sends, suppressions and user feedback per appid, template and day.
+
+The stats stage of the workers keeps, per partition, a cumulative row per (appid, template, day)
+and writes it to the compacted ``stats`` topic (``wxsub.agents.stats``). :func:`read_stats`
+reads that topic to its end (read_committed), keeps the latest record per key and sums the
+partitions; the worker's ``/stats`` and this command both use it. Counters are explained in
+``wxsub.agents.rules.stats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from wxsub.agents.rules.stats import Row, RowKey, add_rows, decode_record, split_row
+from wxsub.errors import SetupError
+from wxsub.settings import KafkaSettings, load_settings
+
+__all__ = ["StatsTable", "format_table", "read_stats", "register"]
+
+
+@dataclass(frozen=True)
+class StatsTable:
+    """Rows summed over partitions, by (appid, template, day)."""
+
+    rows: Mapping[RowKey, Row]
+
+    def select(
+        self, appid: str | None = None, day: str | None = None, template: str | None = None
+    ) -> StatsTable:
+        keep = {
+            k: r
+            for k, r in self.rows.items()
+            if (appid is None or k.appid == appid)
+            and (day is None or k.day == day)
+            and (template is None or k.template == template)
+        }
+        return StatsTable(keep)
+
+    def total(self) -> Row:
+        return add_rows(self.rows.values())
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {"appid": k.appid, "template": k.template, "day": k.day, **split_row(self.rows[k])}
+            for k in sorted(self.rows)
+        ]
+
+
+async def read_stats(kafka: KafkaSettings, timeout_s: float = 10.0) -> StatsTable:
+    """Read the compacted ``stats`` topic to its current end and sum the partitions."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            latest = await _read_latest(kafka.bootstrap, kafka.topic("stats"))
+    except (KafkaError, TimeoutError) as exc:
+        raise SetupError(f"cannot read {kafka.topic('stats')} from {kafka.bootstrap}") from exc
+    per_key: dict[RowKey, list[Row]] = {}
+    for raw in latest.values():
+        rec = decode_record(raw)
+        per_key.setdefault(rec.key, []).append(rec.counters)
+    return StatsTable({k: add_rows(rows) for k, rows in per_key.items()})
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (desc,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if desc["error_code"] or not desc["partitions"]:
+        raise SetupError(f"topic {topic} does not exist (has a worker run yet?)")
+    return sorted(p["partition"] for p in desc["partitions"])
+
+
+async def _read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    partitions = await _partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    latest: dict[bytes, bytes] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=500, max_records=10_000)
+            for recs in batch.values():
+                for rec in recs:
+                    if rec.key is None:
+                        continue
+                    if rec.value is None:
+                        latest.pop(rec.key, None)
+                    else:
+                        latest[rec.key] = rec.value
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return latest
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "rejects", "feedback")
+
+
+def format_table(table: StatsTable) -> str:
+    """A fixed-width table, one line per row, with failures and suppressions broken down."""
+    head = ["day", "appid", "template", *_COLUMNS]
+    lines: list[list[str]] = []
+    notes: list[str] = []
+    for doc in table.to_json():
+        cells = [doc["day"], doc["appid"], _short(doc["template"])]
+        for col in _COLUMNS:
+            value = doc[col]
+            cells.append(str(sum(value.values()) if isinstance(value, dict) else value))
+        lines.append(cells)
+        detail = _detail(doc)
+        if detail:
+            notes.append(f"  {doc['day']} {doc['appid']} {_short(doc['template'])}: {detail}")
+    if not lines:
+        return "no statistics yet (is a worker running the stats stage?)"
+    total = split_row(table.total())
+    lines.append(
+        ["total", "", "", *(str(_sum(total[c])) for c in _COLUMNS)]  # type: ignore[arg-type]
+    )
+    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
+    out = [_row(head, widths), _row(["-" * w for w in widths], widths)]
+    out += [_row(r, widths) for r in lines]
+    if notes:
+        out += ["", "breakdown (failed by errcode, suppressed by reason):", *notes]
+    return "\n".join(out)
+
+
+def _sum(value: int | Mapping[str, int]) -> int:
+    return sum(value.values()) if isinstance(value, Mapping) else value
+
+
+def _detail(doc: Mapping[str, Any]) -> str:
+    parts = [f"failed {code}={n}" for code, n in doc["failed"].items()]
+    parts += [f"{reason}={n}" for reason, n in doc["suppressed"].items()]
+    return ", ".join(parts)
+
+
+def _short(template: str, width: int = 24) -> str:
+    return template if len(template) <= width else template[: width - 1] + "…"
+
+
+def _row(cells: Iterable[str], widths: list[int]) -> str:
+    pairs = enumerate(zip(cells, widths, strict=True))
+    parts = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in pairs]
+    return "  ".join(parts).rstrip()
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "stats",
+        help="sends, suppressions and user feedback per appid, template and day",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.add_argument("--appid", help="only this appid")
+    p.add_argument("--day", help="only this day (YYYY-MM-DD, the merchant's time zone)")
+    p.add_argument("--template", help="only this template id")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: kafka.bootstrap)")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="settings TOML file")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(getattr(args, "config", None))
+    if args.bootstrap:
+        settings = settings.with_overrides(kafka={"bootstrap": args.bootstrap})
+    table = asyncio.run(read_stats(settings.kafka)).select(args.appid, args.day, args.template)
+    if args.json:
+        sys.stdout.write(orjson.dumps(table.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_table(table))
+    return 0
