@@ -42,6 +42,7 @@ class Deployment:
     extra_env: dict[str, str] = field(default_factory=dict)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+    web_ports: dict[int, int] = field(default_factory=dict)  # worker index -> /metrics port
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -60,7 +61,7 @@ class Deployment:
             "WXSUB_WORKER_APP_ID": f"app{self.uid}",
             "WXSUB_WORKER_MERCHANTS": str(merchants),
             "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
-            "WXSUB_WORKER_WEB_PORT": str(free_port()),
+            "WXSUB_WORKER_WEB_PORT": str(self.web_ports.setdefault(index, free_port())),
             "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
             **self.extra_env,
         }
