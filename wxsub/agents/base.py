@@ -24,9 +24,22 @@ from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import PartitionContext
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["DueIndex", "StageEnv", "wall_ms"]
+__all__ = ["DueIndex", "StageEnv", "count", "wall_ms"]
 
 log = logging.getLogger(__name__)
+
+# (id(metric), labels) -> (metric, child): ``Metric.labels()`` costs several µs per call; the
+# metric is kept in the value so its id cannot be reused while the entry lives
+_CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}
+
+
+def count(metric: Any, *labels: str, n: float = 1) -> None:
+    """``metric.labels(*labels).inc(n)`` with the labelled child cached."""
+    key = (id(metric), labels)
+    hit = _CHILDREN.get(key)
+    if hit is None:
+        hit = _CHILDREN[key] = (metric, metric.labels(*labels))
+    hit[1].inc(n)
 
 
 def wall_ms() -> int:
@@ -56,9 +69,9 @@ class StageEnv:
             event = decode_topic(logical, rec.value or b"", self.settings.worker.max_event_bytes)
         except InputError as exc:
             await self.dead_letter(ctx, rec, exc, stage)
-            self.metrics.events_invalid.labels(logical, exc.reason).inc()
+            count(self.metrics.events_invalid, logical, exc.reason)
             return None
-        self.metrics.events_in.labels(logical, type(event).__name__).inc()
+        count(self.metrics.events_in, logical, type(event).__name__)
         return event
 
     async def decode_keyed(
@@ -80,7 +93,7 @@ class StageEnv:
         topic = self.topic("candidates")
         for c in cands:
             await ctx.send(topic, user_key(c.appid, c.openid).encode(), encode_internal(c))
-            self.metrics.candidates.labels(c.kind).inc()
+            count(self.metrics.candidates, c.kind)
 
     async def dead_letter(
         self, ctx: PartitionContext, rec: ConsumerRecord, error: Exception, stage: str
@@ -103,7 +116,7 @@ class StageEnv:
         for o in outcomes:
             key = user_key(o.appid, o.openid) if o.openid else o.event_id
             await ctx.send(topic, key.encode(), encode_internal(o))
-            self.metrics.outcomes.labels(o.stage, o.kind, o.reason).inc()
+            count(self.metrics.outcomes, o.stage, o.kind, o.reason)
 
 
 class DueIndex:

@@ -14,7 +14,7 @@ import logging
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.base import DueIndex, StageEnv, count
 from wxsub.agents.rules import decide as rules
 from wxsub.agents.rules.subscriptions import (
     UserState,
@@ -132,11 +132,11 @@ class DecideAgent:
         for intent in intents:
             key = rec_key(intent)
             await ctx.send(topic, key, encode_internal(intent))
-            self.env.metrics.intents.labels(intent.kind, intent.template_id).inc()
-            self.env.metrics.credits.labels("consumed").inc()
+            count(self.env.metrics.intents, intent.kind, intent.template_id)
+            count(self.env.metrics.credits, "consumed")
         for o in decision.outcomes:
             if o.reason not in ("quiet_hours_deferred",):
-                self.env.metrics.suppressed.labels(o.kind, o.reason).inc()
+                count(self.env.metrics.suppressed, o.kind, o.reason)
         await self.env.emit_outcomes(ctx, decision.outcomes)
 
 

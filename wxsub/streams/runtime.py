@@ -16,6 +16,11 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   only then apply the overlays to local RocksDB (see store.py). Any failure aborts, drops the
   overlays and rewinds the partition to its committed offsets.
 - Timers (``stage.on_timer``) run per partition in their own transactions.
+
+``processing_guarantee="at_least_once"`` keeps this code path with plain idempotent producers:
+a batch's sends and changelog records are awaited (acked), then its input offsets are committed
+with ``consumer.commit``, then the overlays are applied. A crash between the acks and the offset
+commit replays the batch (duplicates downstream, never a loss).
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ProducerFenced
 
+from wxsub.streams.outbox import Outbox
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["PartitionContext", "Stage", "StageRunner", "StageSpec"]
@@ -41,6 +47,7 @@ __all__ = ["PartitionContext", "Stage", "StageRunner", "StageSpec"]
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+Guarantee = Literal["exactly_once", "at_least_once"]
 
 
 @dataclass(frozen=True)
@@ -87,13 +94,20 @@ class PartitionContext:
     stores: dict[str, PartitionStore]
     _producer: AIOKafkaProducer
     in_txn: bool = False
-    futures: list[asyncio.Future[Any]] = field(default_factory=list)
     sent: int = 0
     committer: Callable[[], Awaitable[None]] = field(default=_no_commit, repr=False)
+    # input offsets to commit with the work (set by the runtime, not by stages)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
+    transactional: bool = True
+    outbox: Outbox = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self._producer)
 
     async def begin(self) -> None:
         if not self.in_txn:
-            await self._producer.begin_transaction()
+            if self.transactional:
+                await self._producer.begin_transaction()
             self.in_txn = True
 
     async def send(
@@ -104,16 +118,13 @@ class PartitionContext:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> None:
-        """Produce inside this partition's transaction (visible only if it commits)."""
-        await self.begin()
-        fut = await self._producer.send(
-            topic,
-            value=value,
-            key=key,
-            headers=list(headers) if headers else None,
-            partition=partition,
-        )
-        self.futures.append(fut)
+        """Produce inside this partition's transaction (visible only if it commits).
+
+        Records are batched per topic-partition (see outbox.py) and submitted at commit.
+        """
+        if not self.in_txn:
+            await self.begin()
+        await self.outbox.add(topic, key, value, headers, partition)
         self.sent += 1
 
     async def commit(self) -> None:
@@ -137,6 +148,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         poll_timeout_ms: int = 50,
         session_timeout_ms: int = 10000,
         on_commit: Callable[[int, int], None] | None = None,
+        guarantee: Guarantee = "exactly_once",
     ) -> None:
         self.stage = stage
         self.spec = stage.spec
@@ -150,6 +162,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self._poll_timeout_ms = poll_timeout_ms
         self._session_timeout_ms = session_timeout_ms
         self._on_commit = on_commit
+        self._eos = guarantee == "exactly_once"
         self._units: dict[int, _Unit] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -175,6 +188,20 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    def lag(self) -> int:
+        """Records behind the input's high watermark, over this runner's partitions (from the
+        last fetch; 0 when unknown)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for unit in self._units.values():
+            for tp, position in unit.positions.items():
+                high = consumer.highwater(tp)
+                if high is not None and high > position:
+                    behind += high - position
+        return behind
 
     async def _run_once(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -254,17 +281,23 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             )
 
     async def _open_unit(self, p: int) -> _Unit:
+        if self._eos:
+            txn: dict[str, Any] = {
+                "transactional_id": f"{self.app_id}-{self.spec.name}-{p}",
+                "transaction_timeout_ms": 60_000,
+            }
+        else:
+            txn = {"enable_idempotence": True}
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.group_id}-{p}",
-            transactional_id=f"{self.app_id}-{self.spec.name}-{p}",
             acks="all",
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
-            transaction_timeout_ms=60_000,
+            **txn,
         )
-        await producer.start()  # InitProducerId: fences the previous owner of p
+        await producer.start()  # EOS: InitProducerId fences the previous owner of p
         stores: dict[str, PartitionStore] = {}
         changelogs: dict[str, str] = {}
         for name in self.spec.stores:
@@ -317,7 +350,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         async def body(ctx: PartitionContext) -> None:
             await self.stage.process(ctx, records)
             await ctx.begin()
-            await unit.producer.send_offsets_to_transaction(offsets, self.group_id)
+            ctx.offsets = offsets
 
         if await self._transact(unit, body):
             unit.positions.update(offsets)
@@ -352,7 +385,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         ``body`` may call ``ctx.commit()`` to commit what it did so far and go on in a new
         transaction (the deliver stage makes its ``attempt`` records durable that way).
         """
-        ctx = PartitionContext(unit.partition, unit.stores, unit.producer)
+        ctx = PartitionContext(unit.partition, unit.stores, unit.producer, transactional=self._eos)
         ctx.committer = lambda: self._commit(unit, ctx)
         try:
             await body(ctx)
@@ -369,7 +402,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             for store in unit.stores.values():
                 store.discard()
-            if ctx.in_txn:
+            ctx.outbox.reset()
+            if ctx.in_txn and self._eos:
                 try:
                     await unit.producer.abort_transaction()
                 except Exception:
@@ -379,29 +413,42 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _commit(self, unit: _Unit, ctx: PartitionContext) -> None:
         """Changelog the store overlays, commit, then apply the overlays locally."""
-        changelog_futs: dict[str, list[asyncio.Future[Any]]] = {}
+        changelog: dict[str, Outbox] = {}
         for name, store in unit.stores.items():
             pending = store.pending()
             if not pending:
                 continue
             await ctx.begin()
-            futs = changelog_futs.setdefault(name, [])
+            box = changelog[name] = Outbox(unit.producer)
             topic = unit.changelogs[name]
             for key, value in pending.items():
-                futs.append(
-                    await unit.producer.send(topic, key=key, value=value, partition=unit.partition)
-                )
+                await box.add(topic, key, value, None, unit.partition)
+            await box.flush()
         if not ctx.in_txn:
             return
+        await ctx.outbox.flush()
+        offsets, ctx.offsets = ctx.offsets, {}
+        if self._eos and offsets:
+            await unit.producer.send_offsets_to_transaction(offsets, self.group_id)
         # A send that failed must fail the transaction: commit_transaction alone does not
         # check that every batch was written, so wait for every ack first.
-        await asyncio.gather(*ctx.futures, *(f for fs in changelog_futs.values() for f in fs))
-        await unit.producer.commit_transaction()
+        futs = [f for f, _ in ctx.outbox.submitted]
+        futs += [f for box in changelog.values() for f, _ in box.submitted]
+        await asyncio.gather(*futs)
+        if self._eos:
+            await unit.producer.commit_transaction()
+        elif offsets:
+            consumer = self._consumer
+            if consumer is None:
+                raise RuntimeError("consumer gone before the offset commit")
+            await consumer.commit(offsets)
         ctx.in_txn = False
-        ctx.futures = []
+        ctx.outbox.reset()
         for name, store in unit.stores.items():
-            futs = changelog_futs.get(name, [])
-            next_offset = max(f.result().offset for f in futs) + 1 if futs else None
+            box_ = changelog.get(name)
+            next_offset = None
+            if box_ is not None and box_.submitted:
+                next_offset = max(f.result().offset + n for f, n in box_.submitted)
             store.apply(next_offset)
         self.committed_batches += 1
 

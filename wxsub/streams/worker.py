@@ -43,6 +43,8 @@ class Worker:
     env: StageEnv
     runners: list[StageRunner]
     closers: list[Any] = field(default_factory=list)
+    client: Any = None  # the WeChat client when this worker delivers
+    _token_counts: tuple[int, int] = (0, 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -78,6 +80,7 @@ class Worker:
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._sample()
         body = generate_latest(self.env.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -90,6 +93,19 @@ class Worker:
             return web.json_response({"error": str(exc)}, status=503)
         rows = table.select(q.get("appid"), q.get("day"), q.get("template")).to_json()
         return web.json_response({"rows": rows})
+
+    def _sample(self) -> None:
+        """Gauges and counters owned by other objects, read at scrape time."""
+        metrics = self.env.metrics
+        for r in self.runners:
+            metrics.lag.labels(r.spec.name).set(r.lag())
+        if self.client is not None:
+            fetches, failures = self.client.tokens.fetches, self.client.tokens.failures
+            old_fetches, old_failures = self._token_counts
+            failed = failures - old_failures
+            metrics.token_refreshes.labels("failed").inc(failed)
+            metrics.token_refreshes.labels("ok").inc(fetches - old_fetches - failed)
+            self._token_counts = (fetches, failures)
 
     async def _health(self, request: web.Request) -> web.Response:
         stages = {r.spec.name: r.ready.is_set() for r in self.runners}
@@ -105,7 +121,9 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     path = settings.worker.merchants
     merchants = load_merchants(path) if path is not None else Merchants({})
     env = StageEnv(settings, merchants, WorkerMetrics())
+    env.metrics.known_apps(settings.wechat.apps)
     closers: list[Any] = []
+    client = None
     agents: list[Stage] = []
     if "orders" in stages:
         agents.append(OrdersAgent(env))
@@ -124,10 +142,12 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         closers.append(client.aclose)
         agents.append(DeliverStage(env, client))
         max_batch["deliver"] = settings.worker.max_in_flight
+    for agent in agents:
+        env.metrics.stage_started(agent.spec.name)
     runners = [
         _runner(settings, env, agent, max_batch.get(agent.spec.name, 2000)) for agent in agents
     ]
-    return Worker(settings, env, runners, closers)
+    return Worker(settings, env, runners, closers, client)
 
 
 def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:
@@ -150,4 +170,5 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         max_batch=max_batch,
         session_timeout_ms=settings.worker.session_timeout_ms,
         on_commit=on_commit,
+        guarantee=settings.worker.processing_guarantee,
     )

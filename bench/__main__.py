@@ -1,0 +1,185 @@
+"""``python -m bench`` (``make bench``): every benchmark, on a real broker and the sandbox.
+
+    python -m bench                       # full sizes (several minutes)
+    python -m bench --tiny                # smoke sizes (the test suite runs this)
+    python -m bench --only pipeline,latency --events 50000
+
+The broker is ``--bootstrap`` / ``$WXSUB_KAFKA_BOOTSTRAP`` or a LocalKafka started for the run.
+Each benchmark prints its figures and its ratio to the baseline measured in the same run;
+``--json`` adds one JSON line with everything. bench/RESULTS.md records the latest full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import sender
+from bench.baseline import run_baseline
+from bench.common import machine, order_events, produce, ratio
+from bench.fanout import run_fanout
+from bench.latency import run_latency
+from bench.pipeline import run_pipeline
+from wxsub.local_kafka import LocalKafka
+from wxsub.settings import KafkaSettings
+from wxsub.streams.topics import ensure_topics
+
+__all__ = ["main"]
+
+ALL = ("baseline", "pipeline", "latency", "fanout", "sender")
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with LocalKafka() as kafka:
+        yield kafka.bootstrap
+
+
+def sizes(args: argparse.Namespace) -> dict[str, Any]:
+    if args.tiny:
+        return {"events": 600, "faust": 200, "rates": [50], "seconds": 1.0, "fanout": 2000}
+    return {
+        "events": args.events,
+        "faust": args.faust_events,
+        "rates": [500, 1000, 2000],
+        "seconds": args.seconds,
+        "fanout": args.fanout,
+    }
+
+
+async def bench_baseline(boot: str, size: dict[str, Any], out: dict[str, Any]) -> None:
+    n = size["events"]
+    kafka = KafkaSettings(bootstrap=boot, topic_prefix=f"base{os.getpid()}-{time.time_ns()}.")
+    await ensure_topics(kafka, "base")
+    inp = kafka.topic("order-status")
+    await produce(boot, ((inp, k, v) for _, k, v in order_events(n, max(n // 5, 1), 0)))
+    raw = run_baseline("raw", boot, inp, kafka.topic("candidates"), n, timeout=300)
+    nf = min(size["faust"], n)
+    faust = run_baseline("faust", boot, inp, kafka.topic("intents"), nf, timeout=300)
+    for name, r in (("raw aiokafka", raw), ("faust pass-through", faust)):
+        r["per_s"], r["cpu_us"] = r["n"] / r["wall_s"], r["cpu_s"] / r["n"] * 1e6
+        print(f"  {name:<20} {r['per_s']:>9.0f} msg/s {r['cpu_us']:>8.1f} µs CPU/msg  (n={r['n']})")
+    print(f"  faust vs raw: {ratio(faust['per_s'], raw['per_s'])} throughput, "
+          f"{ratio(faust['cpu_us'], raw['cpu_us'])} CPU per message")  # fmt: skip
+    out["baseline"] = {"raw": raw, "faust": faust}
+
+
+async def bench_pipeline(boot: str, size: dict[str, Any], work: Path, out: dict[str, Any]) -> None:
+    n = size["events"]
+    res = {}
+    for g in ("at_least_once", "exactly_once"):
+        res[g] = r = await run_pipeline(boot, work / g, n, max(n // 5, 1), g)
+        print(f"  {g:<14} {r['events_per_s']:>8.0f} events/s {r['cpu_us_per_event']:>7.1f} µs "
+              f"CPU/event  intents={r['intents']} dup={r['duplicates']}")  # fmt: skip
+    eos, alo = res["exactly_once"], res["at_least_once"]
+    base = out.get("baseline", {}).get("raw")
+    if base:
+        for g, r in res.items():
+            r["vs_raw"] = r["events_per_s"] / base["per_s"]
+            print(f"  {g}: {r['vs_raw']:.2f}x raw throughput (target >= 0.25), "
+                  f"{r['cpu_us_per_event'] / base['cpu_us']:.1f}x raw CPU/event")  # fmt: skip
+        faust = out["baseline"]["faust"]
+        print(f"  exactly_once vs faust pass-through: "
+              f"{ratio(eos['events_per_s'], faust['per_s'])} throughput, "
+              f"{ratio(faust['cpu_us'], eos['cpu_us_per_event'])} less CPU per event")  # fmt: skip
+    res["eos_vs_alo"] = eos["events_per_s"] / alo["events_per_s"]  # type: ignore[assignment]
+    print(
+        f"  exactly_once / at_least_once: {res['eos_vs_alo']:.2f} (target >= 0.9); "
+        f"CPU target <= 150 µs/event: {'met' if eos['cpu_us_per_event'] <= 150 else 'NOT met'}"
+    )
+    out["pipeline"] = res
+
+
+async def bench_latency(boot: str, size: dict[str, Any], work: Path, out: dict[str, Any]) -> None:
+    res = await run_latency(boot, work / "latency", size["rates"], size["seconds"])
+    for r in res:
+        print(
+            f"  {r['rate']:>5}/s  p50 {r['p50_ms']:>7.0f} ms  p95 {r['p95_ms']:>7.0f} ms  "
+            f"p99 {r['p99_ms']:>7.0f} ms  max {r['max_ms']:>7.0f} ms  (n={r['events']})"
+        )
+    at_1k = [r for r in res if r["rate"] == 1000]
+    if at_1k:
+        ok = at_1k[0]["p99_ms"] <= 1000
+        print(
+            f"  target p99 <= 1 s at 1 k/s: {'met' if ok else 'NOT met'} "
+            f"({ratio(at_1k[0]['p99_ms'], 1000)} of the target)"
+        )
+    out["latency"] = res
+
+
+async def bench_fanout(boot: str, size: dict[str, Any], work: Path, out: dict[str, Any]) -> None:
+    r = await run_fanout(boot, work / "fanout", size["fanout"])
+    print(f"  fan-out to {r['watchers']} watchers: {r['fanout_s']:.1f} s "
+          f"({r['fanout_per_s']:.0f} intents/s, {r['fanout_cpu_us']:.1f} µs CPU each), "
+          f"intents={r['intents']:.0f}; target <= 120 s: "
+          f"{'met' if r['fanout_s'] <= 120 else 'NOT met'}")  # fmt: skip
+    base = out.get("baseline", {}).get("raw")
+    if base:
+        print(f"  fan-out intents/s vs raw msg/s: {ratio(r['fanout_per_s'], base['per_s'])}")
+    print(f"  first start (restore {r['watchers']} watches + users): {r['first_start_s']:.1f} s")
+    for mode in ("warm", "cold"):
+        x = r[f"restart_{mode}"]
+        ok = x["resume_s"] <= 30 and x["rss_mib"] <= 512
+        print(f"  restart {mode} ({r['watchers']} users): resumes in {x['resume_s']:.1f} s, "
+              f"RSS {x['rss_mib']:.0f} MiB; targets <= 30 s, <= 512 MiB: "
+              f"{'met' if ok else 'NOT met'}")  # fmt: skip
+    out["fanout"] = r
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    only = [s for s in args.only.split(",") if s] if args.only else list(ALL)
+    size = sizes(args)
+    out: dict[str, Any] = {"machine": machine(), "sizes": size}
+    print(f"wxsub bench on {out['machine']}")
+    with broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxbench-") as tmp:
+        work = Path(tmp)
+        steps = {
+            "baseline": lambda: bench_baseline(boot, size, out),
+            "pipeline": lambda: bench_pipeline(boot, size, work, out),
+            "latency": lambda: bench_latency(boot, size, work, out),
+            "fanout": lambda: bench_fanout(boot, size, work, out),
+        }
+        for name in only:
+            t = time.perf_counter()
+            print(f"[{name}]", flush=True)
+            if name == "sender":
+                sender.main(["--tiny"] if args.tiny else [])
+            else:
+                asyncio.run(steps[name]())
+            print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="smoke sizes")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--bootstrap", default=os.environ.get("WXSUB_KAFKA_BOOTSTRAP"))
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--faust-events", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per latency rate")
+    parser.add_argument("--fanout", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader-election retry noise
+    out = run(args)
+    if args.json:
+        print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""End-to-end latency: publish -> the WeChat sandbox receives the send, at fixed rates.
+
+One worker runs every stage (orders, products, decide, deliver); the sandbox runs in a
+subprocess and appends each call it receives to a JSONL record (its ``time`` is the wall clock
+at receipt). Events are published at a fixed rate (each a ``paid`` order status of its own order,
+users round-robin); latency of an event = sandbox receipt time - the moment it was handed to the
+producer. Exactly-once by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.common import (
+    APPID,
+    ORDER_CONTENT,
+    ORDER_TID,
+    PRICE_CONTENT,
+    PRICE_TID,
+    SECRET,
+    Deployment,
+    order_event,
+    wait_until,
+)
+
+__all__ = ["run_latency", "start_sandbox", "world_toml"]
+
+
+def world_toml() -> str:
+    return f"""
+seed = 1
+[[apps]]
+appid = "{APPID}"
+secret = "{SECRET}"
+pages = ["pages/index/index", "pages/order/detail", "pages/sku/detail"]
+[[apps.templates]]
+id = "{ORDER_TID}"
+title = "订单状态通知"
+content = "{ORDER_CONTENT}"
+[[apps.templates]]
+id = "{PRICE_TID}"
+title = "降价提醒"
+content = "{PRICE_CONTENT}"
+"""
+
+
+def start_sandbox(workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    world, record = workdir / "world.toml", workdir / "calls.jsonl"
+    world.write_text(world_toml(), encoding="utf-8")
+    cmd = [sys.executable, "-m", "wxsub", "sandbox", "--port", "0", "--world", str(world)]
+    cmd += ["--record", str(record)]
+    log = (workdir / "sandbox.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("http"):
+        proc.kill()
+        raise RuntimeError(f"sandbox did not start: {(workdir / 'sandbox.log').read_text()}")
+    return proc, line, record
+
+
+class _Sends:
+    """Reads the sandbox's JSONL record incrementally: order id -> receipt time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pos = path, 0
+        self.at: dict[str, float] = {}
+
+    def poll(self) -> dict[str, float]:
+        if not self.path.exists():
+            return self.at
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        self.pos += end
+        for line in chunk[:end].splitlines():
+            doc = orjson.loads(line)
+            if doc.get("endpoint") == "send" and doc.get("processed"):
+                order = doc["data"]["character_string1"]["value"]
+                self.at.setdefault(order, doc["time"])
+        return self.at
+
+
+async def run_latency(
+    bootstrap: str, workdir: Path, rates: list[int], seconds: float, users: int = 2000
+) -> list[dict[str, Any]]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    sandbox, base, record = start_sandbox(workdir)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            total = int(sum(rates) * seconds) + 1000
+            reply = await http.post(
+                "/admin/users",
+                json={"appid": APPID, "count": users, "credits": {ORDER_TID: total}},
+            )
+            reply.raise_for_status()
+            openids = list(reply.json()["openids"])
+        config = f'[wechat]\napi_base = "{base}"\n[wechat.apps.{APPID}]\nsecret = "{SECRET}"\n'
+        dep = Deployment(bootstrap, workdir, config_toml=config)
+        await dep.create_topics()
+        await dep.seed_users(openids, credits=total)
+        worker = dep.start("orders,products,decide,deliver")
+        try:
+            await wait_until(worker.healthy, 90, what="worker ready")
+            return await _rates(dep, openids, record, rates, seconds)
+        except Exception:
+            print(worker.tail())
+            raise
+        finally:
+            worker.stop()
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+
+
+async def _rates(
+    dep: Deployment, openids: list[str], record: Path, rates: list[int], seconds: float
+) -> list[dict[str, Any]]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=dep.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
+    )
+    await producer.start()
+    sends = _Sends(record)
+    results = []
+    try:
+        await _publish(dep, producer, openids, sends, 50, 1.0, "warm")  # token, connections
+        for rate in rates:
+            lat = await _publish(dep, producer, openids, sends, rate, seconds, f"r{rate}")
+            q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
+            results.append(
+                {"rate": rate, "events": len(lat), "p50_ms": q[49] * 1e3,
+                 "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(lat) * 1e3}
+            )  # fmt: skip
+    finally:
+        await producer.stop()
+    return results
+
+
+async def _publish(
+    dep: Deployment,
+    producer: AIOKafkaProducer,
+    openids: list[str],
+    sends: _Sends,
+    rate: int,
+    seconds: float,
+    tag: str,
+) -> list[float]:
+    """Publish ``rate`` events/s for ``seconds``; returns each event's latency (s)."""
+    n = max(1, int(rate * seconds))
+    topic = dep.topic("order-status")
+    published: dict[str, float] = {}
+    t0 = time.time()
+    for i in range(n):
+        due = t0 + i / rate
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        _, key, raw = order_event(i, openids[i % len(openids)], int(due * 1000), tag, steps=1)
+        await producer.send(topic, raw, key=key)
+        published[f"o{tag}{i}"] = time.time()
+    await producer.flush()
+    await wait_until(lambda: published.keys() <= sends.poll().keys(), 60 + n / 200, 0.1, tag)
+    got = sends.poll()
+    return [got[k] - t for k, t in published.items()]
