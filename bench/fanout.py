@@ -48,7 +48,9 @@ async def seed_watchers(dep: Deployment, n: int) -> None:
     await produce(dep.bootstrap, ((t, k, v) for t, k, v in entries()), partition=part)
 
 
-async def run_fanout(bootstrap: str, workdir: Path, n: int) -> dict[str, Any]:
+async def run_fanout(
+    bootstrap: str, workdir: Path, n: int, modes: tuple[str, ...] = ("warm", "cold")
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     dep = Deployment(bootstrap, workdir)
     await dep.create_topics()
@@ -63,7 +65,7 @@ async def run_fanout(bootstrap: str, workdir: Path, n: int) -> dict[str, Any]:
         out["first_start_s"] = time.perf_counter() - t
         out.update(await _fan_out(dep, worker, n))
         worker.stop()
-        for mode in ("warm", "cold"):
+        for mode in modes:
             if mode == "cold":
                 shutil.rmtree(workdir / "state0", ignore_errors=True)
             worker = dep.start(STAGES)

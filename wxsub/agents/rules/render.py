@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -68,7 +68,7 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
         if raw is None:
             return Invalid(name, f"no value for {fmt}")
         enum = kind.enum_values.get(name)
-        fitted = fit(type_, raw, enum)
+        fitted = _fit(type_, raw, enum)
         if fitted is None:
             return Invalid(name, check(type_, str(raw), enum) or f"cannot be a {type_}")
         data[name] = {"value": fitted}
@@ -82,6 +82,37 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
     body["miniprogram_state"] = kind.miniprogram_state
     body["lang"] = kind.lang
     return body
+
+
+# fit() is pure and most values repeat (status phrases, amounts, titles): memoised, keyed by
+# what the rendering depends on (a datetime by its local wall time, via isoformat)
+_FITTED: dict[tuple[object, ...], str | None] = {}
+_FITTED_MAX = 8192
+
+
+def _fit(type_: str, value: object, enum: Sequence[str] | None) -> str | None:
+    key = _fit_key(type_, value, enum)
+    if key is None:
+        return fit(type_, value, enum)
+    try:
+        return _FITTED[key]
+    except KeyError:
+        pass
+    out = _FITTED[key] = fit(type_, value, enum)
+    if len(_FITTED) > _FITTED_MAX:
+        _FITTED.clear()
+    return out
+
+
+def _fit_key(type_: str, value: object, enum: Sequence[str] | None) -> tuple[object, ...] | None:
+    choices = tuple(enum) if enum is not None else None
+    if type(value) is str:
+        return (type_, "s", value, choices)
+    if type(value) is Decimal:
+        return (type_, "d", str(value), choices)
+    if type(value) is dt.datetime:
+        return (type_, "t", value.isoformat(), choices)
+    return None
 
 
 def _value(fmt: str, values: Mapping[str, object]) -> object | None:
