@@ -23,6 +23,7 @@ _COMMANDS: list[str] = [
     "wxsub.gateway.cli",
     "wxsub.streams.cli",
     "wxsub.stats",
+    "wxsub.demo.cli",
 ]
 
 

@@ -1,0 +1,10 @@
+"""``wxsub demo``: the whole system on one machine, with a simulated shop and a reconciliation.
+
+Local Kafka, the WeChat API sandbox (pushing accepts and sent receipts to the gateway like
+WeChat), the gateway and two workers as ``wxsub`` subprocesses, then a shop's traffic, live
+progress and a summary in which every event is accounted for. See :mod:`wxsub.demo.run`.
+"""
+
+from wxsub.demo.run import DemoOptions, run_demo
+
+__all__ = ["DemoOptions", "run_demo"]

@@ -1,0 +1,162 @@
+"""The demo's accounting: what went in, how each event ended, and whether it all adds up.
+
+Every record that went in (published by the shop, or produced by the gateway from WeChat's
+pushes) must end as exactly one of: an event that led to a send (``sent``; a fan-out event
+counts once however many messages it made), one whose notifications were all ``suppressed``
+(by the most frequent reason), a ``state`` event applied (accepts, rejects, receipts, watches,
+preferences), a ``duplicate`` copy of an event already counted, or a ``dlq`` record. What
+is left is ``pending`` (decided, not yet answered) or ``unaccounted`` (a bug). Messages are
+checked on their own: every intent ends ``sent``, ``failed`` or ``in_doubt``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from wxsub.schemas.internal import Intent, Outcome, decode_internal
+
+__all__ = ["Accounting", "account", "read_intents", "read_outcomes", "read_values"]
+
+_STATE_KINDS = frozenset({"subscription", "preference", "watch"})
+_SENT = frozenset({"sent", "reconciled_sent"})
+_FAILED = frozenset({"failed", "reconciled_failed"})
+_NOT_FINAL = frozenset({"duplicate", "quiet_hours_deferred", "retry_scheduled"})
+
+
+@dataclass
+class Accounting:
+    """The reconciliation of one run (see the module docstring)."""
+
+    records_in: Counter[str] = field(default_factory=Counter)  # by topic (+ "bad")
+    ended: Counter[str] = field(default_factory=Counter)  # sent, state, suppressed:<r>, ...
+    messages: Counter[str] = field(default_factory=Counter)  # intents, sent, failed, in_doubt
+
+    @property
+    def total_in(self) -> int:
+        return sum(self.records_in.values())
+
+    @property
+    def suppressed(self) -> Counter[str]:
+        return Counter(
+            {k.split(":", 1)[1]: n for k, n in self.ended.items() if k.startswith("suppressed:")}
+        )
+
+    @property
+    def open_messages(self) -> int:
+        done = self.messages["sent"] + self.messages["failed"] + self.messages["in_doubt"]
+        return self.messages["intents"] - done
+
+    @property
+    def reconciles(self) -> bool:
+        """Every record ended, exactly once, and every message has its answer."""
+        settled = not self.ended["pending"] and not self.ended["unaccounted"]
+        return settled and sum(self.ended.values()) == self.total_in and not self.open_messages
+
+
+def account(
+    inputs: Iterable[tuple[str, str | None]],
+    outcomes: Sequence[Outcome],
+    intents: Sequence[Intent],
+    dlq: int,
+) -> Accounting:
+    """``inputs``: (logical topic, event id or None for a bad record) of every record in."""
+    acc = Accounting()
+    copies: Counter[str] = Counter()
+    for topic, event_id in inputs:
+        acc.records_in["bad" if event_id is None else topic] += 1
+        if event_id is not None:
+            copies[event_id] += 1
+    by_event: dict[str, list[Outcome]] = {}
+    answers: dict[str, str] = {}  # notification id -> sent | failed | in_doubt
+    for o in outcomes:
+        by_event.setdefault(o.event_id, []).append(o)
+        label = _message_label(o.reason) if o.stage == "deliver" else ""
+        if label and answers.get(o.notification_id) != "sent":  # a receipt may settle a doubt
+            answers[o.notification_id] = label
+    # a message answers for every event it covers (collapsed logistics: several)
+    messages: dict[str, set[str]] = {}
+    for intent in intents:
+        label = answers.get(intent.notification_id, "pending")
+        for event_id in intent.event_ids:
+            messages.setdefault(event_id, set()).add(label)
+    for event_id, n in copies.items():
+        ends = messages.get(event_id, set())
+        acc.ended[_classify(by_event.get(event_id, []), ends)] += 1
+        acc.ended["duplicate"] += n - 1
+    acc.ended["dlq"] = dlq
+    acc.messages["intents"] = len({i.notification_id for i in intents})
+    acc.messages.update(Counter(answers.values()))
+    return acc
+
+
+def _message_label(reason: str) -> str:
+    if reason in _SENT:
+        return "sent"
+    if reason in _FAILED:
+        return "failed"
+    return "in_doubt" if reason == "in_doubt" else ""
+
+
+def _classify(outs: list[Outcome], messages: set[str]) -> str:
+    for label in ("sent", "failed", "in_doubt"):
+        if label in messages:
+            return label
+    if any(o.kind in _STATE_KINDS for o in outs):
+        return "state"
+    if "pending" in messages:
+        return "pending"  # a message decided, its answer not in yet
+    final = [o.reason for o in outs if o.reason not in _NOT_FINAL]
+    if final:
+        return "suppressed:" + Counter(final).most_common(1)[0][0]
+    if any(o.reason == "duplicate" for o in outs):
+        return "suppressed:duplicate"
+    return "pending" if outs else "unaccounted"
+
+
+# --- reading topics -------------------------------------------------------------------------------
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (desc,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"]) for p in desc["partitions"]]
+
+
+async def read_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every committed value of ``topic`` from the start to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        tps = await _partitions(bootstrap, topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=500, max_records=20_000)
+            for recs in batch.values():
+                out += [r.value for r in recs if r.value is not None]
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def read_outcomes(bootstrap: str, topic: str) -> list[Outcome]:
+    return [decode_internal(Outcome, v) for v in await read_values(bootstrap, topic)]
+
+
+async def read_intents(bootstrap: str, topic: str) -> list[Intent]:
+    return [decode_internal(Intent, v) for v in await read_values(bootstrap, topic)]
