@@ -30,11 +30,11 @@ class TopicDef:
 
 TOPICS: tuple[TopicDef, ...] = (
     # inputs published by shops (schemas/README.md)
-    TopicDef("order-status", "order_id"),
-    TopicDef("logistics", "order_id"),
-    TopicDef("products", "target key: sku:<sku_id>"),
-    TopicDef("watches", "target key: sku:<id> | store:<id> | category:<id>"),
-    TopicDef("promotions", "target key: store:<id> | category:<id>"),
+    TopicDef("order-status", "order key appid:order_id"),
+    TopicDef("logistics", "order key appid:order_id"),
+    # price and stock changes (key appid:sku:<sku_id>) and promotions (key appid:<type>:<id>)
+    TopicDef("products", "target key appid:sku:<id> | appid:store:<id> | appid:category:<id>"),
+    TopicDef("watches", "target key appid:sku:<id> | appid:store:<id> | appid:category:<id>"),
     TopicDef("preferences", "user key appid:openid"),
     # produced by the gateway
     TopicDef("subscriptions", "user key appid:openid"),
