@@ -78,10 +78,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def _crash_run(
-    bootstrap: str, tmp_path: Path, *, n: int, users: int, kills: int, seed: int
+    bootstrap: str,
+    tmp_path: Path,
+    *,
+    n: int,
+    users: int,
+    kills: int,
+    seed: int,
+    rate: int = 100,
+    kill_gap: tuple[float, float] = (0.5, 2.0),
+    max_in_flight: int = 20,
+    drain_s: float = 90,
 ) -> None:
     rnd = random.Random(seed)
-    max_in_flight = 20
     world = make_world(users=users, credits=n)  # credits never run out ...
     openids = [f"oLoad{i:023d}" for i in range(users)]
     for openid in openids[:5]:  # ... except for these: their sends fail with 43101
@@ -101,17 +110,17 @@ async def _crash_run(
         states = [tmp_path / "w0", tmp_path / "w1"]
         procs = [_start(h, s, max_in_flight) for s in states]
         try:
-            # ~100 intents/s, so the kills land while sends are in flight
-            producing = asyncio.create_task(h.produce(intents, pace=0.1, every=10))
+            # ``rate`` intents/s, so the kills land while sends are in flight
+            producing = asyncio.create_task(h.produce(intents, pace=0.1, every=rate // 10))
             await h.wait_ledger(lambda led: len(led) > 0, timeout=30)  # the workers are up
             for _ in range(kills):
-                await asyncio.sleep(rnd.uniform(0.5, 2.0))
+                await asyncio.sleep(rnd.uniform(*kill_gap))
                 victim = rnd.randrange(len(procs))
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
                 procs[victim] = _start(h, states[victim], max_in_flight)
             await producing
-            ledger = await h.wait_ledger(h.all_in("sent", "failed", "in_doubt"), timeout=90)
+            ledger = await h.wait_ledger(h.all_in("sent", "failed", "in_doubt"), timeout=drain_s)
             ledger = await h.wait_ledger(lambda led: _settled(h, led), timeout=30)
         finally:
             _stop(procs)
@@ -174,9 +183,21 @@ async def test_kill_9_deliver_workers_sends_each_id_at_most_once(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1200)
 async def test_kill_9_deliver_workers_soak(kafka_bootstrap: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("WXSUB_SOAK_SEED", "29"))
-    await _crash_run(kafka_bootstrap, tmp_path, n=20_000, users=1000, kills=25, seed=seed)
+    await _crash_run(
+        kafka_bootstrap,
+        tmp_path,
+        n=20_000,
+        users=1000,
+        kills=25,
+        seed=seed,
+        rate=100,
+        kill_gap=(3.0, 8.0),
+        max_in_flight=50,
+        drain_s=400,
+    )
 
 
 async def test_outage_backlog_drains_afterwards_each_message_once(

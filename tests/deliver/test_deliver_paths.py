@@ -238,14 +238,14 @@ async def test_quota_45009_pauses_the_appid_then_resumes(
         while metric(m.registry, "wxsub_quota_paused", appid=APPID) != 1:
             assert loop.time() < deadline, "never paused"
             await asyncio.sleep(0.02)
-        calls_at_pause = len(h.sandbox.recorder.calls(endpoint="send"))
         later = [intent(world, o, 1) for o in LOAD[10:20]]
         await h.produce(later)  # while paused: deferred, no call made
         ledger = await h.wait_ledger(h.all_in("sent", "failed"))
         assert {ledger[i.notification_id].state for i in h.intents} == {"sent"}
         assert all(len(calls) == 1 for calls in h.sends_by_nid().values())
         refused = h.sandbox.recorder.calls(endpoint="send", errcode=45009)
-        assert len(refused) == calls_at_pause <= len(first)  # one refusal per in-flight send
+        # only sends already in flight met the quota; what came during the pause waited
+        assert 1 <= len(refused) <= len(first)
         assert {c.openid for c in refused} <= set(LOAD[:10])
         assert metric(m.registry, "wxsub_quota_paused", appid=APPID) == 0
         assert any("ALERT" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
