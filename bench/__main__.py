@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -164,6 +165,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="smoke sizes")
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout", type=int, default=1_000_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # unwind, so a LocalKafka we started stops
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader-election retry noise
     out = run(args)
     if args.json:
