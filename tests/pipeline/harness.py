@@ -71,7 +71,7 @@ class Deployment:
             self.procs.append(None)
         log = (self.workdir / f"worker{index}.log").open("ab")
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "wxsub", "worker", "--stages", self.stages, "-l", "warning"],
+            [sys.executable, "-m", "wxsub", "worker", "--stages", self.stages, "-l", "info"],
             cwd=ROOT, env=self.env(index), stdout=log, stderr=log,
         )  # fmt: skip
 
@@ -98,7 +98,8 @@ class Deployment:
 
     def logs(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("worker*.log"))
+            _interesting(p.read_text(errors="replace"))
+            for p in sorted(self.workdir.glob("worker*.log"))
         )
 
     async def publish(self, entries: Iterable[tuple[str, str, bytes]]) -> int:
@@ -140,3 +141,9 @@ class Deployment:
 
 def as_published(entries: Sequence[object]) -> list[tuple[str, str, bytes]]:
     return [(e.topic, e.key, e.raw) for e in entries]  # type: ignore[attr-defined]
+
+
+def _interesting(log: str, limit: int = 4000) -> str:
+    """The runtime's own lines (assignments, restores, failures), not the client's chatter."""
+    keep = [ln for ln in log.splitlines() if '"logger":"wxsub' in ln or "Traceback" in ln]
+    return "\n".join(keep)[-limit:]

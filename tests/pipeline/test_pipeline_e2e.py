@@ -58,8 +58,24 @@ async def _run(
     # held (collapse) and deferred intents leave on timers, after a killed owner's partitions
     # moved (a session timeout): wait for both counts, then settle so extras would show
     await dep.wait_for("outcomes", sum(exp.outcomes.values()), timeout=180)
-    await dep.wait_for("intents", len(exp.intents), timeout=120)
+    await dep.wait_for("intents", len(exp.intents), timeout=180)
     await asyncio.sleep(SETTLE_S)
+
+
+def _diagnose(intents: list, outcomes: list, exp: Expected) -> str:
+    """What the pipeline did with the events of each intent it lacks (or has in excess)."""
+    got = {i.notification_id: i for i in intents}
+    by_event: dict[str, list[tuple[str, str]]] = {}
+    for o in outcomes:
+        by_event.setdefault(o.event_id, []).append((o.stage, o.reason))
+    lines = []
+    for nid, want in exp.intents.items():
+        if nid not in got:
+            seen = {e: by_event.get(e) for e in want.event_ids}
+            lines.append(f"missing {want.kind} {want.openid} {want.event_ids}: {seen}")
+    lines += [f"unexpected {i.kind} {i.openid} {i.event_ids}" for n, i in got.items()
+              if n not in exp.intents]  # fmt: skip
+    return "\n".join(lines)
 
 
 def _compare(dep_intents: list, dep_outcomes: list, dlq: int, exp: Expected) -> None:
@@ -100,6 +116,7 @@ async def test_pipeline_matches_oracle(
         _compare(intents, outcomes, len(dlq), exp)
     except AssertionError:
         print(dep.logs())
+        print(_diagnose(intents, outcomes, exp))
         raise
     # every input event is accounted for: an intent, an outcome, or the DLQ
     accounted = {o.event_id for o in outcomes} | {e for i in intents for e in i.event_ids}

@@ -84,7 +84,8 @@ class Outcome:
 
     ``reason`` for suppressions: no_credit, muted, capped, quiet_hours_deferred, duplicate,
     collapsed, stale, content_blocked, invalid_data, not_subscribed_kind, no_rule, orphan,
-    no_template; for state events: applied; for sends: sent, failed, in_doubt, retry_scheduled.
+    no_template, no_rule, no_match, regression, orphan; for state events: applied; for sends:
+    sent, failed, in_doubt, reconciled_sent, reconciled_failed.
     """
 
     event_id: str
@@ -105,7 +106,7 @@ class Delivery:
     """The deliveries ledger (compacted, keyed by notification id): attempt -> sent|failed."""
 
     notification_id: str
-    state: str  # attempt | sent | failed | in_doubt
+    state: str  # attempt | retry | sent | failed | in_doubt
     appid: str
     openid: str
     template_id: str

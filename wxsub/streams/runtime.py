@@ -80,6 +80,8 @@ class _Unit:
     # next offset per input partition as of our last commit: a fresher truth than a committed
     # offset fetch, which can lag until the coordinator has written the transaction markers
     positions: dict[TopicPartition, int] = field(default_factory=dict)
+    backoff_until: float = 0.0  # monotonic time before which a failed partition is not retried
+    paused: set[TopicPartition] = field(default_factory=set)
 
 
 async def _no_commit() -> None:
@@ -228,6 +230,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
                 async with self._lock:
+                    self._resume_due()
                     await self._process_batch(batch)
                     await self._run_timers()
         finally:
@@ -335,6 +338,9 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         unit = self._units.get(p)
         if unit is None:
             return
+        if unit.paused:  # fetched before the pause took effect: read again after the back-off
+            self._rewind(tps)
+            return
         # A batch fetched before a rebalance, or after aiokafka applied its own (possibly stale)
         # committed-offset reset, may start below what we committed: that part is already done.
         # Partitions we no longer own have no unit and are skipped above.
@@ -357,11 +363,27 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._on_commit is not None:
                 self._on_commit(p, len(records))
             return
+        # back off this partition only (paused for a second); the others and the timers go on
+        self._rewind(tps)
+        unit.backoff_until = time.monotonic() + 1.0
+        unit.paused = set(tps)
+        if self._consumer is not None:
+            self._consumer.pause(*unit.paused)
+
+    def _resume_due(self) -> None:
+        consumer = self._consumer
+        now = time.monotonic()
+        for unit in self._units.values():
+            if unit.paused and unit.backoff_until <= now:
+                if consumer is not None:
+                    consumer.resume(*unit.paused)
+                unit.paused = set()
+
+    def _rewind(self, tps: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         consumer = self._consumer
         if consumer is not None:
             for tp, recs in tps.items():
                 consumer.seek(tp, recs[0].offset)
-        await asyncio.sleep(1.0)
 
     async def _run_timers(self) -> None:
         interval = self.spec.timer_interval_s
