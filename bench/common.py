@@ -354,7 +354,6 @@ class Deployment:
             "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
             "WXSUB_WORKER_WEB_PORT": str(port),
             "WXSUB_WORKER_PROCESSING_GUARANTEE": self.guarantee,
-            "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
             **self.extra_env,
         }
         if self.config_toml:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.common import Deployment, order_events, produce, read_topic
 
 __all__ = ["Pipeline", "run_pipeline"]
@@ -101,7 +103,7 @@ async def _stamps(dep: Deployment) -> dict[str, Any]:
         "first": [r.timestamp for r in cands + outcomes] or [time.time() * 1000],
         "last": last or [time.time() * 1000],
         "intents": len(intents),
-        "unique": len({r.key + r.value for r in intents}),
+        "unique": len({orjson.loads(r.value)["notification_id"] for r in intents}),
     }
 
 

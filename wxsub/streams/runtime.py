@@ -259,8 +259,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             for p in list(self._units):
                 if p not in wanted:
                     await self._close_unit(p)
-            for p in sorted(wanted - set(self._units)):
-                self._units[p] = await self._open_unit(p)
+            await self._open_units(sorted(wanted - set(self._units)))
             consumer = self._consumer
             assert consumer is not None
             # A partition we kept resumes where our last commit left it. A new one resumes at
@@ -283,7 +282,30 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 extra={"stage": self.spec.name, "partitions": sorted(wanted)},
             )
 
-    async def _open_unit(self, p: int) -> _Unit:
+    async def _open_units(self, partitions: list[int]) -> None:
+        """Open units for ``partitions``: producers start concurrently (one InitProducerId
+        round trip each), then the stores restore through one shared changelog consumer."""
+        if not partitions:
+            return
+        started = await asyncio.gather(
+            *(self._start_producer(p) for p in partitions), return_exceptions=True
+        )
+        failed = [r for r in started if isinstance(r, BaseException)]
+        producers = [r for r in started if isinstance(r, AIOKafkaProducer)]
+        if failed:
+            for producer in producers:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            raise failed[0]
+        restorer = await _restore_consumer(self.bootstrap) if self.spec.stores else None
+        try:
+            for p, producer in zip(partitions, producers, strict=True):
+                self._units[p] = await self._open_unit(p, producer, restorer)
+        finally:
+            if restorer is not None:
+                await restorer.stop()
+
+    async def _start_producer(self, p: int) -> AIOKafkaProducer:
         if self._eos:
             txn: dict[str, Any] = {
                 "transactional_id": f"{self.app_id}-{self.spec.name}-{p}",
@@ -301,14 +323,27 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             **txn,
         )
         await producer.start()  # EOS: InitProducerId fences the previous owner of p
+        return producer
+
+    async def _open_unit(
+        self, p: int, producer: AIOKafkaProducer, restorer: AIOKafkaConsumer | None
+    ) -> _Unit:
         stores: dict[str, PartitionStore] = {}
         changelogs: dict[str, str] = {}
-        for name in self.spec.stores:
-            store = PartitionStore(name, p, self.state_dir / f"{name}-{p}")
-            topic = self._changelog_topic(self.spec.name, name)
-            await _restore(self.bootstrap, topic, p, store)
-            stores[name] = store
-            changelogs[name] = topic
+        try:
+            for name in self.spec.stores:
+                store = PartitionStore(name, p, self.state_dir / f"{name}-{p}")
+                stores[name] = store
+                topic = self._changelog_topic(self.spec.name, name)
+                assert restorer is not None
+                await _restore(restorer, topic, p, store)
+                changelogs[name] = topic
+        except BaseException:
+            for store in stores.values():
+                store.close()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         return _Unit(p, producer, stores, changelogs)
 
     async def _close_unit(self, p: int) -> None:
@@ -481,9 +516,7 @@ def _after(records: list[ConsumerRecord], position: int | None) -> list[Consumer
     return [r for r in records if r.offset >= position]
 
 
-async def _restore(bootstrap: str, topic: str, partition: int, store: PartitionStore) -> None:
-    """Replay the committed changelog of ``partition`` from the store's checkpoint."""
-    tp = TopicPartition(topic, partition)
+async def _restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
@@ -492,26 +525,31 @@ async def _restore(bootstrap: str, topic: str, partition: int, store: PartitionS
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        start = store.checkpoint
-        begin = (await consumer.beginning_offsets([tp]))[tp]
-        if start < begin:
-            start = begin
-        if start >= end:
-            return
-        consumer.seek(tp, start)
-        restored = 0
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
-            for rec in batch.get(tp, []):
-                store.restore(rec.key, rec.value)
-                restored += 1
-        store.set_checkpoint(end)
-        log.info(
-            "store restored",
-            extra={"store": store.name, "partition": partition, "records": restored},
-        )
-    finally:
-        await consumer.stop()
+    return consumer
+
+
+async def _restore(
+    consumer: AIOKafkaConsumer, topic: str, partition: int, store: PartitionStore
+) -> None:
+    """Replay the committed changelog of ``partition`` from the store's checkpoint."""
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    start = store.checkpoint
+    begin = (await consumer.beginning_offsets([tp]))[tp]
+    if start < begin:
+        start = begin
+    if start >= end:
+        return
+    consumer.seek(tp, start)
+    restored = 0
+    while await consumer.position(tp) < end:
+        batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+        recs = batch.get(tp, [])
+        store.restore_many([(rec.key, rec.value) for rec in recs])
+        restored += len(recs)
+    store.set_checkpoint(end)
+    log.info(
+        "store restored",
+        extra={"store": store.name, "partition": partition, "records": restored},
+    )

@@ -118,6 +118,16 @@ class PartitionStore:
         else:
             self._db.put(key, value)
 
+    def restore_many(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Apply committed changelog records in one WriteBatch (restore path)."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self._db.write(batch)
+
     @property
     def checkpoint(self) -> int:
         """Changelog offset from which restoring must replay (0 when none was written)."""
