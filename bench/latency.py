@@ -94,7 +94,12 @@ class _Sends:
 
 
 async def run_latency(
-    bootstrap: str, workdir: Path, rates: list[int], seconds: float, users: int = 2000
+    bootstrap: str,
+    workdir: Path,
+    rates: list[int],
+    seconds: float,
+    users: int = 2000,
+    max_in_flight: int = 1000,
 ) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox, base, record = start_sandbox(workdir)
@@ -108,7 +113,10 @@ async def run_latency(
             reply.raise_for_status()
             openids = list(reply.json()["openids"])
         config = f'[wechat]\napi_base = "{base}"\n[wechat.apps.{APPID}]\nsecret = "{SECRET}"\n'
-        dep = Deployment(bootstrap, workdir, config_toml=config)
+        # deliver takes at most max_in_flight intents per poll (worker.py): raise it so one
+        # poll cycle (two transactions per partition) carries ~1 s of events at 1 k/s
+        env = {"WXSUB_WORKER_MAX_IN_FLIGHT": str(max_in_flight)}
+        dep = Deployment(bootstrap, workdir, config_toml=config, extra_env=env)
         await dep.create_topics()
         await dep.seed_users(openids, credits=total)
         workers = [dep.start("orders,products,decide", 0), dep.start("deliver", 1)]

@@ -317,7 +317,9 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.group_id}-{p}",
             acks="all",
-            linger_ms=self._linger_ms,
+            # stages hand over whole record batches at commit (outbox.py): lingering on top
+            # of that only delays every transaction
+            linger_ms=0,
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
             **txn,
@@ -485,12 +487,13 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         await ctx.outbox.flush()
         offsets, ctx.offsets = ctx.offsets, {}
-        if self._eos and offsets:
-            await unit.producer.send_offsets_to_transaction(offsets, self.group_id)
         # A send that failed must fail the transaction: commit_transaction alone does not
-        # check that every batch was written, so wait for every ack first.
-        futs = [f for f, _ in ctx.outbox.submitted]
+        # check that every batch was written, so wait for every ack first. The offsets go into
+        # the transaction meanwhile (their round trips overlap the produce requests').
+        futs: list[Awaitable[Any]] = [f for f, _ in ctx.outbox.submitted]
         futs += [f for box in changelog.values() for f, _ in box.submitted]
+        if self._eos and offsets:
+            futs.append(unit.producer.send_offsets_to_transaction(offsets, self.group_id))
         await asyncio.gather(*futs)
         if self._eos:
             await unit.producer.commit_transaction()
