@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.streams.runtime import PartitionContext, StageRunner, StageSpec
+from wxsub.streams.runtime import StageRunner
+from wxsub.streams.stage import PartitionContext, StageSpec
 
 
 class SumStage:

@@ -21,7 +21,7 @@ from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import Candidate, Outcome, encode_internal, user_key
 from wxsub.settings import Settings
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub.streams.runtime import PartitionContext
+from wxsub.streams.stage import PartitionContext
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["DueIndex", "StageEnv", "count", "wall_ms"]

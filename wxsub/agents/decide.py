@@ -24,7 +24,7 @@ from wxsub.agents.rules.subscriptions import (
 )
 from wxsub.schemas.internal import Candidate, Correction, Intent, decode_internal, encode_internal
 from wxsub.schemas.records import PreferenceChanged
-from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["DecideAgent"]

@@ -16,7 +16,7 @@ from wxsub.agents.base import DueIndex, StageEnv
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.schemas.records import OrderStatusChanged
-from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.stage import PartitionContext, StageSpec
 
 __all__ = ["OrdersAgent"]
 

@@ -20,7 +20,7 @@ from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
 from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
-from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["FANOUT_CHUNK", "ProductsAgent"]

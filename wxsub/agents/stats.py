@@ -25,7 +25,7 @@ from wxsub.agents.base import DueIndex, StageEnv
 from wxsub.agents.rules import stats as rules
 from wxsub.errors import InputError
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
-from wxsub.streams.runtime import PartitionContext, StageSpec
+from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["StatsAgent"]

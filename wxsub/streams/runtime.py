@@ -29,10 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -40,32 +40,15 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ProducerFenced
 
 from wxsub.streams.outbox import Outbox
+from wxsub.streams.restore import restore, restore_consumer
+from wxsub.streams.stage import PartitionContext, Stage
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["PartitionContext", "Stage", "StageRunner", "StageSpec"]
+__all__ = ["StageRunner"]
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
 Guarantee = Literal["exactly_once", "at_least_once"]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What the runtime needs to know about a stage."""
-
-    name: str
-    inputs: tuple[str, ...]  # full topic names, co-partitioned
-    stores: tuple[str, ...] = ()
-    timer_interval_s: float = 0.0  # 0: no timer
-
-
-class Stage(Protocol):
-    spec: StageSpec
-
-    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None: ...
-
-    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None: ...
 
 
 @dataclass
@@ -82,56 +65,6 @@ class _Unit:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     backoff_until: float = 0.0  # monotonic time before which a failed partition is not retried
     paused: set[TopicPartition] = field(default_factory=set)
-
-
-async def _no_commit() -> None:
-    raise RuntimeError("commit() is only available inside a running transaction")
-
-
-@dataclass
-class PartitionContext:
-    """What a stage sees while processing one partition inside one transaction."""
-
-    partition: int
-    stores: dict[str, PartitionStore]
-    _producer: AIOKafkaProducer
-    in_txn: bool = False
-    sent: int = 0
-    committer: Callable[[], Awaitable[None]] = field(default=_no_commit, repr=False)
-    # input offsets to commit with the work (set by the runtime, not by stages)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
-    transactional: bool = True
-    outbox: Outbox = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.outbox = Outbox(self._producer)
-
-    async def begin(self) -> None:
-        if not self.in_txn:
-            if self.transactional:
-                await self._producer.begin_transaction()
-            self.in_txn = True
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None = None,
-        partition: int | None = None,
-    ) -> None:
-        """Produce inside this partition's transaction (visible only if it commits).
-
-        Records are batched per topic-partition (see outbox.py) and submitted at commit.
-        """
-        if not self.in_txn:
-            await self.begin()
-        await self.outbox.add(topic, key, value, headers, partition)
-        self.sent += 1
-
-    async def commit(self) -> None:
-        """Commit everything sent and stored so far; later work goes into a new transaction."""
-        await self.committer()
 
 
 class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -297,7 +230,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 with contextlib.suppress(Exception):
                     await producer.stop()
             raise failed[0]
-        restorer = await _restore_consumer(self.bootstrap) if self.spec.stores else None
+        restorer = await restore_consumer(self.bootstrap) if self.spec.stores else None
         try:
             for p, producer in zip(partitions, producers, strict=True):
                 self._units[p] = await self._open_unit(p, producer, restorer)
@@ -338,7 +271,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 stores[name] = store
                 topic = self._changelog_topic(self.spec.name, name)
                 assert restorer is not None
-                await _restore(restorer, topic, p, store)
+                await restore(restorer, topic, p, store)
                 changelogs[name] = topic
         except BaseException:
             for store in stores.values():
@@ -517,42 +450,3 @@ def _after(records: list[ConsumerRecord], position: int | None) -> list[Consumer
     if position is None or not records or records[0].offset >= position:
         return records
     return [r for r in records if r.offset >= position]
-
-
-async def _restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    return consumer
-
-
-async def _restore(
-    consumer: AIOKafkaConsumer, topic: str, partition: int, store: PartitionStore
-) -> None:
-    """Replay the committed changelog of ``partition`` from the store's checkpoint."""
-    tp = TopicPartition(topic, partition)
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    start = store.checkpoint
-    begin = (await consumer.beginning_offsets([tp]))[tp]
-    if start < begin:
-        start = begin
-    if start >= end:
-        return
-    consumer.seek(tp, start)
-    restored = 0
-    while await consumer.position(tp) < end:
-        batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
-        recs = batch.get(tp, [])
-        store.restore_many([(rec.key, rec.value) for rec in recs])
-        restored += len(recs)
-    store.set_checkpoint(end)
-    log.info(
-        "store restored",
-        extra={"store": store.name, "partition": partition, "records": restored},
-    )

@@ -27,7 +27,8 @@ from wxsub.merchants import Merchants, load_merchants
 from wxsub.settings import Settings
 from wxsub.stats import read_stats
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub.streams.runtime import Stage, StageRunner
+from wxsub.streams.runtime import StageRunner
+from wxsub.streams.stage import Stage
 from wxsub.streams.topics import changelog_name, ensure_topics
 
 __all__ = ["ALL_STAGES", "Worker", "create_worker"]

@@ -1,0 +1,89 @@
+"""What a stage is, and what it sees while it processes one partition in one transaction.
+
+A stage is any object with a ``spec`` (:class:`StageSpec`), ``process(ctx, records)`` and
+``on_timer(ctx, now_ms)``; the runtime (runtime.py) calls them inside Kafka transactions and hands
+them a :class:`PartitionContext` for sends and state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from wxsub.streams.outbox import Outbox
+from wxsub.streams.store import PartitionStore
+
+__all__ = ["Headers", "PartitionContext", "Stage", "StageSpec"]
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the runtime needs to know about a stage."""
+
+    name: str
+    inputs: tuple[str, ...]  # full topic names, co-partitioned
+    stores: tuple[str, ...] = ()
+    timer_interval_s: float = 0.0  # 0: no timer
+
+
+class Stage(Protocol):
+    spec: StageSpec
+
+    async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None: ...
+
+    async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None: ...
+
+
+async def _no_commit() -> None:
+    raise RuntimeError("commit() is only available inside a running transaction")
+
+
+@dataclass
+class PartitionContext:
+    """What a stage sees while processing one partition inside one transaction."""
+
+    partition: int
+    stores: dict[str, PartitionStore]
+    _producer: AIOKafkaProducer
+    in_txn: bool = False
+    sent: int = 0
+    committer: Callable[[], Awaitable[None]] = field(default=_no_commit, repr=False)
+    # input offsets to commit with the work (set by the runtime, not by stages)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
+    transactional: bool = True
+    outbox: Outbox = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self._producer)
+
+    async def begin(self) -> None:
+        if not self.in_txn:
+            if self.transactional:
+                await self._producer.begin_transaction()
+            self.in_txn = True
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Produce inside this partition's transaction (visible only if it commits).
+
+        Records are batched per topic-partition (see outbox.py) and submitted at commit.
+        """
+        if not self.in_txn:
+            await self.begin()
+        await self.outbox.add(topic, key, value, headers, partition)
+        self.sent += 1
+
+    async def commit(self) -> None:
+        """Commit everything sent and stored so far; later work goes into a new transaction."""
+        await self.committer()
