@@ -25,14 +25,15 @@ otherwise the intent is returned now. :func:`on_timer` releases what is due.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from wxsub.agents.rules.common import outcome
-from wxsub.agents.rules.content import matcher
+from wxsub.agents.rules.content import WordMatcher, matcher
 from wxsub.agents.rules.render import Invalid, render
 from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, prune
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
-from wxsub.schemas.internal import Candidate, Intent, Outcome, notification_id
+from wxsub.schemas.internal import MARKETING_KINDS, Candidate, Intent, Outcome, notification_id
 
 __all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
 
@@ -50,7 +51,7 @@ class Decision:
 
 def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
     """Decide one candidate for one user (pure: same inputs, same result)."""
-    kind = cfg.kind(cand.kind) if cfg else None
+    kind = cfg.kinds.get(cand.kind) if cfg is not None else None
 
     def out(reason: str, detail: str = "", nid: str = "", template: str = "") -> Outcome:
         return _out(cand, reason, now_ms, nid, template, detail)
@@ -64,21 +65,49 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
         return Decision(state, outcomes=(out("stale", "", nid, tpl),))
     if nid in state.seen:
         return Decision(state, outcomes=(out("duplicate", "", nid, tpl),))
-    state = prune(replace(state, seen={**state.seen, nid: cand.occurred_at}), cfg, now_ms)
+    state = prune(_with_seen(state, nid, cand.occurred_at), cfg, now_ms)
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
         return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
-    held = _held_for(state, cand) if cfg.collapse_window_s and cand.kind == "logistics" else None
+    collapse = bool(cfg.collapse_window_s) and cand.kind == "logistics"
+    held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(state, held, cand.event_id)
         return Decision(state, outcomes=(out("collapsed", "older than a held update", nid, tpl),))
-    base = _undo(state, held) if held is not None else state
-    reason, detail = _limits(base, cand, kind, cfg)
+    marketing = kind.kind in MARKETING_KINDS
+    # the state as if the held intent had not been decided (credit and cap slot back)
+    credits, consumed, sends = state.credits, state.consumed, state.sends
+    if held is not None:
+        hnid = held.intent.notification_id
+        credits = _add_credit(dict(credits), held.intent.template_id, +1)
+        consumed = {k: t for k, t in consumed.items() if k != hnid}
+        sends = tuple(s for s in sends if s.notification_id != hnid)
+    reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
     if reason:
         return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
     intent = _intent(cand, kind, nid, body, now_ms, held)
-    base = _consume(base, intent, kind.marketing)
-    return _dispatch(base, cand, intent, cfg, now_ms, held)
+    # consume: one credit, the id for restore corrections, the send for the caps
+    credits = _add_credit(dict(credits), tpl, -1)
+    consumed = {**consumed, nid: cand.occurred_at}
+    sends = (*sends, Send(nid, cand.occurred_at, marketing))
+    return _dispatch(state, credits, consumed, sends, cand, intent, cfg, now_ms, held, collapse)
+
+
+def _with_seen(state: UserState, nid: str, at: int) -> UserState:
+    return UserState(
+        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
+        {**state.seen, nid: at}, state.consumed, state.sends, state.held, state.deferred,
+    )  # fmt: skip
+
+
+def _add_credit(credits: dict[str, int], template_id: str, delta: int) -> dict[str, int]:
+    """``credits`` (a fresh copy, changed in place) as :meth:`UserState.with_credit` does."""
+    value = max(0, credits.get(template_id, 0) + delta)
+    if value:
+        credits[template_id] = value
+    else:
+        credits.pop(template_id, None)
+    return credits
 
 
 def _check(
@@ -94,27 +123,47 @@ def _check(
         return "invalid_data", str(body), None
     data = body["data"]
     assert isinstance(data, dict)
-    word = matcher(cfg.sensitive_words).find_any(v["value"] for v in data.values())
-    if word is not None:
+    if cfg.sensitive_words and _blocked(matcher(cfg.sensitive_words), data.values()):
         return "content_blocked", "sensitive word", None
     return "", "", body
 
 
+# whether a value holds a sensitive word, by (matcher, value): most values repeat (status
+# phrases, titles), and the matcher's normalising + scan costs more than a dict lookup
+_BLOCKED: dict[tuple[WordMatcher, str], bool] = {}
+_BLOCKED_MAX = 8192
+
+
+def _blocked(words: WordMatcher, fields: Iterable[dict[str, str]]) -> bool:
+    for field in fields:
+        key = (words, field["value"])
+        hit = _BLOCKED.get(key)
+        if hit is None:
+            if len(_BLOCKED) >= _BLOCKED_MAX:
+                _BLOCKED.clear()
+            hit = _BLOCKED[key] = words.find(key[1]) is not None
+        if hit:
+            return True
+    return False
+
+
 def _limits(
-    state: UserState, cand: Candidate, kind: KindConfig, cfg: MerchantConfig
+    credits: dict[str, int],
+    sends: tuple[Send, ...],
+    cand: Candidate,
+    kind: KindConfig,
+    marketing: bool,
+    cfg: MerchantConfig,
 ) -> tuple[str, str]:
-    cap = cfg.cap(kind.marketing)
-    if cap is not None:
+    cap = cfg.marketing_cap if marketing else cfg.transactional_cap
+    if cap is not None and len(sends) >= cap.max:  # fewer sends than the cap: cannot be reached
         window = cap.window_s * 1000
-        used = sum(
-            1
-            for s in state.sends
-            if s.marketing == kind.marketing and abs(s.at - cand.occurred_at) < window
-        )
+        at = cand.occurred_at
+        used = sum(1 for s in sends if s.marketing == marketing and abs(s.at - at) < window)
         if used >= cap.max:
-            label = "marketing" if kind.marketing else "transactional"
+            label = "marketing" if marketing else "transactional"
             return "capped", f"{label} cap {cap.max}/{cap.window_s}s"
-    if state.credit(kind.template_id) <= 0:
+    if credits.get(kind.template_id, 0) <= 0:
         return "no_credit", ""
     return "", ""
 
@@ -129,55 +178,48 @@ def _intent(
 ) -> Intent:
     event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
     return Intent(
-        notification_id=nid,
-        appid=cand.appid,
-        openid=cand.openid,
-        template_id=kind.template_id,
-        kind=cand.kind,
-        event_ids=event_ids,
-        occurred_at=cand.occurred_at,
-        received_at=cand.received_at,
-        decided_at=now_ms,
-        body=body,
-    )
-
-
-def _consume(state: UserState, intent: Intent, marketing: bool) -> UserState:
-    state = state.with_credit(intent.template_id, -1)
-    return replace(
-        state,
-        consumed={**state.consumed, intent.notification_id: intent.occurred_at},
-        sends=(*state.sends, Send(intent.notification_id, intent.occurred_at, marketing)),
-    )
+        nid, cand.appid, cand.openid, kind.template_id, cand.kind, event_ids, cand.occurred_at,
+        cand.received_at, now_ms, body,
+    )  # fmt: skip
 
 
 def _dispatch(
     state: UserState,
+    credits: dict[str, int],
+    consumed: dict[str, int],
+    sends: tuple[Send, ...],
     cand: Candidate,
     intent: Intent,
     cfg: MerchantConfig,
     now_ms: int,
     held: Held | None,
+    collapse: bool,
 ) -> Decision:
-    """Send now, defer for quiet hours, or hold for collapse."""
+    """Send now, defer for quiet hours, or hold for collapse; the new state is built once."""
     nid, tpl = intent.notification_id, intent.template_id
-    if cand.marketing and cfg.quiet_hours is not None:
+    held_all, deferred = state.held, state.deferred
+    intents: tuple[Intent, ...] = ()
+    outs: tuple[Outcome, ...] = ()
+    release = None
+    if cand.kind in MARKETING_KINDS and cfg.quiet_hours is not None:
         release = quiet_release(cand.occurred_at, cfg.quiet_hours, cfg.timezone)
-        if release is not None:
-            deferred = (*state.deferred, Deferred(release, intent))
-            detail = f"release at {release}"
-            why = _out(cand, "quiet_hours_deferred", now_ms, nid, tpl, detail)
-            return Decision(replace(state, deferred=deferred), outcomes=(why,))
-    if cand.kind == "logistics" and cfg.collapse_window_s:
-        keep = tuple(h for h in state.held if not _same(h, cand))
-        new = Held(cand.subject, now_ms + cfg.collapse_window_s * 1000, intent)
-        outs: tuple[Outcome, ...] = ()
+    if release is not None:
+        deferred = (*deferred, Deferred(release, intent))
+        detail = f"release at {release}"
+        outs = (_out(cand, "quiet_hours_deferred", now_ms, nid, tpl, detail),)
+    elif collapse:
+        keep = tuple(h for h in held_all if not _same(h, cand))
+        held_all = (*keep, Held(cand.subject, now_ms + cfg.collapse_window_s * 1000, intent))
         if held is not None:
-            old = held.intent
             detail = f"superseded by {cand.event_id}"
-            outs = (_out_for(old, "collapsed", now_ms, detail),)
-        return Decision(replace(state, held=(*keep, new)), outcomes=outs)
-    return Decision(state, intents=(intent,))
+            outs = (_out_for(held.intent, "collapsed", now_ms, detail),)
+    else:
+        intents = (intent,)
+    new = UserState(
+        credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
+        state.seen, consumed, sends, held_all, deferred,
+    )  # fmt: skip
+    return Decision(new, intents, outs)
 
 
 def _out(cand: Candidate, reason: str, now_ms: int, nid: str, tpl: str, detail: str) -> Outcome:
@@ -213,17 +255,6 @@ def _absorb(state: UserState, held: Held, event_id: str) -> UserState:
     merged = (*ids[:-1], event_id, ids[-1])  # the primary (latest) event id stays last
     new = replace(held, intent=replace(held.intent, event_ids=merged))
     return replace(state, held=tuple(new if h == held else h for h in state.held))
-
-
-def _undo(state: UserState, held: Held) -> UserState:
-    """The state as if the held intent had not been decided (credit and cap slot back)."""
-    nid = held.intent.notification_id
-    state = state.with_credit(held.intent.template_id, +1)
-    return replace(
-        state,
-        consumed={k: t for k, t in state.consumed.items() if k != nid},
-        sends=tuple(s for s in state.sends if s.notification_id != nid),
-    )
 
 
 # --- quiet hours and timers ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -40,6 +40,17 @@ class Invalid(NamedTuple):
 
 def render_values(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, object]:
     """The typed values a kind's format strings may use."""
+    return _values(cand, kind, tz, MONEY_NAMES, TIME_NAMES)
+
+
+def _values(
+    cand: Candidate,
+    kind: KindConfig,
+    tz: dt.tzinfo,
+    money: Iterable[str],
+    times: Iterable[str],
+) -> dict[str, object]:
+    """:func:`render_values`, converting only the ``money`` and ``times`` names given."""
     values: dict[str, object] = dict(cand.values)
     values.update(
         event_id=cand.event_id, appid=cand.appid, subject=cand.subject, event_time=cand.occurred_at
@@ -47,34 +58,115 @@ def render_values(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str,
     status = values.get("status", values.get("state"))
     if isinstance(status, str) and status in kind.status_text:
         values["status_text"] = kind.status_text[status]
-    for name in MONEY_NAMES & values.keys():
-        fen = values[name]
+    for name in money:
+        fen = values.get(name)
         if isinstance(fen, int) and not isinstance(fen, bool):
-            values[name] = (Decimal(fen) / 100).quantize(_CENT)
-    for name in TIME_NAMES & values.keys():
-        ms = values[name]
+            values[name] = _convert("money", fen, tz)
+    for name in times:
+        ms = values.get(name)
         if isinstance(ms, int) and not isinstance(ms, bool):
-            values[name] = dt.datetime.fromtimestamp(ms / 1000, tz)
+            values[name] = _convert("time", ms, tz)
     return values
+
+
+def _number(name: str | None) -> str | None:
+    if name in MONEY_NAMES:
+        return "money"
+    return "time" if name in TIME_NAMES else None
+
+
+def _convert(number: str, value: int, tz: dt.tzinfo) -> object:
+    """Fen -> yuan (Decimal), epoch ms -> local datetime."""
+    if number == "money":
+        return (Decimal(value) / 100).quantize(_CENT)
+    return dt.datetime.fromtimestamp(value / 1000, tz)
+
+
+class _Slot(NamedTuple):
+    """One keyword of a kind, prepared once: its type, enum, and parsed format string."""
+
+    name: str
+    type_: str
+    enum: Sequence[str] | None
+    choices: tuple[str, ...] | None  # the enum as a memo key part
+    fmt: str
+    sole: str | None  # the placeholder name when the format is exactly one placeholder
+    number: str | None  # "money" / "time": the sole placeholder is converted here, memoised
+    parts: tuple[str | tuple[str], ...]  # literal text, or (name,) for a placeholder
+
+
+class _Plan(NamedTuple):
+    kind: KindConfig  # kept so the id() key cannot be reused while cached
+    slots: tuple[_Slot, ...]
+    page: tuple[str | tuple[str], ...]
+    money: tuple[str, ...]  # money and time names used inside text (only those convert early)
+    times: tuple[str, ...]
+
+
+# kind configs are frozen and live for the process: their format strings are parsed once
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(kind: KindConfig) -> _Plan:
+    plan = _PLANS.get(id(kind))
+    if plan is not None and plan.kind is kind:
+        return plan
+    slots = []
+    for name, fmt in kind.data.items():
+        enum = kind.enum_values.get(name)
+        sole = _SOLE.match(fmt)
+        choices = tuple(enum) if enum is not None else None
+        sole_name = sole.group(1) if sole else None
+        number = _number(sole_name)
+        slots.append(
+            _Slot(name, kind.keywords[name], enum, choices, fmt, sole_name, number, _parse(fmt))
+        )
+    page = _parse(kind.page)
+    parts = (page, *(s.parts for s in slots if s.sole is None))
+    used = {p[0] for one in parts for p in one if type(p) is tuple}
+    used |= {s.sole for s in slots if s.sole is not None and s.number is None}
+    money, times = tuple(sorted(MONEY_NAMES & used)), tuple(sorted(TIME_NAMES & used))
+    plan = _PLANS[id(kind)] = _Plan(kind, tuple(slots), page, money, times)
+    return plan
+
+
+def _parse(fmt: str) -> tuple[str | tuple[str], ...]:
+    """``fmt`` split as :data:`_TOKEN` substitution sees it: literals and (name,) slots."""
+    parts: list[str | tuple[str]] = []
+    pos = 0
+    for match in _TOKEN.finditer(fmt):
+        if match.start() > pos:
+            parts.append(fmt[pos : match.start()])
+        token = match.group(0)
+        parts.append(token[0] if token in ("{{", "}}") else (match.group(1),))
+        pos = match.end()
+    if pos < len(fmt):
+        parts.append(fmt[pos:])
+    return tuple(parts)
 
 
 def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] | Invalid:
     """The complete send body for ``cand``, or :class:`Invalid` naming the failing keyword."""
-    values = render_values(cand, kind, tz)
+    plan = _plan(kind)
+    values = _values(cand, kind, tz, plan.money, plan.times)
     data: dict[str, dict[str, str]] = {}
-    for name, fmt in kind.data.items():
-        type_ = kind.keywords[name]
-        raw = _value(fmt, values)
+    for slot in plan.slots:
+        raw = values.get(slot.sole) if slot.sole is not None else _fill(slot.parts, values, _text)
         if raw is None:
-            return Invalid(name, f"no value for {fmt}")
-        enum = kind.enum_values.get(name)
-        fitted = _fit(type_, raw, enum)
+            return Invalid(slot.name, f"no value for {slot.fmt}")
+        if slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
+            fitted = _fit_number(slot, raw, tz)
+            if fitted is None:
+                raw = _convert(slot.number, raw, tz)
+        else:
+            fitted = _fit_slot(slot, raw)
         if fitted is None:
-            return Invalid(name, check(type_, str(raw), enum) or f"cannot be a {type_}")
-        data[name] = {"value": fitted}
+            type_, enum = slot.type_, slot.enum
+            return Invalid(slot.name, check(type_, str(raw), enum) or f"cannot be a {type_}")
+        data[slot.name] = {"value": fitted}
     body: dict[str, Any] = {"touser": cand.openid, "template_id": kind.template_id}
     if kind.page:
-        page = _substitute(kind.page, values, _url_text)
+        page = _fill(plan.page, values, _url_text)
         if page is None:
             return Invalid("page", f"no value for {kind.page}")
         body["page"] = page
@@ -84,61 +176,61 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
     return body
 
 
+def _fill(
+    parts: tuple[str | tuple[str], ...], values: Mapping[str, object], text: Callable[[object], str]
+) -> str | None:
+    """The parsed format filled from ``values``; None when a placeholder has no value."""
+    out: list[str] = []
+    for part in parts:
+        if type(part) is str:
+            out.append(part)
+            continue
+        name = part[0]
+        if name not in values:
+            return None
+        out.append(text(values[name]))
+    return "".join(out)
+
+
 # fit() is pure and most values repeat (status phrases, amounts, titles): memoised, keyed by
 # what the rendering depends on (a datetime by its local wall time, via isoformat)
 _FITTED: dict[tuple[object, ...], str | None] = {}
 _FITTED_MAX = 8192
 
 
-def _fit(type_: str, value: object, enum: Sequence[str] | None) -> str | None:
-    key = _fit_key(type_, value, enum)
-    if key is None:
-        return fit(type_, value, enum)
+def _fit_slot(slot: _Slot, value: object) -> str | None:
+    """``fit()`` of one keyword value, through the memo."""
+    type_, choices = slot.type_, slot.choices
+    if type(value) is str:
+        key: tuple[object, ...] = (type_, "s", value, choices)
+    elif type(value) is Decimal:
+        key = (type_, "d", str(value), choices)
+    elif type(value) is dt.datetime:
+        key = (type_, "t", value.isoformat(), choices)
+    else:
+        return fit(type_, value, slot.enum)
     try:
         return _FITTED[key]
     except KeyError:
         pass
-    out = _FITTED[key] = fit(type_, value, enum)
+    out = _FITTED[key] = fit(type_, value, slot.enum)
     if len(_FITTED) > _FITTED_MAX:
         _FITTED.clear()
     return out
 
 
-def _fit_key(type_: str, value: object, enum: Sequence[str] | None) -> tuple[object, ...] | None:
-    choices = tuple(enum) if enum is not None else None
-    if type(value) is str:
-        return (type_, "s", value, choices)
-    if type(value) is Decimal:
-        return (type_, "d", str(value), choices)
-    if type(value) is dt.datetime:
-        return (type_, "t", value.isoformat(), choices)
-    return None
-
-
-def _value(fmt: str, values: Mapping[str, object]) -> object | None:
-    sole = _SOLE.match(fmt)
-    if sole:
-        return values.get(sole.group(1))
-    return _substitute(fmt, values, _text)
-
-
-def _substitute(
-    fmt: str, values: Mapping[str, object], text: Callable[[object], str]
-) -> str | None:
-    missing: list[str] = []
-
-    def one(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            return token[0]
-        name = match.group(1)
-        if name not in values:
-            missing.append(name)
-            return ""
-        return text(values[name])
-
-    out = _TOKEN.sub(one, fmt)
-    return None if missing else out
+def _fit_number(slot: _Slot, value: int, tz: dt.tzinfo) -> str | None:
+    """``fit()`` of a sole money/time placeholder, memoised by the raw int (and time zone)."""
+    assert slot.number is not None
+    key = (slot.type_, slot.number, value, tz, slot.choices)
+    try:
+        return _FITTED[key]
+    except KeyError:
+        pass
+    out = _FITTED[key] = _fit_slot(slot, _convert(slot.number, value, tz))
+    if len(_FITTED) > _FITTED_MAX:
+        _FITTED.clear()
+    return out
 
 
 def _text(value: object) -> str:

@@ -142,20 +142,42 @@ def _retention_ms(cfg: MerchantConfig | None) -> int:
     return (cfg.dedupe_retention_s if cfg else DEFAULT_RETENTION_S) * 1000
 
 
+# per-config (retention ms, send retention ms): the config properties scan every kind and cap,
+# so they are computed once per config object (configs are frozen and live for the process)
+_SPANS: dict[int, tuple[MerchantConfig, int, int]] = {}
+
+
+def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
+    if cfg is None:
+        return DEFAULT_RETENTION_S * 1000, DEFAULT_RETENTION_S * 1000
+    hit = _SPANS.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        sends = 1000 * (cfg.max_stale_after_s + cfg.max_cap_window_s)
+        hit = _SPANS[id(cfg)] = (cfg, _retention_ms(cfg), sends)
+    return hit[1], hit[2]
+
+
 def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
     """Forget ids and sends that can no longer matter (see the module docstring)."""
-    horizon = now_ms - _retention_ms(cfg)
-    send_horizon = now_ms - 1000 * (
-        (cfg.max_stale_after_s + cfg.max_cap_window_s) if cfg else DEFAULT_RETENTION_S
-    )
-    changes: dict[str, Any] = {}
-    for name in ("events", "seen", "consumed"):
-        ids: dict[str, int] = getattr(state, name)
-        if ids and min(ids.values()) < horizon:  # rebuild only when something expired
-            changes[name] = {k: t for k, t in ids.items() if t >= horizon}
-    if state.sends and min(s.at for s in state.sends) < send_horizon:
-        changes["sends"] = tuple(s for s in state.sends if s.at >= send_horizon)
-    return replace(state, **changes) if changes else state
+    retention, send_retention = _spans(cfg)
+    horizon = now_ms - retention
+    send_horizon = now_ms - send_retention
+    events, seen, consumed, sends = state.events, state.seen, state.consumed, state.sends
+    changed = False
+    if events and min(events.values()) < horizon:  # rebuild only when something expired
+        events, changed = {k: t for k, t in events.items() if t >= horizon}, True
+    if seen and min(seen.values()) < horizon:
+        seen, changed = {k: t for k, t in seen.items() if t >= horizon}, True
+    if consumed and min(consumed.values()) < horizon:
+        consumed, changed = {k: t for k, t in consumed.items() if t >= horizon}, True
+    if sends and min(s.at for s in sends) < send_horizon:
+        sends, changed = tuple(s for s in sends if s.at >= send_horizon), True
+    if not changed:
+        return state
+    return UserState(
+        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
+        consumed, sends, state.held, state.deferred,
+    )  # fmt: skip
 
 
 # --- state events --------------------------------------------------------------------------------
