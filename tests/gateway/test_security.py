@@ -8,11 +8,15 @@ import logging
 import time
 from collections.abc import Callable
 
+import orjson
 import pytest
 
+from tests.fixtures.kafka_helpers import read_all
 from tests.gateway.conftest import AES_KEY, APPSECRET, TOKEN, Gateway
 from tests.gateway.wechat_sim import WeChatSim, aes_encrypt, sha1_signature
+from wxsub.errors import InputError
 from wxsub.logs import JsonFormatter
+from wxsub.schemas import decode
 
 pytestmark = pytest.mark.kafka
 
@@ -157,7 +161,6 @@ CASES: list[tuple[Case, int, str]] = [
     (truncated_ciphertext, 400, "bad_ciphertext"),
     (wrong_padding, 400, "bad_ciphertext"),
     (unknown_app_path, 404, "unknown_app"),
-    (invalid_event_values, 400, "invalid_event"),
     (non_ascii_timestamp, 400, "missing_param"),
 ]
 
@@ -169,6 +172,22 @@ async def test_hostile_push_refused(gateway: Gateway, case: Case, status: int, r
     assert gateway.metric("wxsub_gateway_rejected_total", reason=reason) == 1
     assert await gateway.healthy()
     assert await gateway.records() == []
+
+
+async def test_item_breaking_the_schema_is_kept_for_the_dlq(gateway: Gateway) -> None:
+    """A verified push is made durable even when an item breaks the schema: its raw document
+    goes to the subscriptions topic (the worker DLQs it with the reason), WeChat gets success."""
+    params, body, appid = invalid_event_values(gateway)
+    assert await gateway.post(params, body, appid) == (200, "success")
+    raw = await read_all(gateway.bootstrap, gateway.topic)
+    assert len(raw) == 1
+    assert raw[0].key.decode() == f"{appid}:{OPENID}"
+    with pytest.raises(InputError) as err:
+        decode("subscription", raw[0].value)
+    assert err.value.reason == "schema"
+    assert orjson.loads(raw[0].value)["status"] == "maybe"
+    assert gateway.metric("wxsub_gateway_events_total", event="invalid") == 1
+    assert await gateway.healthy()
 
 
 async def test_oversize_chunked_body_refused(gateway: Gateway) -> None:

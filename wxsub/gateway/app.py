@@ -22,7 +22,7 @@ from wxsub.errors import ConfigError, ProduceError, PushRejected
 from wxsub.gateway.dedupe import PushDeduper, TtlMap
 from wxsub.gateway.metrics import GatewayMetrics, event_label
 from wxsub.gateway.producer import RecordSink
-from wxsub.gateway.records import dedupe_key, to_records
+from wxsub.gateway.records import dedupe_key, to_records_keeping_invalid
 from wxsub.settings import GatewaySettings, PushEndpoint, Settings
 from wxsub.wechat.push_crypto import PushCipher, signature_matches
 from wxsub.wechat.push_parse import PushMessage, parse_document, read_message
@@ -145,10 +145,13 @@ class _PushHandler:
             self._metrics.events.labels("other").inc()
             self._metrics.requests.labels("ignored").inc()
             return web.Response(text=SUCCESS)
-        try:
-            records = to_records(appid, message)
-        except PushRejected as exc:
-            return self._reject(exc, request)
+        records, invalid = to_records_keeping_invalid(appid, message)
+        if invalid:
+            log.warning(
+                "push item breaks the SubscriptionEvent schema; forwarded for the DLQ",
+                extra={"appid": appid, "items": invalid},
+            )
+            self._metrics.events.labels("invalid").inc(invalid)
         try:
             ran = await self._dedupe.once(
                 dedupe_key(appid, message), lambda: self._produce(records, message.event)

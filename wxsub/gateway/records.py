@@ -10,6 +10,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from wxsub.errors import InputError, PushRejected
 from wxsub.schemas import SUBSCRIPTION, SubscriptionEvent, encode
 from wxsub.wechat.push_parse import (
@@ -22,7 +24,13 @@ from wxsub.wechat.push_parse import (
     SentItem,
 )
 
-__all__ = ["dedupe_key", "push_event_id", "to_records", "to_subscription_events"]
+__all__ = [
+    "dedupe_key",
+    "push_event_id",
+    "to_records",
+    "to_records_keeping_invalid",
+    "to_subscription_events",
+]
 
 
 def _item_fingerprint(item: PushItem) -> tuple[str, ...]:
@@ -93,3 +101,22 @@ def to_subscription_events(appid: str, message: PushMessage) -> list[Subscriptio
 def to_records(appid: str, message: PushMessage) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` per list item, keyed by user (``appid:openid``), canonical encoding."""
     return [(e.key.encode(), encode(e)) for e in to_subscription_events(appid, message)]
+
+
+def to_records_keeping_invalid(
+    appid: str, message: PushMessage
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Like :func:`to_records`, but an item that breaks the schema is kept as its raw document
+    (same key), so it is durable and the worker puts it in the DLQ with the reason, instead of
+    being refused here and lost once WeChat stops retrying. Returns (records, invalid count)."""
+    key = f"{appid}:{message.from_user}".encode()
+    records: list[tuple[bytes, bytes]] = []
+    invalid = 0
+    for i in range(len(message.items)):
+        doc = _record(appid, message, i)
+        try:
+            records.append((key, encode(SUBSCRIPTION.from_doc(doc))))
+        except InputError:
+            records.append((key, orjson.dumps(doc)))
+            invalid += 1
+    return records, invalid
