@@ -1,0 +1,71 @@
+"""Where a transaction's time goes on this broker: begin, first send (AddPartitionsToTxn +
+produce), commit, for sequential one-record transactions and several retry back-offs.
+
+``python -m bench.txn_probe --bootstrap HOST:PORT [--n 40]``: prints the median of each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+__all__ = ["main"]
+
+
+async def _phases(bootstrap: str, topic: str, n: int, backoff_ms: int) -> dict[str, float]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"txn-probe-{uuid.uuid4().hex[:8]}",
+        linger_ms=0,
+        retry_backoff_ms=backoff_ms,
+    )
+    await producer.start()
+    spans: dict[str, list[float]] = {"begin": [], "first send": [], "commit": []}
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await producer.begin_transaction()
+            t1 = time.perf_counter()
+            await (await producer.send(topic, key=b"k", value=b"v", partition=0))
+            t2 = time.perf_counter()
+            await producer.commit_transaction()
+            t3 = time.perf_counter()
+            spans["begin"].append(t1 - t0)
+            spans["first send"].append(t2 - t1)
+            spans["commit"].append(t3 - t2)
+    finally:
+        await producer.stop()
+    return {k: statistics.median(v) * 1000 for k, v in spans.items()}
+
+
+async def _run(bootstrap: str, n: int) -> None:
+    topic = f"txn-probe-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        for backoff in (100, 20, 1):
+            medians = await _phases(bootstrap, topic, n, backoff)
+            shown = "  ".join(f"{k} {v:.1f} ms" for k, v in medians.items())
+            print(f"retry_backoff_ms={backoff:>3}: {shown}")
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.txn_probe")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--n", type=int, default=40)
+    args = parser.parse_args()
+    asyncio.run(_run(args.bootstrap, args.n))
+
+
+if __name__ == "__main__":
+    main()
