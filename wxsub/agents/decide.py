@@ -22,7 +22,14 @@ from wxsub.agents.rules.subscriptions import (
     apply_preference,
     apply_subscription,
 )
-from wxsub.schemas.internal import Candidate, Correction, Intent, decode_internal, encode_internal
+from wxsub.schemas.internal import (
+    Candidate,
+    Correction,
+    Intent,
+    decode_internal,
+    encode_internal,
+    user_key,
+)
 from wxsub.schemas.records import PreferenceChanged
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
@@ -130,7 +137,7 @@ class DecideAgent:
     ) -> None:
         topic = self.env.topic("intents")
         for intent in intents:
-            key = rec_key(intent)
+            key = user_key(intent.appid, intent.openid).encode()
             await ctx.send(topic, key, encode_internal(intent))
             count(self.env.metrics.intents, intent.kind, intent.template_id)
             count(self.env.metrics.credits, "consumed")
@@ -138,7 +145,3 @@ class DecideAgent:
             if o.reason not in ("quiet_hours_deferred",):
                 count(self.env.metrics.suppressed, o.kind, o.reason)
         await self.env.emit_outcomes(ctx, decision.outcomes)
-
-
-def rec_key(intent: Intent) -> bytes:
-    return f"{intent.appid}:{intent.openid}".encode()
