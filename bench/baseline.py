@@ -5,8 +5,11 @@ input (the pipeline benchmark's order events, same partition count), and write o
 ``{"n": ..., "wall_s": ..., "cpu_s": ...}`` measured from the first record consumed to the last
 output acknowledged.
 
-    python -m bench.baseline raw BOOTSTRAP INPUT OUTPUT N RESULT_JSON
-    python -m bench.baseline faust BOOTSTRAP INPUT OUTPUT N RESULT_JSON
+    python -m bench.baseline KIND BOOTSTRAP INPUT OUTPUT N RESULT_JSON
+
+KIND is ``raw``, or a Faust agent: ``faust`` (pass-through, ``topic.send`` per event),
+``faust-consume`` (consume only), each with ``-fast`` for the same agent with
+bench/faust_fastpath's patches of Faust's two hot spots installed.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import ROOT
+from bench.common import ROOT, ratio
 
-__all__ = ["run_baseline"]
+__all__ = ["FAUST_KINDS", "run_baseline"]
 
 
 async def raw_loop(bootstrap: str, inp: str, out: str, n: int) -> dict[str, float]:
@@ -67,9 +70,19 @@ async def raw_loop(bootstrap: str, inp: str, out: str, n: int) -> dict[str, floa
         await consumer.stop()
 
 
-def faust_loop(bootstrap: str, inp: str, out: str, n: int, result: str) -> None:
-    """A Faust agent that forwards every value with ``topic.send``; exits after ``n``."""
+FAUST_KINDS = ("faust", "faust-fast", "faust-consume", "faust-consume-fast")
+
+
+def faust_loop(kind: str, bootstrap: str, inp: str, out: str, n: int, result: str) -> None:
+    """A Faust agent that forwards every value with ``topic.send`` (or, for ``faust-consume*``,
+    only decodes it); exits after ``n``. ``*-fast``: bench/faust_fastpath installed."""
     import faust  # the reference only: wxsub does not run on Faust
+
+    if kind.endswith("-fast"):
+        from bench import faust_fastpath
+
+        faust_fastpath.install()
+    send = not kind.startswith("faust-consume")
 
     app = faust.App(
         f"fpass-{uuid.uuid4().hex[:8]}",
@@ -88,10 +101,13 @@ def faust_loop(bootstrap: str, inp: str, out: str, n: int, result: str) -> None:
         async for key, value in stream.items():
             if not state["done"]:
                 state["t0"], state["c0"] = time.perf_counter(), time.process_time()
-            await dst.send(key=key, value=orjson.dumps(orjson.loads(value)))
+            obj = orjson.loads(value)
+            if send:
+                await dst.send(key=key, value=orjson.dumps(obj))
             state["done"] += 1
             if state["done"] >= n:
-                await app.producer.flush()
+                if send:
+                    await app.producer.flush()
                 doc = {
                     "n": n,
                     "wall_s": time.perf_counter() - state["t0"],
@@ -106,8 +122,20 @@ def faust_loop(bootstrap: str, inp: str, out: str, n: int, result: str) -> None:
 
 def run_baseline(
     kind: str, bootstrap: str, inp: str, out: str, n: int, timeout: float
-) -> dict[str, float]:
-    """Run one baseline in a subprocess and return its measurement."""
+) -> dict[str, Any]:
+    """Run one baseline in a subprocess and return its measurement.
+
+    ``faust`` also measures the bench/faust_fastpath variants in the same call (so that
+    ``python -m bench`` reports them beside the stock row): see ``run_faust_variants``.
+    """
+    if kind == "faust":
+        return run_faust_variants(bootstrap, inp, out, n, timeout)
+    return _run_one(kind, bootstrap, inp, out, n, timeout)
+
+
+def _run_one(
+    kind: str, bootstrap: str, inp: str, out: str, n: int, timeout: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp, "result.json")
         args = [kind, bootstrap, inp, out, str(n), str(result)]
@@ -117,16 +145,62 @@ def run_baseline(
         )  # fmt: skip
         if not result.exists():
             raise RuntimeError(f"{kind} baseline failed: {proc.stderr.decode()[-2000:]}")
-        doc: dict[str, float] = json.loads(result.read_text())
+        doc: dict[str, Any] = json.loads(result.read_text())
+        doc["per_s"], doc["cpu_us"] = doc["n"] / doc["wall_s"], doc["cpu_s"] / doc["n"] * 1e6
         return doc
+
+
+#: row label of each Faust variant besides the stock pass-through
+FAUST_ROWS = {
+    "faust-fast": "faust pass-through, hot spots bypassed (bench/faust_fastpath)",
+    "faust-consume": "faust consume-only",
+    "faust-consume-fast": "faust consume-only, hot spots bypassed",
+}
+
+
+def run_faust_variants(
+    bootstrap: str, inp: str, out: str, n: int, timeout: float
+) -> dict[str, Any]:
+    """The stock Faust pass-through and, A/B in the same run, the same agent with
+    bench/faust_fastpath installed, then consume-only agents (fast first: ABBA order, so drift
+    of the shared machine's load does not favour one side). Prints the variants' rows and
+    returns the stock result with each variant nested under its kind."""
+    order = ("faust", "faust-fast", "faust-consume-fast", "faust-consume")
+    res: dict[str, dict[str, Any]] = {}
+    for kind in order:
+        try:
+            res[kind] = _run_one(kind, bootstrap, inp, out, n, timeout)
+        except RuntimeError as exc:
+            if kind == "faust":
+                raise
+            # e.g. FastPathVersionError on a Faust these patches were not verified against
+            print(f"  {FAUST_ROWS[kind]}: not run: {str(exc).strip().splitlines()[-1]}")
+    for kind, label in FAUST_ROWS.items():
+        if kind in res:
+            r = res[kind]
+            print(f"  {label:<62} {r['per_s']:>9.0f} msg/s {r['cpu_us']:>8.1f} µs CPU/msg  "
+                  f"(n={r['n']})")  # fmt: skip
+    for a, b, what in (
+        ("faust-fast", "faust", "pass-through"),
+        ("faust-consume-fast", "faust-consume", "consume-only"),
+    ):
+        if a in res and b in res:
+            fa, fb = res[a], res[b]
+            speed, cpu = ratio(fa["per_s"], fb["per_s"]), ratio(fb["cpu_us"], fa["cpu_us"])
+            print(f"  faust fast path vs stock, {what}: {speed} throughput, {cpu} less CPU/msg")
+    stock = res.pop("faust")
+    stock.update(res)
+    return stock
 
 
 def main(argv: list[str]) -> int:
     kind, bootstrap, inp, out, n, result = *argv[:4], int(argv[4]), argv[5]
     if kind == "raw":
         Path(result).write_text(json.dumps(asyncio.run(raw_loop(bootstrap, inp, out, n))))
+    elif kind in FAUST_KINDS:
+        faust_loop(kind, bootstrap, inp, out, n, result)
     else:
-        faust_loop(bootstrap, inp, out, n, result)
+        raise SystemExit(f"unknown baseline kind {kind!r}")
     return 0
 
 
