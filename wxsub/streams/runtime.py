@@ -39,6 +39,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ProducerFenced
 
+from wxsub.streams import aiokafka_tuning
 from wxsub.streams.outbox import Outbox
 from wxsub.streams.restore import restore, restore_consumer
 from wxsub.streams.stage import PartitionContext, Stage
@@ -98,6 +99,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self._session_timeout_ms = session_timeout_ms
         self._on_commit = on_commit
         self._eos = guarantee == "exactly_once"
+        if self._eos:
+            aiokafka_tuning.apply()  # back-to-back transactions: 2 ms, not 20 ms, between them
         self._units: dict[int, _Unit] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
