@@ -91,6 +91,7 @@ def faust_loop(kind: str, bootstrap: str, inp: str, out: str, n: int, result: st
         web_enabled=False,
         topic_partitions=1,
         consumer_auto_offset_reset="earliest",
+        datadir=str(Path(result).parent / "faust-data"),  # not the cwd (the repo)
     )
     src = app.topic(inp, value_serializer="raw", key_serializer="raw")
     dst = app.topic(out, value_serializer="raw", key_serializer="raw")

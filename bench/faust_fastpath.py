@@ -127,8 +127,8 @@ def install() -> None:
 
     _originals["Topic._get_producer"] = Topic.__dict__["_get_producer"]
     _originals["Consumer._drain_messages"] = Consumer.__dict__["_drain_messages"]
-    Topic._get_producer = _get_producer
-    Consumer._drain_messages = _drain_messages
+    Topic._get_producer = _get_producer  # type: ignore[method-assign]
+    Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -138,8 +138,8 @@ def uninstall() -> None:
     from faust.topics import Topic
     from faust.transport.consumer import Consumer
 
-    Topic._get_producer = _originals.pop("Topic._get_producer")
-    Consumer._drain_messages = _originals.pop("Consumer._drain_messages")
+    Topic._get_producer = _originals.pop("Topic._get_producer")  # type: ignore[method-assign]
+    Consumer._drain_messages = _originals.pop("Consumer._drain_messages")  # type: ignore[method-assign]
 
 
 async def _get_producer(self: Any) -> Any:
