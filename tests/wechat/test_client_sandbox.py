@@ -1,4 +1,8 @@
-"""WeChatClient against the in-process WeChat sandbox: every errcode path, tokens, faults."""
+"""WeChatClient against the in-process WeChat sandbox: every errcode path, tokens, faults.
+
+Tests taking ``client`` or ``lane`` run on both request lanes: the default aiohttp exchange lane
+and httpx.AsyncClient.send over the same aiohttp-backed transport (the httpx transport API).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fixtures.sandbox import (
@@ -39,6 +44,7 @@ from wxsub.settings import AppCredentials, Secret, WeChatSettings
 from wxsub.wechat.client import SendResult, WeChatClient
 from wxsub.wechat.sandbox import FaultSpec, ManualClock, Sandbox
 from wxsub.wechat.tokens import AccessToken
+from wxsub.wechat.transport import AiohttpTransport
 
 CREDS = {
     APPID: SECRET,
@@ -55,9 +61,22 @@ def settings(base_url: str, **overrides: Any) -> WeChatSettings:
     return WeChatSettings(**values)
 
 
+@pytest.fixture(params=["exchange", "httpx"])
+def lane(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def open_client(s: WeChatSettings, lane: str, **kwargs: Any) -> WeChatClient:
+    """A client on the given lane: "httpx" mounts the aiohttp transport in httpx.AsyncClient."""
+    if lane == "httpx":
+        limits = httpx.Limits(max_connections=s.max_connections)
+        kwargs["transport"] = AiohttpTransport(limits)
+    return WeChatClient(s, **kwargs)
+
+
 @pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[WeChatClient]:
-    async with WeChatClient(settings(sandbox.base_url), clock=sandbox.clock) as c:
+async def client(sandbox: Sandbox, lane: str) -> AsyncIterator[WeChatClient]:
+    async with open_client(settings(sandbox.base_url), lane, clock=sandbox.clock) as c:
         yield c
 
 
@@ -158,9 +177,9 @@ async def test_47003_message_names_the_field(sandbox: Sandbox, client: WeChatCli
     assert info.value.errcode == 47003
 
 
-async def test_token_call_refusals(sandbox: Sandbox) -> None:
+async def test_token_call_refusals(sandbox: Sandbox, lane: str) -> None:
     bad = settings(sandbox.base_url, apps={APPID: AppCredentials(APPID, Secret("wrong"))})
-    async with WeChatClient(bad) as c:
+    async with open_client(bad, lane) as c:
         with pytest.raises(PermanentError) as info:
             await c.send(APPID, order_body(sandbox))
         assert info.value.errcode == 40001
@@ -265,9 +284,11 @@ async def test_two_clients_with_stable_tokens_do_not_storm(
     assert c.get("calls.stable_token.force", 0) == 0
 
 
-async def test_classic_token_mode(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+async def test_classic_token_mode(
+    sandbox: Sandbox, lane: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    async with WeChatClient(settings(sandbox.base_url, token_mode="classic")) as c:
+    async with open_client(settings(sandbox.base_url, token_mode="classic"), lane) as c:
         await c.send(APPID, order_body(sandbox))
     assert counters(sandbox)["calls.token"] == 1
     assert "calls.stable_token" not in counters(sandbox)
@@ -305,25 +326,25 @@ async def test_reset_on_token_call_is_retryable(sandbox: Sandbox, client: WeChat
     assert (await client.send(APPID, order_body(sandbox))).msgid > 2**53
 
 
-async def test_read_timeout_is_in_doubt(sandbox: Sandbox) -> None:
+async def test_read_timeout_is_in_doubt(sandbox: Sandbox, lane: str) -> None:
     faults(sandbox, next=[{"latency_s": 2.0}])
-    async with WeChatClient(settings(sandbox.base_url, read_timeout_s=0.2)) as c:
+    async with open_client(settings(sandbox.base_url, read_timeout_s=0.2), lane) as c:
         with pytest.raises(InDoubtError, match="ReadTimeout"):
             await c.send(APPID, order_body(sandbox))
 
 
-async def test_connection_refused_is_retryable() -> None:
+async def test_connection_refused_is_retryable(lane: str) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with WeChatClient(settings(f"http://127.0.0.1:{port}")) as c:
+    async with open_client(settings(f"http://127.0.0.1:{port}"), lane) as c:
         c.tokens._tokens[APPID] = AccessToken(Secret("x" * 64), float("inf"), float("inf"))
         with pytest.raises(RetryableError, match="not sent"):
             await c.send(APPID, {"touser": OPENID})
 
 
-async def test_bad_http_status_and_body(sandbox: Sandbox) -> None:
-    async with WeChatClient(settings(sandbox.base_url + "/nope")) as c:
+async def test_bad_http_status_and_body(sandbox: Sandbox, lane: str) -> None:
+    async with open_client(settings(sandbox.base_url + "/nope"), lane) as c:
         with pytest.raises(PermanentError, match="HTTP 404"):
             await c.send(APPID, order_body(sandbox))
 
@@ -350,4 +371,4 @@ async def test_no_token_or_secret_in_logs_reprs_or_errors(
     for text in texts:
         assert value not in text
         assert SECRET not in text
-    assert "access_token=***" in caplog.text  # httpx's request log line, masked
+    assert "access_token=***" in caplog.text  # the request log line, masked

@@ -8,13 +8,20 @@ Send path, in layers::
       -> one HTTP request (_call: the ONE place httpx errors become wxsub.errors)
       -> errcode -> SendResult, or RetryableError / QuotaExceeded / PermanentError / InDoubtError
 
+The HTTP request takes one of two lanes, with one error contract (httpx exceptions):
+
+* default: the aiohttp-backed transport's ``exchange`` lane (bytes in, status + bytes out), which
+  skips building httpx Request/Response objects and AsyncClient.send's layers -- together more
+  CPU than the aiohttp exchange itself (bench/sender.py);
+* an injected ``transport``: a plain ``httpx.AsyncClient.send`` through it.
+
 The client does not retry -1/43108/45011 or transport failures: the deliver stage retries on a
 timer without blocking its partition. ``miniprogram_state`` and ``lang`` are fields of the body
 the caller builds; the client sends the body as given.
 
 Secrets: the appsecret goes only into the token request; the access_token only into the query
 string of calls. Neither appears in our exception messages or reprs, and a log filter masks
-both in httpx's own request log lines.
+both in httpx's own request log lines (our per-call DEBUG line is masked where it is built).
 """
 
 from __future__ import annotations
@@ -84,8 +91,9 @@ class Template:
 class WeChatClient:
     """One per process: a long-lived httpx.AsyncClient (aiohttp-backed pool) and the tokens.
 
-    ``transport`` replaces the aiohttp-backed one (tests, benchmarks: e.g.
-    ``httpx.AsyncHTTPTransport`` for httpx's own pool). Use ``async with`` or ``aclose()``.
+    ``transport`` replaces the aiohttp-backed lane: every call then goes through
+    ``httpx.AsyncClient.send`` on it (tests, benchmarks: e.g. ``httpx.AsyncHTTPTransport`` for
+    httpx's own pool). Use ``async with`` or ``aclose()``.
     """
 
     def __init__(
@@ -97,7 +105,8 @@ class WeChatClient:
     ) -> None:
         self._settings = settings
         self._base = settings.api_base.rstrip("/")
-        self._urls: dict[tuple[str, str], httpx.URL] = {}
+        self._urls: dict[tuple[str, str], str] = {}
+        self._httpx_urls: dict[str, httpx.URL] = {}
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
@@ -111,11 +120,14 @@ class WeChatClient:
         )
         self._headers = httpx.Headers(_HEADERS)
         self._extensions = {"timeout": timeout.as_dict()}
+        self._lane: AiohttpTransport | None = None
+        if transport is None:
+            transport = self._lane = AiohttpTransport(limits, headers=_HEADERS, timeout=timeout)
         self._http = httpx.AsyncClient(
             headers=_HEADERS,
             timeout=timeout,
             limits=limits,
-            transport=transport or AiohttpTransport(limits),
+            transport=transport,
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
@@ -177,16 +189,14 @@ class WeChatClient:
             doc = await self._call(method, self._url(path, token), content, idempotent=idempotent)
         return doc
 
-    def _url(self, path: str, token: AccessToken) -> httpx.URL:
-        """The absolute URL with the token, parsed once per token: httpx parses a URL string
-        character by character, which for a 500-char token costs more than the whole send."""
+    def _url(self, path: str, token: AccessToken) -> str:
+        """The absolute URL with the token, built once per token (the same string each time,
+        so the transports' parsed-URL caches hit)."""
         key = (path, token.reveal())
         url = self._urls.get(key)
         if url is None:
-            if len(self._urls) >= 256:
-                self._urls.clear()
-            url = httpx.URL(f"{self._base}{path}?access_token={quote(key[1], safe='')}")
-            self._urls[key] = url
+            url = f"{self._base}{path}?access_token={quote(key[1], safe='')}"
+            _bounded_put(self._urls, key, url)
         return url
 
     async def _fetch_token(self, appid: str) -> tuple[Secret, float]:
@@ -214,19 +224,33 @@ class WeChatClient:
         return creds
 
     async def _call(
-        self, method: str, url: httpx.URL | str, content: bytes | None, *, idempotent: bool
+        self, method: str, url: str, content: bytes | None, *, idempotent: bool
     ) -> dict[str, Any]:
         """One HTTP request -> the JSON object. The one boundary for foreign errors."""
-        # A prebuilt Request skips build_request's per-call header/cookie merging (~15% of
-        # httpx's own CPU per call); headers and timeouts are the client's, fixed at start-up.
-        request = httpx.Request(
-            method, url, content=content, headers=self._headers, extensions=self._extensions
-        )
         try:
-            resp = await self._http.send(request)
+            if self._lane is not None:
+                status, raw = await self._lane.exchange(method, url, content)
+            else:
+                status, raw = await self._via_httpx(method, url, content)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, idempotent) from exc
-        return _json_object(resp, idempotent)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("HTTP %s %s -> %d", method, redact(url), status)
+        return _json_object(status, raw, idempotent)
+
+    async def _via_httpx(self, method: str, url: str, content: bytes | None) -> tuple[int, bytes]:
+        # A prebuilt Request skips build_request's per-call header/cookie merging; the URL is
+        # parsed once (httpx parses character by character: a 500-char token costs more than
+        # the whole send).
+        parsed = self._httpx_urls.get(url)
+        if parsed is None:
+            parsed = httpx.URL(url)
+            _bounded_put(self._httpx_urls, url, parsed)
+        request = httpx.Request(
+            method, parsed, content=content, headers=self._headers, extensions=self._extensions
+        )
+        resp = await self._http.send(request)
+        return resp.status_code, resp.content
 
 
 # --- helpers (pure) ------------------------------------------------------------------------------
@@ -253,16 +277,22 @@ def _transport_error(exc: httpx.HTTPError, idempotent: bool) -> WeChatError:
     return InDoubtError(f"request may have reached WeChat ({detail})")
 
 
-def _json_object(resp: httpx.Response, idempotent: bool) -> dict[str, Any]:
-    status = resp.status_code
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, limit: int = 256) -> None:
+    """Store in a small memo cache, emptied when full (tokens rotate: old keys go stale)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
+
+def _json_object(status: int, content: bytes, idempotent: bool) -> dict[str, Any]:
     if status == 200:
         try:
-            doc = orjson.loads(resp.content)
+            doc = orjson.loads(content)
         except orjson.JSONDecodeError:
             doc = None
         if isinstance(doc, dict):
             if isinstance(doc.get("msgid"), float):  # past 64 bits orjson gives a float
-                doc = json.loads(resp.content)  # the stdlib parser keeps ints exact
+                doc = json.loads(content)  # the stdlib parser keeps ints exact
             return doc  # type: ignore[no-any-return]
         what = "response is not a JSON object"
     elif status == 429:

@@ -19,17 +19,29 @@ an extra iterator. This module keeps httpx's contract exactly:
 Exception messages are built here and scrubbed of query values (the access_token and, in classic
 token mode, the appsecret ride in the query string), and the aiohttp chain is cut for the same
 reason: aiohttp puts the full URL in some messages.
+
+Two ways in, one pool and one error contract:
+
+* ``handle_async_request``: the httpx transport API, for an ``httpx.AsyncClient``;
+* ``exchange(method, url, body) -> (status, body bytes)``: the WeChat client's own lane. Building
+  an ``httpx.Request``, passing it through ``AsyncClient.send`` (auth/redirect/cookie layers,
+  its request log line) and building an ``httpx.Response`` cost ~0.3 ms of CPU per call, as much
+  as the whole aiohttp exchange; WeChat replies are a few hundred bytes of JSON whose headers
+  nobody reads. The lane raises the same ``httpx`` exceptions as the transport API.
 """
 
 from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Mapping
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
+from yarl import URL
 
-__all__ = ["AiohttpTransport", "redact"]
+__all__ = ["AiohttpTransport", "client_timeout", "redact"]
 
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
 _SECRET_PARAM = re.compile(r"(access_token|secret)=[^&\s'\"]*", re.IGNORECASE)
@@ -48,11 +60,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         limits: httpx.Limits,
         *,
         verify: ssl.SSLContext | bool = True,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> None:
+        """``headers`` and ``timeout`` apply to :meth:`exchange` (the transport API takes them
+        from each request)."""
         self._limits = limits
         self._ssl: ssl.SSLContext | bool = verify
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._headers: CIMultiDict[str] = CIMultiDict(headers or {})
+        self._timeout = client_timeout(timeout or httpx.Timeout(None))
+        self._urls: dict[str, URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -70,18 +89,43 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    def _timeout(self, ext: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    def _timeout_for(self, ext: dict[str, float | None]) -> aiohttp.ClientTimeout:
         key = (ext.get("connect"), ext.get("read"), ext.get("pool"))
         cached = self._timeouts.get(key)
         if cached is None:
-            connect, read, pool = key
-            # aiohttp's ``connect`` covers the pool wait plus the connect itself
-            whole = None if connect is None or pool is None else connect + pool
-            cached = aiohttp.ClientTimeout(
-                total=None, connect=whole, sock_connect=connect, sock_read=read
-            )
+            cached = _client_timeout(*key)
             self._timeouts[key] = cached
         return cached
+
+    def _url(self, url: str) -> URL:
+        """``url`` parsed once (the client reuses one string per path and token)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 256:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    async def exchange(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        """One call with this transport's headers and timeout -> (status, raw body).
+
+        Raises the httpx exceptions :meth:`handle_async_request` raises (with no ``request``
+        attached).
+        """
+        session = self._get_session()
+        try:
+            async with session.request(
+                method,
+                self._url(url),
+                headers=self._headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout,
+                auto_decompress=True,  # raw bytes go straight to the JSON parser
+            ) as resp:
+                return resp.status, await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, None) from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
@@ -94,7 +138,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 compress=None,
-                timeout=self._timeout(request.extensions.get("timeout", {})),
+                timeout=self._timeout_for(request.extensions.get("timeout", {})),
             ) as resp:
                 content = await resp.read()
                 status, headers = resp.status, resp.raw_headers
@@ -132,7 +176,20 @@ _MAP: tuple[tuple[type[BaseException], type[httpx.TransportError], str], ...] = 
 )
 
 
-def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+    """aiohttp's equivalent of an httpx Timeout (``write`` has no counterpart: small bodies)."""
+    return _client_timeout(timeout.connect, timeout.read, timeout.pool)
+
+
+def _client_timeout(
+    connect: float | None, read: float | None, pool: float | None
+) -> aiohttp.ClientTimeout:
+    # aiohttp's ``connect`` covers the pool wait plus the connect itself
+    whole = None if connect is None or pool is None else connect + pool
+    return aiohttp.ClientTimeout(total=None, connect=whole, sock_connect=connect, sock_read=read)
+
+
+def _translate(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     """The httpx exception for an aiohttp one; anything unknown counts as 'maybe sent'."""
     target: type[httpx.TransportError] = httpx.ReadError
     what = "connection error"
