@@ -41,7 +41,7 @@ from aiokafka.errors import ProducerFenced
 
 from wxsub.streams import aiokafka_tuning
 from wxsub.streams.outbox import Outbox
-from wxsub.streams.restore import restore, restore_consumer
+from wxsub.streams.restore import restore_all, restore_consumer
 from wxsub.streams.stage import PartitionContext, Stage
 from wxsub.streams.store import PartitionStore
 
@@ -102,6 +102,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._eos:
             aiokafka_tuning.apply()  # back-to-back transactions: 2 ms, not 20 ms, between them
         self._units: dict[int, _Unit] = {}
+        # assigned partitions not yet ready to process (paused until ``_open_pending``)
+        self._pending: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -162,6 +164,9 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         await consumer.start()
         try:
             while not self._stopping.is_set():
+                if self._pending:
+                    async with self._lock:
+                        await self._open_pending()
                 batch = await consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
@@ -178,6 +183,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._lock:
             for p in list(self._units):
                 await self._close_unit(p)
+            self._pending = set()
             self.ready.clear()
 
     # --- rebalancing --------------------------------------------------------------------------
@@ -185,42 +191,79 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; keep units until we know the new assignment so a
         # partition that stays with us keeps its producer and stores. Taking the lock waits for
-        # the batch in flight to commit.
+        # the batch in flight to commit (aiokafka still heartbeats during this callback).
         async with self._lock:
             self.ready.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Record the assignment and pause what is not ready; no round trips here.
+
+        aiokafka starts the heartbeat task only after this callback returns (the group
+        coordinator's ``ensure_active_group``), so time spent here counts against the session
+        timeout: opening producers and restoring stores here got the member expired at every
+        start-up. As in Kafka Streams, new partitions stay paused until ``_open_pending`` (the
+        poll loop) has opened their units and positioned them.
+        """
         async with self._lock:
-            wanted = {tp.partition for tp in assigned}
-            for p in list(self._units):
-                if p not in wanted:
-                    await self._close_unit(p)
-            await self._open_units(sorted(wanted - set(self._units)))
             consumer = self._consumer
             assert consumer is not None
-            # A partition we kept resumes where our last commit left it. A new one resumes at
-            # its committed offset, read after our producer's InitProducerId, which returns only
-            # once the previous owner's transaction is complete (markers written), so the fetch
-            # is not stale and a zombie's open transaction is aborted.
+            wanted = {tp.partition for tp in assigned}
+            for p, kept in list(self._units.items()):
+                if p not in wanted:
+                    await self._close_unit(p)
+                kept.paused, kept.backoff_until = set(), 0.0  # the new assignment is unpaused
+            pending = set()
             for tp in assigned:
-                unit = self._units[tp.partition]
-                position = unit.positions.get(tp)
-                if position is None:
-                    position = await consumer.committed(tp)
-                if position is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    unit.positions[tp] = position
-                    consumer.seek(tp, position)
-            self.ready.set()
-            log.info(
-                "partitions assigned",
-                extra={"stage": self.spec.name, "partitions": sorted(wanted)},
-            )
+                unit = self._units.get(tp.partition)
+                position = unit.positions.get(tp) if unit is not None else None
+                if unit is None or position is None:
+                    pending.add(tp)
+                    continue
+                consumer.seek(tp, position)  # kept: resume where our last commit left it
+            self._pending = pending
+            if pending:
+                consumer.pause(*pending)
+            else:
+                self.ready.set()
+
+    async def _open_pending(self) -> None:
+        """Open units for the partitions assigned last, position them, then resume them."""
+        consumer = self._consumer
+        assert consumer is not None
+        t0 = time.monotonic()
+        pending, self._pending = self._pending & consumer.assignment(), set()
+        await self._open_units(sorted({tp.partition for tp in pending} - set(self._units)))
+        # A new partition resumes at its committed offset, read after our producer's
+        # InitProducerId, which returns only once the previous owner's transaction is complete
+        # (markers written), so the fetch is not stale and a zombie's open transaction is aborted.
+        tps = sorted(pending)
+        positions = await asyncio.gather(*(self._position(tp) for tp in tps))
+        for tp, position in zip(tps, positions, strict=True):
+            if position is not None:
+                self._units[tp.partition].positions[tp] = position
+                consumer.seek(tp, position)
+        consumer.resume(*tps)
+        unknown = [tp for tp, position in zip(tps, positions, strict=True) if position is None]
+        if unknown:
+            await consumer.seek_to_beginning(*unknown)
+        self.ready.set()
+        log.info(
+            "partitions assigned",
+            extra={"stage": self.spec.name, "partitions": sorted(self._units),
+                   "opened_s": round(time.monotonic() - t0, 3)},
+        )  # fmt: skip
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        position = self._units[tp.partition].positions.get(tp)
+        if position is None:
+            consumer = self._consumer
+            assert consumer is not None
+            position = await consumer.committed(tp)
+        return position
 
     async def _open_units(self, partitions: list[int]) -> None:
         """Open units for ``partitions``: producers start concurrently (one InitProducerId
-        round trip each), then the stores restore through one shared changelog consumer."""
+        round trip each), then every store restores through one changelog consumer."""
         if not partitions:
             return
         started = await asyncio.gather(
@@ -233,13 +276,20 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 with contextlib.suppress(Exception):
                     await producer.stop()
             raise failed[0]
-        restorer = await restore_consumer(self.bootstrap) if self.spec.stores else None
+        units = [
+            self._new_unit(p, producer) for p, producer in zip(partitions, producers, strict=True)
+        ]
         try:
-            for p, producer in zip(partitions, producers, strict=True):
-                self._units[p] = await self._open_unit(p, producer, restorer)
-        finally:
-            if restorer is not None:
-                await restorer.stop()
+            await self._restore(units)
+        except BaseException:
+            for unit in units:
+                for store in unit.stores.values():
+                    store.close()
+                with contextlib.suppress(Exception):
+                    await unit.producer.stop()
+            raise
+        for unit in units:
+            self._units[unit.partition] = unit
 
     async def _start_producer(self, p: int) -> AIOKafkaProducer:
         if self._eos:
@@ -263,26 +313,27 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         await producer.start()  # EOS: InitProducerId fences the previous owner of p
         return producer
 
-    async def _open_unit(
-        self, p: int, producer: AIOKafkaProducer, restorer: AIOKafkaConsumer | None
-    ) -> _Unit:
-        stores: dict[str, PartitionStore] = {}
-        changelogs: dict[str, str] = {}
-        try:
-            for name in self.spec.stores:
-                store = PartitionStore(name, p, self.state_dir / f"{name}-{p}")
-                stores[name] = store
-                topic = self._changelog_topic(self.spec.name, name)
-                assert restorer is not None
-                await restore(restorer, topic, p, store)
-                changelogs[name] = topic
-        except BaseException:
-            for store in stores.values():
-                store.close()
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise
+    def _new_unit(self, p: int, producer: AIOKafkaProducer) -> _Unit:
+        stores = {
+            name: PartitionStore(name, p, self.state_dir / f"{name}-{p}")
+            for name in self.spec.stores
+        }
+        changelogs = {name: self._changelog_topic(self.spec.name, name) for name in stores}
         return _Unit(p, producer, stores, changelogs)
+
+    async def _restore(self, units: list[_Unit]) -> None:
+        stores = {
+            TopicPartition(u.changelogs[name], u.partition): store
+            for u in units
+            for name, store in u.stores.items()
+        }
+        if not stores:
+            return
+        restorer = await restore_consumer(self.bootstrap)
+        try:
+            await restore_all(restorer, stores)
+        finally:
+            await restorer.stop()
 
     async def _close_unit(self, p: int) -> None:
         unit = self._units.pop(p, None)
@@ -299,7 +350,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord]]] = {}
         for tp, records in batch.items():
-            if records:
+            if records and tp not in self._pending:
                 by_partition.setdefault(tp.partition, {})[tp] = records
         if not by_partition:
             return
