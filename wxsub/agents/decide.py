@@ -64,7 +64,7 @@ class _Users:
         due = DueIndex(self.store)
         for key in self.dirty:
             state, old_due = self.cache[key]
-            self.store.put(key, orjson.dumps(state))
+            self.store.put(key, encode_internal(state))
             due.set(key, old_due, state.next_due())
         self.dirty.clear()
         self.cache.clear()

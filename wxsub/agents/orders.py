@@ -15,6 +15,7 @@ from aiokafka import ConsumerRecord
 from wxsub.agents.base import DueIndex, StageEnv
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
+from wxsub.schemas.internal import encode_internal
 from wxsub.schemas.records import OrderStatusChanged
 from wxsub.streams.stage import PartitionContext, StageSpec
 
@@ -99,4 +100,4 @@ def _save(
     if step.order is None and not new_pending:
         store.delete(key)
     else:
-        store.put(key, orjson.dumps({"order": step.order, "pending": new_pending}))
+        store.put(key, encode_internal({"order": step.order, "pending": new_pending}))

@@ -12,8 +12,9 @@ source key) for events that end without a send, and deliver -> ``Outcome`` for s
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -30,6 +31,7 @@ __all__ = [
     "decode_internal",
     "encode_internal",
     "notification_id",
+    "plain",
     "user_key",
 ]
 
@@ -130,10 +132,36 @@ class Correction:
 
 T = TypeVar("T")
 _FIELDS: dict[type, frozenset[str]] = {}
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
+def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """``lambda o: {"a": o.a, "b": o.b, ...}`` for a dataclass, generated once per class.
+
+    orjson's built-in dataclass path (slots, frozen) costs ~2-3 µs per instance here; a
+    generated dict literal is about twice as fast and gives the same bytes (same keys, same
+    order). Generated as ``dataclasses`` generates ``__init__``: the names are field names,
+    which are identifiers, so the source cannot carry anything else.
+    """
+    names = [f.name for f in fields(cls)]
+    source = "lambda o: {" + ", ".join(f"{n!r}: o.{n}" for n in names) + "}"
+    return cast(Callable[[Any], dict[str, Any]], eval(source))  # noqa: S307
+
+
+def plain(obj: Any) -> dict[str, Any]:
+    """orjson ``default=`` for dataclasses (with ``OPT_PASSTHROUGH_DATACLASS``)."""
+    cls = type(obj)
+    enc = _ENCODERS.get(cls)
+    if enc is None:
+        if not is_dataclass(obj):
+            raise TypeError(f"{cls.__name__} is not JSON serializable")
+        enc = _ENCODERS[cls] = _encoder(cls)
+    return enc(obj)
 
 
 def encode_internal(record: Any) -> bytes:
-    return orjson.dumps(record)
+    """orjson bytes of a record (dataclasses nested anywhere), as ``orjson.dumps`` gives."""
+    return orjson.dumps(record, default=plain, option=orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def decode_internal(cls: type[T], raw: bytes | str) -> T:

@@ -8,7 +8,7 @@ builders with ``send_batch`` when the transaction commits (or when one is full).
 topic-partition is kept, which is all Kafka orders anyway.
 
 Partitions are Kafka's default (murmur2 of the key, as the Java client and aiokafka compute it),
-cached per key, so co-partitioning with topics written by other clients holds.
+so co-partitioning with topics written by other clients holds.
 """
 
 from __future__ import annotations
@@ -19,22 +19,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
 
 __all__ = ["Outbox", "partition_for"]
 
-_CACHE: dict[tuple[bytes, int], int] = {}
-_CACHE_MAX = 200_000
+# Kafka's murmur2 is MurmurHash2 (32-bit) with this seed (Utils.murmur2 in the Java client)
+_KAFKA_SEED = 0x9747B28C
 
 
 def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partition of ``key`` among ``partitions``."""
-    hit = _CACHE.get((key, partitions))
-    if hit is None:
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        hit = _CACHE[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
-    return hit
+    """Kafka's default partition of ``key`` among ``partitions``.
+
+    aiokafka's ``murmur2`` is pure Python (~15-35 µs a key); the ``murmurhash2`` package
+    computes the same hash natively in ~0.5 µs (tests/streams/test_outbox.py checks they agree).
+    """
+    return (murmurhash2(key, _KAFKA_SEED) & 0x7FFFFFFF) % partitions
 
 
 class Outbox:
