@@ -157,7 +157,7 @@ def _symbol(v: str) -> str | None:
 def _character_string(v: str) -> str | None:
     if len(v) > 32:
         return "longer than 32 characters"
-    ok = all(_is_ascii_alnum(c) or _is_symbol(c) for c in v)
+    ok = (v.isascii() and v.isalnum()) or all(_is_ascii_alnum(c) or _is_symbol(c) for c in v)
     return None if ok else "only digits, letters and symbols allowed"
 
 
@@ -231,7 +231,8 @@ def check(type_: str, value: str, enum_values: Sequence[str] | None = None) -> s
         return "not a string"
     if not value:
         return "empty"
-    if any(_is_control(c) for c in value):
+    # isprintable() is False for every Cc, Zl, Zp and Cs character (and for some others)
+    if not value.isprintable() and any(_is_control(c) for c in value):
         return "control character or newline"
     if type_ == "enum":
         return None if enum_values is not None and value in enum_values else "not an enum value"

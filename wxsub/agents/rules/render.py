@@ -244,4 +244,7 @@ def _text(value: object) -> str:
 
 
 def _url_text(value: object) -> str:
-    return urllib.parse.quote(_text(value), safe="")
+    text = _text(value)
+    if text.isascii() and text.isalnum():  # nothing to quote (ids, mostly): skip quote()
+        return text
+    return urllib.parse.quote(text, safe="")
