@@ -5,18 +5,35 @@ Setup writes the state straight to the changelogs, in the bytes the stages write
 entries with credits (decide's ``users`` store). The worker restores both on start.
 
 * fan-out: publish one price drop; time until decide has committed N candidates (metrics:
-  ``wxsub_records_total{stage="decide"}``) and N intents were produced.
-* restart: after the fan-out the users store holds N users (with their dedupe and cap memory).
-  Stop the worker, start it again (warm: local RocksDB kept; cold: state dir wiped, everything
-  restored from the changelogs); time from process start until a probe event's intent is
-  committed, and the worker's RSS.
+  ``wxsub_records_total{stage="decide"}``, summed over the workers) and N intents were produced.
+  CPU is summed over the worker processes. Layouts (each on a deployment of its own):
+
+  - ``one``: one ``wxsub worker --stages orders,products,decide`` (the reference row);
+  - ``two``: two identical workers, as an operator scales out: each stage's consumer group
+    spreads its partitions over both, so the SKU's products partition runs in one of them and
+    decide's 8 partitions are split 4/4 (the fan-out is parallel in decide);
+  - ``split``: ``--stages orders,products`` | ``--stages decide`` x 2.
+
+* restart (layout ``one`` only): after the fan-out the users store holds N users (with their
+  dedupe and cap memory). Stop the worker, start it again (warm: local RocksDB kept; cold: state
+  dir wiped, everything restored from the changelogs); time from process start until a probe
+  event's intent is committed, and the worker's RSS.
+
+``python -m bench.fanout -n 200000 --layouts one,two [--profile DIR]`` runs it alone (a
+LocalKafka unless ``--bootstrap``); ``--profile`` runs every worker under pyinstrument.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import logging
 import shutil
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +42,21 @@ import orjson
 
 from bench.common import APPID, Deployment, Worker, openid, order_event, produce, wait_until
 from wxsub.agents.rules.watches import WatchState
+from wxsub.local_kafka import LocalKafka
 from wxsub.schemas import encode
 from wxsub.schemas.records import ProductPriceChanged, target_key
 from wxsub.streams.outbox import partition_for
 from wxsub.streams.topics import changelog_name
 
-__all__ = ["run_fanout"]
+__all__ = ["LAYOUTS", "main", "run_fanout"]
 
 STAGES = "orders,products,decide"
 SKU = "sku-hot"
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "one": (STAGES,),
+    "two": (STAGES, STAGES),
+    "split": ("orders,products", "decide", "decide"),
+}
 
 
 async def seed_watchers(dep: Deployment, n: int) -> None:
@@ -49,7 +72,35 @@ async def seed_watchers(dep: Deployment, n: int) -> None:
 
 
 async def run_fanout(
-    bootstrap: str, workdir: Path, n: int, modes: tuple[str, ...] = ("warm", "cold")
+    bootstrap: str,
+    workdir: Path,
+    n: int,
+    modes: tuple[str, ...] = ("warm", "cold"),
+    layouts: tuple[str, ...] = ("one", "two"),
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """The fan-out per layout; the first layout's figures also at the top level (and the
+    restarts, when ``one`` is run)."""
+    out: dict[str, Any] = {"watchers": n, "layouts": {}}
+    for layout in layouts:
+        r = await _run_layout(bootstrap, workdir / layout, n, layout, modes, profile)
+        out["layouts"][layout] = r
+        print(f"  layout {layout} ({' | '.join(LAYOUTS[layout])}): {r['fanout_s']:.1f} s, "
+              f"{r['fanout_per_s']:.0f} intents/s, {r['fanout_cpu_us']:.1f} µs CPU/intent "
+              f"(summed over {len(LAYOUTS[layout])} processes), intents={r['intents']:.0f}",
+              flush=True)  # fmt: skip
+    first = out["layouts"][layouts[0]]
+    out.update({k: v for k, v in first.items() if k not in out})
+    return out
+
+
+async def _run_layout(
+    bootstrap: str,
+    workdir: Path,
+    n: int,
+    layout: str,
+    modes: tuple[str, ...],
+    profile: Path | None,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     dep = Deployment(bootstrap, workdir)
@@ -57,47 +108,70 @@ async def run_fanout(
     t = time.perf_counter()
     await seed_watchers(dep, n)
     await dep.seed_users(n, credits=3)
-    out: dict[str, Any] = {"watchers": n, "seed_s": time.perf_counter() - t}
-    worker = dep.start(STAGES)
+    out: dict[str, Any] = {"seed_s": time.perf_counter() - t}
+    stages = LAYOUTS[layout]
+
+    def prof(i: int) -> Path | None:
+        return profile / f"{layout}-{i}-{stages[i].replace(',', '+')}.txt" if profile else None
+
+    workers = [dep.start(s, index=i, profile=prof(i)) for i, s in enumerate(stages)]
     t = time.perf_counter()
     try:
-        await wait_until(worker.healthy, 600, 0.2, "restore")
+        await wait_until(lambda: all(w.healthy() for w in workers), 600, 0.2, "restore")
         out["first_start_s"] = time.perf_counter() - t
-        out.update(await _fan_out(dep, worker, n))
-        worker.stop()
+        out.update(await _fan_out(dep, workers, n))
+        for w in workers:
+            w.stop(60 if profile else 20)
+        if layout != "one":
+            return out
         for mode in modes:
             if mode == "cold":
                 shutil.rmtree(workdir / "state0", ignore_errors=True)
-            worker = dep.start(STAGES)
-            out[f"restart_{mode}"] = await _restart(dep, worker, n, mode)
-            worker.stop()
+            workers = [dep.start(STAGES)]
+            out[f"restart_{mode}"] = await _restart(dep, workers[0], n, mode)
+            workers[0].stop()
     except Exception:
-        print(worker.tail())
+        for w in workers:
+            print(w.tail())
         raise
     finally:
-        worker.stop()
+        for w in workers:
+            w.stop()
     return out
 
 
-async def _fan_out(dep: Deployment, worker: Worker, n: int) -> dict[str, Any]:
+def _sum(workers: list[Worker], name: str, tries: int = 5, **labels: str) -> float:
+    """A counter summed over the workers (-1 when a scrape failed ``tries`` times: a worker's
+    event loop can be busy for a while with a large batch, more so under a profiler)."""
+    total = 0.0
+    for w in workers:
+        for attempt in range(tries):
+            try:
+                total += w.total(w.metrics(), name, **labels)
+                break
+            except OSError:
+                if attempt == tries - 1:
+                    return -1.0
+    return total
+
+
+async def _fan_out(dep: Deployment, workers: list[Worker], n: int) -> dict[str, Any]:
     at = datetime.now(UTC)
     ev = ProductPriceChanged("pd-1", at, APPID, SKU, "超轻跑步鞋", 39_900, 29_900)
-    cpu0, t0 = worker.cpu(), time.perf_counter()
+    cpu0, t0 = sum(w.cpu() for w in workers), time.perf_counter()
     await produce(dep.bootstrap, [(dep.topic("products"), ev.key.encode(), encode(ev))])
 
     def done() -> bool:
-        m = worker.metrics()
-        return bool(worker.total(m, "wxsub_records_total", stage="decide") >= n)
+        return _sum(workers, "wxsub_records_total", tries=1, stage="decide") >= n
 
     await wait_until(done, 120 + n / 1000, 0.5, "fan-out")
-    wall, cpu = time.perf_counter() - t0, worker.cpu() - cpu0
-    m = worker.metrics()
+    wall, cpu = time.perf_counter() - t0, sum(w.cpu() for w in workers) - cpu0
     return {
         "fanout_s": wall,
-        "intents": worker.total(m, "wxsub_intents_total"),
+        "intents": _sum(workers, "wxsub_intents_total"),
         "fanout_per_s": n / wall,
         "fanout_cpu_us": cpu / n * 1e6,
-        "rss_mib_after_fanout": worker.rss_mib(),
+        "rss_mib_after_fanout": max(w.rss_mib() for w in workers),
     }
 
 
@@ -117,3 +191,36 @@ async def _restart(dep: Deployment, worker: Worker, n: int, tag: str) -> dict[st
     await wait_until(resumed, 600, 0.2, f"{tag} restart")
     await asyncio.sleep(0)
     return {"resume_s": time.perf_counter() - t0, "rss_mib": worker.rss_mib()}
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with LocalKafka() as kafka:
+        yield kafka.bootstrap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
+    parser.add_argument("-n", "--watchers", type=int, default=200_000)
+    parser.add_argument("--layouts", default="one,two", help=f"of {','.join(LAYOUTS)}")
+    parser.add_argument("--restarts", default="", help="warm,cold (layout one only)")
+    parser.add_argument("--profile", type=Path, default=None, help="pyinstrument reports here")
+    parser.add_argument("--bootstrap", default=None)
+    args = parser.parse_args(argv)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader-election retry noise
+    layouts = tuple(s for s in args.layouts.split(",") if s)
+    modes = tuple(s for s in args.restarts.split(",") if s)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with _broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxfan-") as tmp:
+        r = asyncio.run(run_fanout(boot, Path(tmp), args.watchers, modes, layouts, args.profile))
+    for layout, x in r["layouts"].items():
+        print(orjson.dumps({"layout": layout, **x}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import orjson
+from aiokafka.partitioner import murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.agents.factory import MIN, OPENID, STORE, T0, price, promotion, stock, watch
+from tests.agents.factory import MIN, OPENID, SKU1, STORE, T0, price, promotion, stock, watch
+from wxsub.agents.products import kafka_partitions, murmur2_many
 from wxsub.agents.rules.watches import (
+    Fanout,
     WatchState,
     apply_watch,
     fanout_candidate,
@@ -17,7 +22,9 @@ from wxsub.agents.rules.watches import (
     watch_outcome,
     watch_prefix,
 )
+from wxsub.schemas.internal import Candidate, encode_internal
 from wxsub.schemas.records import Target
+from wxsub.streams.outbox import partition_for
 
 
 def _w(**kw: object) -> WatchState:
@@ -79,3 +86,67 @@ def test_fanout_candidate_values() -> None:
     p = fanout_candidate(_w(kind="promotion", target=STORE), promotion(), T0)
     assert p.subject == "promo1" and p.values["starts_at"] == T0
     assert no_match_outcome(stock(3, 4), T0).reason == "no_match"
+
+
+# --- the fan-out's per-watcher path: same answers and bytes as the rules above ----------------
+
+_EVENTS = [
+    price(2000, 1500),
+    price(2000, 2000),
+    price(1500, 2000),
+    price(2000, 1000, sku="other"),
+    stock(0, 5),
+    stock(2, 5),
+    promotion(),
+    promotion(target=Target("category", "c1")),
+]
+_WATCHES = [
+    _w(),
+    _w(target_price=1500),
+    _w(target_price=1499),
+    _w(target_price=2000),
+    _w(target_price=1000),
+    _w(kind="restock"),
+    _w(kind="promotion", target=STORE),
+    _w(kind="promotion", target=SKU1),
+    _w(openid='o-"quoted"\\ \x01 用户 \U0001f600'),
+    _w(target=Target("sku", "other")),
+]
+
+
+def _doc(w: WatchState) -> dict[str, object]:
+    return dict(orjson.loads(orjson.dumps(w)))
+
+
+def test_fanout_matches_and_encodes_like_the_rules() -> None:
+    for ev in _EVENTS:
+        fan = Fanout(ev, T0)
+        told = [w for w in _WATCHES if matches(w, ev)]
+        assert [w for w in _WATCHES if fan.matches(_doc(w))] == told
+        if fan.kind is None:
+            assert not told  # a rise, or stock that was there: nobody is told, no scan
+        for w in told:
+            assert fan.encode(_doc(w)) == encode_internal(fanout_candidate(w, ev, T0))
+    assert Fanout(price(2000, 1500), T0)._pieces is not None  # the template path ran
+
+
+def test_fanout_falls_back_to_full_encoding_when_the_cut_does_not_fit() -> None:
+    ev, w = price(2000, 1500), _w(target_price=1500)
+
+    def reversed_bytes(c: Candidate) -> bytes:  # not JSON: the stand-ins are not found
+        return orjson.dumps(c)[::-1]
+
+    def marks_users(c: Candidate) -> bytes:  # differs from the cut for real users only
+        return orjson.dumps(c) + (b"!" if c.openid.startswith("o-") else b"")
+
+    for encode in (reversed_bytes, marks_users):
+        fan = Fanout(ev, T0, encode)
+        for _ in range(2):
+            assert fan.encode(_doc(w)) == encode(fanout_candidate(w, ev, T0))
+        assert fan._pieces is None
+
+
+@given(st.lists(st.binary(max_size=70), max_size=300), st.integers(1, 64))
+def test_kafka_partitions_are_kafkas(keys: list[bytes], partitions: int) -> None:
+    assert murmur2_many(keys) == [murmur2(k) & 0xFFFFFFFF for k in keys]
+    assert kafka_partitions(keys, partitions) == [partition_for(k, partitions) for k in keys]
