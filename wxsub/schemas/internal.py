@@ -1,8 +1,9 @@
 """Internal message records: what the stages pass to each other over Kafka.
 
 These are not the public contract (that is the JSON Schema of the input events); they may change
-with the code. All are plain frozen dataclasses, encoded with orjson (which serialises dataclasses
-natively) and decoded with ``decode_internal``. Times are epoch milliseconds (ints).
+with the code. All are immutable records (dataclasses made by ``wxsub.schemas.struct.record``),
+encoded with ``encode_internal`` (orjson) and decoded with ``decode_internal``. Times are epoch
+milliseconds (ints).
 
 Flow: ingest stage -> ``Candidate`` (keyed by user) -> decide stage -> ``Intent`` (keyed by user)
 -> deliver stage -> ``Delivery`` ledger records; every stage -> ``Outcome`` (keyed by user or by
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import field, fields, is_dataclass
 from typing import Any, TypeVar, cast
 
 import orjson
 
 from wxsub.schemas.records import user_key  # one definition of the per-user partitioning key
+from wxsub.schemas.struct import record
 
 __all__ = [
     "MARKETING_KINDS",
@@ -46,7 +48,7 @@ def notification_id(appid: str, openid: str, template_id: str, source_event_id: 
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     """A reason to notify one user, before any policy is applied."""
 
@@ -64,7 +66,7 @@ class Candidate:
         return self.kind in MARKETING_KINDS
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Intent:
     """A complete, validated WeChat send, ready for the deliver stage."""
 
@@ -80,7 +82,7 @@ class Intent:
     body: dict[str, Any]  # touser, template_id, page, data, miniprogram_state, lang
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """How one input event (or one fan-out target of it) ended, when not (only) by an intent.
 
@@ -103,7 +105,7 @@ class Outcome:
     at: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Delivery:
     """The deliveries ledger (compacted, keyed by notification id): attempt -> sent|failed."""
 
@@ -118,7 +120,7 @@ class Delivery:
     at: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Correction:
     """Credit corrections from delivery back to the subscriptions state (keyed by user)."""
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from wxsub.agents.rules.common import outcome
 from wxsub.agents.rules.content import WordMatcher, matcher
@@ -34,13 +34,14 @@ from wxsub.agents.rules.render import Invalid, render
 from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, prune
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import MARKETING_KINDS, Candidate, Intent, Outcome, notification_id
+from wxsub.schemas.struct import record
 
 __all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
 
 STAGE = "decide"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """New user state, intents to produce now, outcomes to produce now."""
 

@@ -24,6 +24,7 @@ import orjson
 
 from wxsub.errors import InDoubtError, PermanentError, QuotaExceeded, WeChatError
 from wxsub.schemas.internal import Correction, Delivery, Intent, Outcome
+from wxsub.schemas.struct import record
 
 __all__ = [
     "ATTEMPT",
@@ -75,7 +76,7 @@ class DeliveryPolicy:
             raise ValueError("max_attempts >= 1, backoff_base_ms >= 0, 0 <= jitter < 1")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """The ledger store's value for one notification id (``intent`` only while it may be sent)."""
 
@@ -101,7 +102,7 @@ class Entry:
         return f"{self.appid}:{self.openid}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Receipt:
     """What reconciliation needs of a ``subscribe_msg_sent_event`` (a SubscriptionEvent)."""
 
@@ -113,7 +114,7 @@ class Receipt:
     time_ms: int  # create_time in ms
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Step:
     """What to write: the new entry (None: nothing changes) and what to emit. ``send``: instead
     of writing ``entry``, make an attempt from it (``begin_attempt``, commit) and call WeChat."""

@@ -17,13 +17,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import Candidate, Outcome
 from wxsub.schemas.records import LogisticsUpdated, OrderItem, OrderStatusChanged
+from wxsub.schemas.struct import record
 
 __all__ = [
     "STAGE",
@@ -43,7 +43,7 @@ __all__ = [
 STAGE = "orders"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OrderState:
     """The orders table value: the latest status of one order and its owner."""
 
@@ -75,7 +75,7 @@ class OrderState:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PendingLogistics:
     """A logistics event waiting for its order (``received_at``: wall clock at arrival)."""
 
@@ -115,7 +115,7 @@ def pending_from_list(docs: Sequence[Mapping[str, Any]]) -> tuple[PendingLogisti
     return tuple(PendingLogistics.from_dict(d) for d in docs)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OrderStep:
     """The result of one order-key event: new state, candidates, outcomes."""
 
@@ -125,7 +125,7 @@ class OrderStep:
     outcomes: tuple[Outcome, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LogisticsDecision:
     """One logistics event: a candidate, an outcome, or a pending entry (exactly one is set)."""
 

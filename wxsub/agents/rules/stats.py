@@ -30,6 +30,7 @@ import orjson
 
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Outcome
+from wxsub.schemas.struct import record
 
 __all__ = [
     "FEEDBACK_WINDOW_MS",
@@ -77,7 +78,7 @@ class RowKey:
         return cls(appid, template, day)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Update:
     """What one outcome changes: counters of ``key``'s row, and the user's last send.
 
@@ -173,7 +174,7 @@ def split_row(row: Mapping[str, int]) -> dict[str, object]:
 # --- the stats topic record ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatsRecord:
     """One partition's cumulative row, keyed ``appid|template|day|partition`` (compacted)."""
 

@@ -1,8 +1,8 @@
 """Per-user subscription state: send credits, mutes, kind preferences, and decide's memory.
 
 One ``UserState`` per user key ``{appid}:{openid}`` holds everything the per-user stages need,
-so one store read serves a decision. It is a frozen dataclass (containers inside are never
-mutated: every change builds new ones); store it with ``orjson.dumps(state)`` and rebuild it with
+so one store read serves a decision. It is an immutable record (containers inside are never
+mutated: every change builds new ones); store it with ``encode_internal(state)`` and rebuild it with
 ``UserState.from_dict(orjson.loads(raw))``.
 
 Credits follow WeChat (DESIGN.md guarantee 4): +1 per popup ``accept`` (which also unmutes the
@@ -20,13 +20,14 @@ are kept while they can still fall in a cap window of a non-stale candidate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
+from wxsub.schemas.struct import record
 
 __all__ = [
     "DEFAULT_RETENTION_S",
@@ -50,7 +51,7 @@ def intent_from_dict(doc: Mapping[str, Any]) -> Intent:
     return Intent(**{**doc, "event_ids": tuple(doc["event_ids"])})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Send:
     """A decided send, for the frequency caps (``at``: its event time)."""
 
@@ -59,7 +60,7 @@ class Send:
     marketing: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Held:
     """A logistics intent held for collapse until ``until`` (wall clock)."""
 
@@ -72,7 +73,7 @@ class Held:
         return cls(doc["subject"], doc["until"], intent_from_dict(doc["intent"]))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Deferred:
     """A marketing intent decided in quiet hours, released at ``release_at`` (epoch ms)."""
 
@@ -84,7 +85,7 @@ class Deferred:
         return cls(doc["release_at"], intent_from_dict(doc["intent"]))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UserState:
     """Everything the per-user stages know about one user."""
 
