@@ -6,11 +6,18 @@ sandbox runs in a subprocess and appends each call it receives to a JSONL record
 is the wall clock at receipt). Events are published at a fixed rate (each a ``paid`` order
 status of its own order, users round-robin); latency of an event = sandbox receipt time - the
 moment it was handed to the producer. Exactly-once by default.
+
+Per hop (``hops_ms``, medians): the CreateTime of the record each stage wrote for the event
+(orders' candidate, decide's intent, deliver's first ``deliveries`` entry, the attempt) is when
+that stage appended it, i.e. processed the event, so publish -> orders, orders -> decide,
+decide -> deliver and deliver -> WeChat split the end-to-end time by hop. A hop's time is the
+upstream transaction's commit plus the downstream fetch and poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import subprocess
 import sys
@@ -31,6 +38,7 @@ from bench.common import (
     SECRET,
     Deployment,
     order_event,
+    read_topic,
     wait_until,
 )
 
@@ -147,12 +155,18 @@ async def _rates(
     try:
         await _publish(dep, producer, openids, sends, 50, 1.0, "warm")  # token, connections
         for rate in rates:
-            lat = await _publish(dep, producer, openids, sends, rate, seconds, f"r{rate}")
+            tag = f"r{rate}"
+            published = await _publish(dep, producer, openids, sends, rate, seconds, tag)
+            got = sends.poll()
+            lat = [got[k] - t for k, t in published.items()]
             q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
             results.append(
                 {"rate": rate, "events": len(lat), "p50_ms": q[49] * 1e3,
-                 "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(lat) * 1e3}
+                 "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(lat) * 1e3,
+                 "hops_ms": await _hops(dep, tag, published, got)}
             )  # fmt: skip
+            hops = ", ".join(f"{k} {v:.0f}" for k, v in results[-1]["hops_ms"].items())
+            print(f"  {rate:>5}/s  median ms per hop: {hops}", flush=True)
     finally:
         await producer.stop()
     return results
@@ -166,8 +180,9 @@ async def _publish(
     rate: int,
     seconds: float,
     tag: str,
-) -> list[float]:
-    """Publish ``rate`` events/s for ``seconds``; returns each event's latency (s)."""
+) -> dict[str, float]:
+    """Publish ``rate`` events/s for ``seconds``; returns order id -> publish time (s), once
+    every one of them has been sent."""
     n = max(1, int(rate * seconds))
     topic = dep.topic("order-status")
     published: dict[str, float] = {}
@@ -182,5 +197,37 @@ async def _publish(
         published[f"o{tag}{i}"] = time.time()
     await producer.flush()
     await wait_until(lambda: published.keys() <= sends.poll().keys(), 60 + n / 200, 0.1, tag)
-    got = sends.poll()
-    return [got[k] - t for k, t in published.items()]
+    return published
+
+
+HOPS = (("orders", "candidates"), ("decide", "intents"), ("deliver", "deliveries"))
+
+
+async def _hops(
+    dep: Deployment, tag: str, published: dict[str, float], got: dict[str, float]
+) -> dict[str, float]:
+    """Median ms per hop of ``tag``'s events, from the record each stage wrote for them."""
+    order = re.compile(rb"o" + re.escape(tag.encode()) + rb"\d+")
+    at: list[dict[str, float]] = []
+    orders: dict[bytes, str] = {}  # notification id -> order id (deliveries are keyed by nid)
+    for _, topic in HOPS:
+        first: dict[str, float] = {}
+        for rec in await read_topic(dep.bootstrap, dep.topic(topic)):
+            m = order.search(rec.value or b"")
+            key = m.group().decode() if m is not None else orders.get(rec.key)
+            if key is None:
+                continue
+            if topic == "intents":
+                orders[orjson.loads(rec.value)["notification_id"].encode()] = key
+            t = rec.timestamp / 1000
+            first[key] = min(t, first.get(key, t))
+        at.append(first)
+    out: dict[str, float] = {}
+    prev = published
+    for (stage, _), stamps in zip(HOPS, at, strict=True):
+        gaps = [stamps[k] - prev[k] for k in published if k in stamps and k in prev]
+        out[stage] = statistics.median(gaps) * 1e3 if gaps else float("nan")
+        prev = stamps
+    gaps = [got[k] - prev[k] for k in published if k in prev and k in got]
+    out["wechat"] = statistics.median(gaps) * 1e3 if gaps else float("nan")
+    return out
