@@ -87,7 +87,8 @@ async def run_fanout(
         out["layouts"][layout] = r
         print(f"  layout {layout} ({' | '.join(LAYOUTS[layout])}): {r['fanout_s']:.1f} s, "
               f"{r['fanout_per_s']:.0f} intents/s, {r['fanout_cpu_us']:.1f} µs CPU/intent "
-              f"(summed over {len(LAYOUTS[layout])} processes), intents={r['intents']:.0f}",
+              f"(summed over {len(LAYOUTS[layout])} processes: {r['cpu_us_per_process']}), "
+              f"intents={r['intents']:.0f}",
               flush=True)  # fmt: skip
     first = out["layouts"][layouts[0]]
     out.update({k: v for k, v in first.items() if k not in out})
@@ -158,19 +159,21 @@ def _sum(workers: list[Worker], name: str, tries: int = 5, **labels: str) -> flo
 async def _fan_out(dep: Deployment, workers: list[Worker], n: int) -> dict[str, Any]:
     at = datetime.now(UTC)
     ev = ProductPriceChanged("pd-1", at, APPID, SKU, "超轻跑步鞋", 39_900, 29_900)
-    cpu0, t0 = sum(w.cpu() for w in workers), time.perf_counter()
+    cpu0, t0 = [w.cpu() for w in workers], time.perf_counter()
     await produce(dep.bootstrap, [(dep.topic("products"), ev.key.encode(), encode(ev))])
 
     def done() -> bool:
         return _sum(workers, "wxsub_records_total", tries=1, stage="decide") >= n
 
     await wait_until(done, 120 + n / 1000, 0.5, "fan-out")
-    wall, cpu = time.perf_counter() - t0, sum(w.cpu() for w in workers) - cpu0
+    wall = time.perf_counter() - t0
+    cpu = [w.cpu() - c for w, c in zip(workers, cpu0, strict=True)]
     return {
         "fanout_s": wall,
         "intents": _sum(workers, "wxsub_intents_total"),
         "fanout_per_s": n / wall,
-        "fanout_cpu_us": cpu / n * 1e6,
+        "fanout_cpu_us": sum(cpu) / n * 1e6,
+        "cpu_us_per_process": [round(c / n * 1e6, 1) for c in cpu],
         "rss_mib_after_fanout": max(w.rss_mib() for w in workers),
     }
 
