@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from aiokafka.partitioner import murmur2
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tests.agents.factory import MIN, OPENID, SKU1, STORE, T0, price, promotion, stock, watch
-from wxsub.agents.products import kafka_partitions, murmur2_many
 from wxsub.agents.rules.watches import (
     Fanout,
     WatchState,
@@ -24,7 +20,6 @@ from wxsub.agents.rules.watches import (
 )
 from wxsub.schemas.internal import Candidate, encode_internal
 from wxsub.schemas.records import Target
-from wxsub.streams.outbox import partition_for
 
 
 def _w(**kw: object) -> WatchState:
@@ -144,9 +139,3 @@ def test_fanout_falls_back_to_full_encoding_when_the_cut_does_not_fit() -> None:
         for _ in range(2):
             assert fan.encode(_doc(w)) == encode(fanout_candidate(w, ev, T0))
         assert fan._pieces is None
-
-
-@given(st.lists(st.binary(max_size=70), max_size=300), st.integers(1, 64))
-def test_kafka_partitions_are_kafkas(keys: list[bytes], partitions: int) -> None:
-    assert murmur2_many(keys) == [murmur2(k) & 0xFFFFFFFF for k in keys]
-    assert kafka_partitions(keys, partitions) == [partition_for(k, partitions) for k in keys]
