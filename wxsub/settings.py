@@ -87,6 +87,9 @@ class WorkerSettings:
     state_dir: Path = Path(".wxsub/state")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     max_in_flight: int = 200
+    # records a stage takes per poll, over its partitions (each partition's share is one
+    # transaction): larger amortises the transactions' round trips, smaller cuts latency
+    max_batch: int = 2000
     in_doubt_policy: Literal["report", "resend"] = "report"
     merchants: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -96,6 +99,7 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")
         _check(self.max_in_flight >= 1, "worker.max_in_flight", "must be >= 1")
+        _check(self.max_batch >= 1, "worker.max_batch", "must be >= 1")
         _check(self.max_event_bytes >= 256, "worker.max_event_bytes", "must be >= 256")
 
 

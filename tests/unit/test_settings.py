@@ -27,6 +27,7 @@ def test_env_overrides_toml(tmp_path: Path) -> None:
         ({"WXSUB_KAFKA_PARTITIONS": "0"}, "kafka.partitions"),
         ({"WXSUB_WORKER_WEB_PORT": "70000"}, "worker.web_port"),
         ({"WXSUB_WORKER_PROCESSING_GUARANTEE": "maybe"}, "worker.processing_guarantee"),
+        ({"WXSUB_WORKER_MAX_BATCH": "0"}, "worker.max_batch"),
         ({"WXSUB_WECHAT_API_BASE": "ftp://x"}, "wechat.api_base"),
     ],
 )

@@ -146,7 +146,8 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     for agent in agents:
         env.metrics.stage_started(agent.spec.name)
     runners = [
-        _runner(settings, env, agent, max_batch.get(agent.spec.name, 2000)) for agent in agents
+        _runner(settings, env, agent, max_batch.get(agent.spec.name, settings.worker.max_batch))
+        for agent in agents
     ]
     return Worker(settings, env, runners, closers, client)
 
