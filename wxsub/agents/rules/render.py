@@ -243,8 +243,12 @@ def _text(value: object) -> str:
     return str(value)
 
 
+# the characters quote() never escapes: a value made only of them is returned as it is
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _url_text(value: object) -> str:
     text = _text(value)
-    if text.isascii() and text.isalnum():  # nothing to quote (ids, mostly): skip quote()
+    if _UNRESERVED.fullmatch(text):  # nothing to quote (ids, mostly): skip quote()
         return text
     return urllib.parse.quote(text, safe="")

@@ -102,17 +102,21 @@ class UserState:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> UserState:
+        get = doc.get  # (read once per user and batch: empty parts skip their copies)
+        sends, held, deferred = get("sends"), get("held"), get("deferred")
         return cls(
-            credits=dict(doc.get("credits", {})),
-            muted_templates=tuple(doc.get("muted_templates", ())),
-            muted_kinds=tuple(doc.get("muted_kinds", ())),
-            pref_at=dict(doc.get("pref_at", {})),
-            events=dict(doc.get("events", {})),
-            seen=dict(doc.get("seen", {})),
-            consumed=dict(doc.get("consumed", {})),
-            sends=tuple(Send(**s) for s in doc.get("sends", ())),
-            held=tuple(Held.from_dict(h) for h in doc.get("held", ())),
-            deferred=tuple(Deferred.from_dict(d) for d in doc.get("deferred", ())),
+            dict(get("credits") or ()),
+            tuple(get("muted_templates") or ()),
+            tuple(get("muted_kinds") or ()),
+            dict(get("pref_at") or ()),
+            dict(get("events") or ()),
+            dict(get("seen") or ()),
+            dict(get("consumed") or ()),
+            tuple([Send(s["notification_id"], s["at"], s["marketing"]) for s in sends])
+            if sends
+            else (),
+            tuple([Held.from_dict(h) for h in held]) if held else (),
+            tuple([Deferred.from_dict(d) for d in deferred]) if deferred else (),
         )
 
     def credit(self, template_id: str) -> int:
