@@ -16,6 +16,12 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   only then apply the overlays to local RocksDB (see store.py). Any failure aborts, drops the
   overlays and rewinds the partition to its committed offsets.
 - Timers (``stage.on_timer``) run per partition in their own transactions.
+- Partitions are pipelined: each batch of ``p`` (then its timer, when due) runs as its own task
+  while ``p``'s input partitions are paused, and ``p`` is resumed as soon as its own commit is
+  done, so it fetches its next batch without waiting for the slowest partition (a
+  transaction's round trips, ~100-300 ms on a loaded machine, vary a lot between partitions).
+  The poll loop only fetches and hands out batches; a rebalance and shut-down first wait for
+  every task in flight.
 
 ``processing_guarantee="at_least_once"`` keeps this code path with plain idempotent producers:
 a batch's sends and changelog records are awaited (acked), then its input offsets are committed
@@ -65,7 +71,9 @@ class _Unit:
     # offset fetch, which can lag until the coordinator has written the transaction markers
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     backoff_until: float = 0.0  # monotonic time before which a failed partition is not retried
-    paused: set[TopicPartition] = field(default_factory=set)
+    paused: set[TopicPartition] = field(default_factory=set)  # backed off after a failure
+    busy: asyncio.Task[None] | None = None  # the batch or timer in flight
+    held: set[TopicPartition] = field(default_factory=set)  # paused while ``busy`` runs
 
 
 class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -104,7 +112,10 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self._units: dict[int, _Unit] = {}
         # assigned partitions not yet ready to process (paused until ``_open_pending``)
         self._pending: set[TopicPartition] = set()
+        # held by the poll loop while it hands out work and by the rebalance callbacks, which
+        # also wait for the work in flight: no batch starts or runs across a rebalance
         self._lock = asyncio.Lock()
+        self._failure: Exception | None = None  # a task's fatal error, raised by the loop
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once partitions are assigned and restored
@@ -164,6 +175,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         await consumer.start()
         try:
             while not self._stopping.is_set():
+                self._raise_failure()
                 if self._pending:
                     async with self._lock:
                         await self._open_pending()
@@ -171,18 +183,25 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
                 async with self._lock:
+                    self._raise_failure()
                     self._resume_due()
-                    await self._process_batch(batch)
-                    await self._run_timers()
+                    self._dispatch(batch)
+                    self._start_timers()
+        except asyncio.CancelledError:
+            self._cancel_in_flight()
+            raise
         finally:
             async with self._lock:
+                await self._drain()  # at_least_once commits through the consumer
                 self._consumer = None
                 await consumer.stop()
 
     async def _teardown(self) -> None:
         async with self._lock:
+            await self._drain()
             for p in list(self._units):
                 await self._close_unit(p)
+            self._failure = None
             self._pending = set()
             self.ready.clear()
 
@@ -190,10 +209,11 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; keep units until we know the new assignment so a
-        # partition that stays with us keeps its producer and stores. Taking the lock waits for
-        # the batch in flight to commit (aiokafka still heartbeats during this callback).
+        # partition that stays with us keeps its producer and stores. Every batch in flight
+        # commits (or aborts) before we return (aiokafka still heartbeats during this callback).
         async with self._lock:
             self.ready.clear()
+            await self._drain()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Record the assignment and pause what is not ready; no round trips here.
@@ -207,11 +227,13 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._lock:
             consumer = self._consumer
             assert consumer is not None
+            await self._drain()  # nothing can have started since the revoke; to be sure
             wanted = {tp.partition for tp in assigned}
             for p, kept in list(self._units.items()):
                 if p not in wanted:
                     await self._close_unit(p)
-                kept.paused, kept.backoff_until = set(), 0.0  # the new assignment is unpaused
+                # the new assignment is unpaused
+                kept.paused, kept.held, kept.backoff_until = set(), set(), 0.0
             pending = set()
             for tp in assigned:
                 unit = self._units.get(tp.partition)
@@ -347,27 +369,110 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # --- processing ---------------------------------------------------------------------------
 
-    async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Start a turn for every idle partition number that has records."""
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord]]] = {}
         for tp, records in batch.items():
             if records and tp not in self._pending:
                 by_partition.setdefault(tp.partition, {})[tp] = records
-        if not by_partition:
+        for p, tps in by_partition.items():
+            unit = self._units.get(p)
+            if unit is None:
+                continue
+            if unit.busy is None and not unit.paused:
+                self._start(unit, tps)
+                continue
+            # a unit in a timer-only turn (nothing paused up front), or a co-partitioned input
+            # of a backed-off one: read them again once the unit is free
+            self._rewind(tps)
+            if unit.busy is not None:
+                self._hold(unit, set(tps) - unit.paused)
+            else:
+                self._consumer_pause(set(tps) - unit.paused)
+                unit.paused |= set(tps)
+
+    def _start_timers(self) -> None:
+        """Give every idle partition whose timer is due a turn (timers only: no records)."""
+        for unit in self._units.values():
+            if unit.busy is None and self._timer_due(unit):
+                self._start(unit, None)
+
+    def _timer_due(self, unit: _Unit) -> bool:
+        interval = self.spec.timer_interval_s
+        return interval > 0 and time.monotonic() - unit.last_timer >= interval
+
+    def _start(self, unit: _Unit, tps: dict[TopicPartition, list[ConsumerRecord]] | None) -> None:
+        """Start a turn of ``unit``; with records, its input partitions stay paused until it
+        is done. A timer-only turn pauses nothing up front (most find nothing due and end at
+        once): records that arrive meanwhile are read again afterwards (``_dispatch``)."""
+        consumer = self._consumer
+        assert consumer is not None
+        if tps:
+            inputs = {TopicPartition(t, unit.partition) for t in self.spec.inputs}
+            self._hold(unit, (inputs & consumer.assignment()) - self._pending - unit.paused)
+        unit.busy = asyncio.create_task(self._turn(unit, tps))
+
+    async def _turn(
+        self, unit: _Unit, tps: dict[TopicPartition, list[ConsumerRecord]] | None
+    ) -> None:
+        """A batch's transaction, then the timer's if it is due (a busy partition would
+        otherwise never be idle at a timer check under load)."""
+        try:
+            if tps:
+                await self._process_partition(unit, tps)
+            if self._timer_due(unit):
+                unit.last_timer = time.monotonic()
+                await self._run_timer(unit)
+        except Exception as exc:  # fenced, or an abort failed: the runner restarts
+            if self._failure is None:
+                self._failure = exc
+        finally:
+            unit.busy = None
+            self._release(unit)
+
+    def _hold(self, unit: _Unit, tps: set[TopicPartition]) -> None:
+        tps -= unit.held
+        self._consumer_pause(tps)
+        unit.held |= tps
+
+    def _consumer_pause(self, tps: set[TopicPartition]) -> None:
+        if tps and self._consumer is not None:
+            self._consumer.pause(*tps)
+
+    def _release(self, unit: _Unit) -> None:
+        """Resume a unit's held partitions, except those backed off after a failure."""
+        held, unit.held = unit.held - unit.paused, set()
+        consumer = self._consumer
+        if consumer is None or self._failure is not None:
             return
-        await asyncio.gather(*(self._process_partition(p, tps) for p, tps in by_partition.items()))
+        if self._units.get(unit.partition) is not unit:
+            return
+        resume = held & consumer.assignment()
+        if resume:
+            consumer.resume(*resume)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _drain(self) -> None:
+        """Wait for every batch and timer in flight (their errors are the loop's to raise)."""
+        busy = [u.busy for u in self._units.values() if u.busy is not None]
+        if busy:
+            await asyncio.wait(busy)
+
+    def _cancel_in_flight(self) -> None:
+        for unit in self._units.values():
+            if unit.busy is not None:
+                unit.busy.cancel()
 
     async def _process_partition(
-        self, p: int, tps: dict[TopicPartition, list[ConsumerRecord]]
+        self, unit: _Unit, tps: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
-        unit = self._units.get(p)
-        if unit is None:
-            return
-        if unit.paused:  # fetched before the pause took effect: read again after the back-off
-            self._rewind(tps)
-            return
+        p = unit.partition
         # A batch fetched before a rebalance, or after aiokafka applied its own (possibly stale)
         # committed-offset reset, may start below what we committed: that part is already done.
-        # Partitions we no longer own have no unit and are skipped above.
+        # Partitions we no longer own have no unit and are skipped by ``_dispatch``.
         tps = {tp: _after(recs, unit.positions.get(tp)) for tp, recs in tps.items()}
         tps = {tp: recs for tp, recs in tps.items() if recs}
         if not tps:
@@ -390,17 +495,17 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         # back off this partition only (paused for a second); the others and the timers go on
         self._rewind(tps)
         unit.backoff_until = time.monotonic() + 1.0
-        unit.paused = set(tps)
-        if self._consumer is not None:
-            self._consumer.pause(*unit.paused)
+        unit.paused = set(tps)  # held already: ``_release`` leaves them paused
 
     def _resume_due(self) -> None:
         consumer = self._consumer
         now = time.monotonic()
         for unit in self._units.values():
             if unit.paused and unit.backoff_until <= now:
-                if consumer is not None:
-                    consumer.resume(*unit.paused)
+                if unit.busy is not None:  # a timer: resumed with the rest when it is done
+                    unit.held |= unit.paused
+                elif consumer is not None:
+                    consumer.resume(*(unit.paused & consumer.assignment()))
                 unit.paused = set()
 
     def _rewind(self, tps: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -409,19 +514,11 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, recs in tps.items():
                 consumer.seek(tp, recs[0].offset)
 
-    async def _run_timers(self) -> None:
-        interval = self.spec.timer_interval_s
-        if interval <= 0:
-            return
-        now = time.monotonic()
-        due = [u for u in self._units.values() if now - u.last_timer >= interval]
-        for unit in due:
-            unit.last_timer = now
+    async def _run_timer(self, unit: _Unit) -> None:
+        async def body(ctx: PartitionContext) -> None:
+            await self.stage.on_timer(ctx, int(time.time() * 1000))
 
-            async def body(ctx: PartitionContext) -> None:
-                await self.stage.on_timer(ctx, int(time.time() * 1000))
-
-            await self._transact(unit, body)
+        await self._transact(unit, body)
 
     async def _transact(
         self, unit: _Unit, body: Callable[[PartitionContext], Awaitable[None]]
