@@ -24,7 +24,7 @@ from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.stage import PartitionContext
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["DueIndex", "StageEnv", "count", "wall_ms"]
+__all__ = ["DueIndex", "StageEnv", "count", "labelled", "wall_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,18 @@ def count(metric: Any, *labels: str, n: float = 1) -> None:
     if n < 0:
         raise ValueError("counters only go up")
     hit[1](n)
+
+
+_LABELLED: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}
+
+
+def labelled(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached (for histograms and gauges; counters: ``count``)."""
+    key = (id(metric), labels)
+    hit = _LABELLED.get(key)
+    if hit is None:
+        hit = _LABELLED[key] = (metric, metric.labels(*labels))
+    return hit[1]
 
 
 def _increment(child: Any) -> Callable[[float], None]:

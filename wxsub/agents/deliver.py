@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.base import DueIndex, StageEnv, count, labelled
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
 from wxsub.errors import InputError, QuotaExceeded, WeChatError
@@ -211,7 +211,7 @@ class DeliverStage:
                 return exc
             finally:
                 latency = time.perf_counter() - started
-                self.env.metrics.wechat_latency.labels("send").observe(latency)
+                labelled(self.env.metrics.wechat_latency, "send").observe(latency)
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -317,10 +317,10 @@ class DeliverStage:
         metrics = self.env.metrics
         errcode = 0 if isinstance(answer, SendResult) else answer.errcode
         label = "none" if errcode is None else str(errcode)
-        metrics.sends.labels(step.result, label, attempt.template_id).inc()
+        count(metrics.sends, step.result, label, attempt.template_id)
         if step.result == SENT:
             seconds = max(0.0, (now - attempt.occurred_at) / 1000)
-            metrics.e2e_latency.labels(attempt.kind).observe(seconds)
+            labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
 
 
 def _quota(answer: object) -> bool:

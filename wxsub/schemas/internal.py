@@ -169,14 +169,13 @@ def encode_internal(record: Any) -> bytes:
 def decode_internal(cls: type[T], raw: bytes | str) -> T:
     """Decode an internal record, ignoring fields a newer writer added."""
     doc = orjson.loads(raw)
-    if "event_ids" not in doc:
-        try:  # the common case: written by this version, exactly the fields of cls
-            return cls(**doc)
-        except TypeError:
-            pass
+    if "event_ids" in doc:
+        doc["event_ids"] = tuple(doc["event_ids"])
+    try:  # the common case: written by this version, exactly the fields of cls
+        return cls(**doc)
+    except TypeError:
+        pass
     names = _FIELDS.get(cls)
     if names is None:
         names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
-    if "event_ids" in doc:
-        doc["event_ids"] = tuple(doc["event_ids"])
     return cls(**{k: v for k, v in doc.items() if k in names})

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from wxsub.errors import InDoubtError, PermanentError, QuotaExceeded, WeChatError
-from wxsub.schemas.internal import Correction, Delivery, Intent, Outcome
+from wxsub.schemas.internal import Correction, Delivery, Intent, Outcome, encode_internal
 from wxsub.schemas.struct import record
 
 __all__ = [
@@ -331,7 +331,7 @@ def delivery_of(entry: Entry) -> Delivery:
 
 
 def encode_entry(entry: Entry) -> bytes:
-    return orjson.dumps(entry)
+    return encode_internal(entry)  # the bytes orjson.dumps(entry) gives, faster
 
 
 def decode_entry(raw: bytes) -> Entry:
