@@ -103,6 +103,22 @@ async def _until(pred: object, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def _producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def _hold_partition_0(producer: AIOKafkaProducer, inp: str, stage: GatedStage) -> None:
+    """Send partition 0 a record and wait until its batch waits at the stage's gate."""
+    await producer.send_and_wait(inp, b"a0", key=b"a0", partition=0)
+    await _until(stage.at_gate.is_set, "partition 0 reached the gate")
+
+
 async def _outputs(bootstrap: str, out: str) -> dict[int, list[bytes]]:
     got: dict[int, list[bytes]] = defaultdict(list)
     for rec in await read_all(bootstrap, out, isolation="read_committed"):
@@ -116,12 +132,9 @@ async def test_partition_in_flight_does_not_hold_back_the_others(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out)
     commits = stage.batches
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
+    async with _producer(kafka_bootstrap) as producer:
         async with _running(kafka_bootstrap, tmp_path, stage) as (runner, _):
-            await producer.send_and_wait(inp, b"a0", key=b"a0", partition=0)
-            await _until(stage.at_gate.is_set, "partition 0 reached the gate")
+            await _hold_partition_0(producer, inp, stage)
             # partition 0's transaction is open at the gate: partition 1 goes on, batch by batch
             for i in range(3):
                 await producer.send_and_wait(inp, f"b{i}".encode(), key=b"b", partition=1)
@@ -132,8 +145,6 @@ async def test_partition_in_flight_does_not_hold_back_the_others(
             stage.gate.set()
             await _until(lambda: commits[0] >= 2, "partition 0's two batches")
         assert runner.committed_batches >= 5
-    finally:
-        await producer.stop()
     got = await _outputs(kafka_bootstrap, out)
     assert got[0] == [b"a0", b"a1"]  # the record that came while p0 was busy: after, once
     assert got[1] == [b"b0", b"b1", b"b2"]
@@ -146,19 +157,14 @@ async def test_failed_partition_backs_off_alone_and_replays_once(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out, fail_first=True)
     commits = stage.batches
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
+    async with _producer(kafka_bootstrap) as producer:
         async with _running(kafka_bootstrap, tmp_path, stage):
-            await producer.send_and_wait(inp, b"a0", key=b"a0", partition=0)
-            await _until(stage.at_gate.is_set, "partition 0 reached the gate")
+            await _hold_partition_0(producer, inp, stage)
             stage.gate.set()  # its transaction aborts: partition 0 backs off for a second
             await producer.send_and_wait(inp, b"b0", key=b"b", partition=1)
             await _until(lambda: commits[1] >= 1, "partition 1 while 0 backs off")
             await producer.send_and_wait(inp, b"a1", key=b"a1", partition=0)
             await _until(lambda: stage.records[0] >= 2, "partition 0 after its back-off")
-    finally:
-        await producer.stop()
     got = await _outputs(kafka_bootstrap, out)
     assert got[0] == [b"a0", b"a1"]  # the aborted attempt's send is gone; replayed once
     assert got[1] == [b"b0"]
@@ -170,18 +176,13 @@ async def test_stop_waits_for_the_transaction_in_flight(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out)
     commits = stage.batches
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
+    async with _producer(kafka_bootstrap) as producer:
         async with _running(kafka_bootstrap, tmp_path, stage) as (runner, task):
-            await producer.send_and_wait(inp, b"a0", key=b"a0", partition=0)
-            await _until(stage.at_gate.is_set, "partition 0 reached the gate")
+            await _hold_partition_0(producer, inp, stage)
             await runner.stop()
             await asyncio.sleep(0.5)
             assert not task.done()  # still waiting for partition 0's transaction
             stage.gate.set()
             await asyncio.wait_for(task, 60)
             assert commits[0] == 1
-    finally:
-        await producer.stop()
     assert (await _outputs(kafka_bootstrap, out))[0] == [b"a0"]
