@@ -108,6 +108,7 @@ async def run_latency(
     seconds: float,
     users: int = 2000,
     max_in_flight: int = 1000,
+    deliver_workers: int = 1,
 ) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox, base, record = start_sandbox(workdir)
@@ -127,7 +128,8 @@ async def run_latency(
         dep = Deployment(bootstrap, workdir, config_toml=config, extra_env=env)
         await dep.create_topics()
         await dep.seed_users(openids, credits=total)
-        workers = [dep.start("orders,products,decide", 0), dep.start("deliver", 1)]
+        workers = [dep.start("orders,products,decide", 0)]
+        workers += [dep.start("deliver", 1 + i) for i in range(deliver_workers)]
         try:
             for w in workers:
                 await wait_until(w.healthy, 90, what="worker ready")
