@@ -1,0 +1,47 @@
+"""The micro-benchmarks (no broker, or one short probe) run at tiny size, so none of them rots,
+and their output digests are stable: the digest is how a speed change proves identical results.
+
+Nothing here asserts on a timing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+AGENTS = ("bench.agents_micro", "--events", "300", "--users", "60", "--batch", "50")
+PRODUCTS = ("bench.products_micro", "-n", "500")
+DECIDE = ("bench.decide_micro", "--users", "30", "--orders", "60", "--repeat", "1")
+
+
+@pytest.mark.parametrize(
+    ("args", "digest"),
+    [(AGENTS, r"digest (\w+)"), (PRODUCTS, r"sha256 (\w+)"), (DECIDE, r"digest: (\w+)")],
+)
+def test_micro_benchmark_runs_and_its_digest_is_stable(args: tuple[str, ...], digest: str) -> None:
+    first, second = _run(*args), _run(*args)
+    found = [re.search(digest, out) for out in (first, second)]
+    assert found[0] is not None and found[1] is not None, first
+    assert found[0].group(1) == found[1].group(1)  # same code, same input: same output
+
+
+@pytest.mark.kafka
+def test_txn_probe_runs(kafka_bootstrap: str) -> None:
+    out = _run("bench.txn_probe", "--bootstrap", kafka_bootstrap, "--n", "2")
+    assert "as shipped" in out
+    assert "wxsub.streams.aiokafka_tuning" in out
