@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.schemas import encode
 from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import OrderItem, OrderStatus, OrderStatusChanged
 from wxsub.settings import KafkaSettings
+from wxsub.streams import reading
 from wxsub.streams.topics import changelog_name, ensure_topics
 
 __all__ = [
@@ -218,31 +219,7 @@ async def produce(
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every committed record of ``topic`` (all partitions), read to the current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
-            for recs in batch.values():
-                out.extend(recs)
-    finally:
-        await consumer.stop()
-    return out
+    return await reading.read_topic(bootstrap, topic, max_partition_fetch_bytes=8 * 1024 * 1024)
 
 
 # --- worker processes -------------------------------------------------------------------------

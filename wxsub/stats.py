@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from wxsub.agents.rules.stats import Row, RowKey, add_rows, decode_record, split_row
 from wxsub.errors import SetupError
 from wxsub.settings import KafkaSettings, load_settings
+from wxsub.streams.reading import read_topic
 
 __all__ = ["StatsTable", "format_table", "read_stats", "register"]
 
@@ -70,48 +69,16 @@ async def read_stats(kafka: KafkaSettings, timeout_s: float = 10.0) -> StatsTabl
     return StatsTable({k: add_rows(rows) for k, rows in per_key.items()})
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (desc,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if desc["error_code"] or not desc["partitions"]:
-        raise SetupError(f"topic {topic} does not exist (has a worker run yet?)")
-    return sorted(p["partition"] for p in desc["partitions"])
-
-
 async def _read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
-    partitions = await _partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    """The latest value per key of the compacted ``topic`` (a tombstone removes the key)."""
     latest: dict[bytes, bytes] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=500, max_records=10_000)
-            for recs in batch.values():
-                for rec in recs:
-                    if rec.key is None:
-                        continue
-                    if rec.value is None:
-                        latest.pop(rec.key, None)
-                    else:
-                        latest[rec.key] = rec.value
-            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
+    for rec in await read_topic(bootstrap, topic):
+        if rec.key is None:
+            continue
+        if rec.value is None:
+            latest.pop(rec.key, None)
+        else:
+            latest[rec.key] = rec.value
     return latest
 
 

@@ -15,10 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from wxsub.schemas.internal import Intent, Outcome, decode_internal
+from wxsub.streams.reading import read_topic
 
 __all__ = ["Accounting", "account", "read_intents", "read_outcomes", "read_values"]
 
@@ -121,37 +119,9 @@ def _classify(outs: list[Outcome], messages: set[str]) -> str:
 # --- reading topics -------------------------------------------------------------------------------
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (desc,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [TopicPartition(topic, p["partition"]) for p in desc["partitions"]]
-
-
 async def read_values(bootstrap: str, topic: str) -> list[bytes]:
     """Every committed value of ``topic`` from the start to its current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        tps = await _partitions(bootstrap, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=500, max_records=20_000)
-            for recs in batch.values():
-                out += [r.value for r in recs if r.value is not None]
-            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
-    return out
+    return [r.value for r in await read_topic(bootstrap, topic) if r.value is not None]
 
 
 async def read_outcomes(bootstrap: str, topic: str) -> list[Outcome]:
