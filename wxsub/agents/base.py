@@ -28,32 +28,31 @@ __all__ = ["DueIndex", "StageEnv", "count", "labelled", "wall_ms"]
 
 log = logging.getLogger(__name__)
 
-# (id(metric), labels) -> (metric, the child's increment): ``Metric.labels()`` costs several µs
-# per call; the metric is kept in the value so its id cannot be reused while the entry lives
-_CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Callable[[float], None]]] = {}
+# (id(metric), labels) -> (metric, labelled child, the child's increment): ``Metric.labels()``
+# costs several µs per call; the metric is kept in the value so its id cannot be reused while
+# the entry lives
+_CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Callable[[float], None]]] = {}
+
+
+def _child(metric: Any, labels: tuple[str, ...]) -> tuple[Any, Any, Callable[[float], None]]:
+    key = (id(metric), labels)
+    hit = _CHILDREN.get(key)
+    if hit is None:
+        child = metric.labels(*labels)
+        hit = _CHILDREN[key] = (metric, child, _increment(child))
+    return hit
 
 
 def count(metric: Any, *labels: str, n: float = 1) -> None:
     """``metric.labels(*labels).inc(n)`` with the labelled child cached."""
-    key = (id(metric), labels)
-    hit = _CHILDREN.get(key)
-    if hit is None:
-        hit = _CHILDREN[key] = (metric, _increment(metric.labels(*labels)))
     if n < 0:
         raise ValueError("counters only go up")
-    hit[1](n)
-
-
-_LABELLED: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}
+    _child(metric, labels)[2](n)
 
 
 def labelled(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, cached (for histograms and gauges; counters: ``count``)."""
-    key = (id(metric), labels)
-    hit = _LABELLED.get(key)
-    if hit is None:
-        hit = _LABELLED[key] = (metric, metric.labels(*labels))
-    return hit[1]
+    return _child(metric, labels)[1]
 
 
 def _increment(child: Any) -> Callable[[float], None]:
@@ -61,8 +60,12 @@ def _increment(child: Any) -> Callable[[float], None]:
     (observability, exemplar), ~2x cheaper. ``_value`` is prometheus_client's (0.20-0.26);
     any other shape falls back to the public ``inc``."""
     value = getattr(child, "_value", None)
-    inc = getattr(value, "inc", None)
-    return inc if callable(inc) else cast(Callable[[float], None], child.inc)
+    inc = getattr(value, "inc", None) or getattr(child, "inc", None)
+    return cast(Callable[[float], None], inc) if callable(inc) else _not_a_counter
+
+
+def _not_a_counter(n: float) -> None:
+    raise TypeError("count() takes counters (histograms and gauges: labelled())")
 
 
 def wall_ms() -> int:
