@@ -90,6 +90,9 @@ class WorkerSettings:
     # records a stage takes per poll, over its partitions (each partition's share is one
     # transaction): larger amortises the transactions' round trips, smaller cuts latency
     max_batch: int = 2000
+    # a partition starts its next batch no sooner than this after its last one started (Kafka
+    # Streams' commit.interval.ms): fewer, larger transactions, at most this much added latency
+    commit_interval_ms: int = 100
     in_doubt_policy: Literal["report", "resend"] = "report"
     merchants: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -100,6 +103,7 @@ class WorkerSettings:
         _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")
         _check(self.max_in_flight >= 1, "worker.max_in_flight", "must be >= 1")
         _check(self.max_batch >= 1, "worker.max_batch", "must be >= 1")
+        _check(self.commit_interval_ms >= 0, "worker.commit_interval_ms", "must be >= 0")
         _check(self.max_event_bytes >= 256, "worker.max_event_bytes", "must be >= 256")
 
 

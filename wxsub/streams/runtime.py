@@ -48,7 +48,7 @@ from aiokafka.errors import ProducerFenced
 from wxsub.streams import aiokafka_tuning
 from wxsub.streams.outbox import Outbox
 from wxsub.streams.restore import restore_all, restore_consumer
-from wxsub.streams.stage import PartitionContext, Stage
+from wxsub.streams.stage import PartitionContext, Settling, Stage
 from wxsub.streams.store import PartitionStore
 
 __all__ = ["StageRunner"]
@@ -73,6 +73,7 @@ class _Unit:
     backoff_until: float = 0.0  # monotonic time before which a failed partition is not retried
     paused: set[TopicPartition] = field(default_factory=set)  # backed off after a failure
     busy: asyncio.Task[None] | None = None  # the batch or timer in flight
+    started: float = 0.0  # monotonic time the last batch (a turn with records) started
     held: set[TopicPartition] = field(default_factory=set)  # paused while ``busy`` runs
 
 
@@ -89,6 +90,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         changelog_topic: Callable[[str, str], str],
         linger_ms: int = 10,
         max_batch: int = 2000,
+        commit_interval_ms: int = 0,
         poll_timeout_ms: int = 50,
         session_timeout_ms: int = 10000,
         on_commit: Callable[[int, int], None] | None = None,
@@ -103,6 +105,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self._changelog_topic = changelog_topic
         self._linger_ms = linger_ms
         self._max_batch = max_batch
+        self._interval = commit_interval_ms / 1000
+        self._settling = stage if isinstance(stage, Settling) else None
         self._poll_timeout_ms = poll_timeout_ms
         self._session_timeout_ms = session_timeout_ms
         self._on_commit = on_commit
@@ -199,6 +203,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _teardown(self) -> None:
         async with self._lock:
             await self._drain()
+            if self._failure is None:
+                await self._settle_all()
             for p in list(self._units):
                 await self._close_unit(p)
             self._failure = None
@@ -214,6 +220,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._lock:
             self.ready.clear()
             await self._drain()
+            await self._settle_all()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Record the assignment and pause what is not ready; no round trips here.
@@ -392,14 +399,33 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 unit.paused |= set(tps)
 
     def _start_timers(self) -> None:
-        """Give every idle partition whose timer is due a turn (timers only: no records)."""
+        """Give every idle partition whose timer is due, or whose work in flight waits to be
+        settled, a turn of its own (no records)."""
         for unit in self._units.values():
-            if unit.busy is None and self._timer_due(unit):
+            if unit.busy is None and (self._timer_due(unit) or self._settle_due(unit)):
                 self._start(unit, None)
 
     def _timer_due(self, unit: _Unit) -> bool:
         interval = self.spec.timer_interval_s
         return interval > 0 and time.monotonic() - unit.last_timer >= interval
+
+    def _settle_due(self, unit: _Unit) -> bool:
+        """Unsettled work and no batch for ``commit_interval_ms``: a batch would settle it."""
+        stage = self._settling
+        if stage is None or not stage.unsettled(unit.partition):
+            return False
+        return time.monotonic() >= unit.started + self._interval
+
+    async def _settle_all(self) -> None:
+        """Settle every partition's work in flight before the partitions may move (rebalance,
+        shut-down); a partition that fails to is left to its next owner's in-doubt handling."""
+        stage = self._settling
+        if stage is None:
+            return
+        for unit in list(self._units.values()):
+            if stage.unsettled(unit.partition):
+                with contextlib.suppress(Exception):  # _transact logged it
+                    await self._transact(unit, stage.settle)
 
     def _start(self, unit: _Unit, tps: dict[TopicPartition, list[ConsumerRecord]] | None) -> None:
         """Start a turn of ``unit``; with records, its input partitions stay paused until it
@@ -410,6 +436,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         if tps:
             inputs = {TopicPartition(t, unit.partition) for t in self.spec.inputs}
             self._hold(unit, (inputs & consumer.assignment()) - self._pending - unit.paused)
+            unit.started = time.monotonic()
         unit.busy = asyncio.create_task(self._turn(unit, tps))
 
     async def _turn(
@@ -423,6 +450,8 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._timer_due(unit):
                 unit.last_timer = time.monotonic()
                 await self._run_timer(unit)
+            elif not tps and self._settling is not None and self._settle_due(unit):
+                await self._transact(unit, self._settling.settle)
         except Exception as exc:  # fenced, or an abort failed: the runner restarts
             if self._failure is None:
                 self._failure = exc
@@ -440,16 +469,25 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.pause(*tps)
 
     def _release(self, unit: _Unit) -> None:
-        """Resume a unit's held partitions, except those backed off after a failure."""
-        held, unit.held = unit.held - unit.paused, set()
+        """Resume a unit's held partitions, except those backed off after a failure, once
+        ``commit_interval_ms`` has passed since its last batch started."""
         consumer = self._consumer
         if consumer is None or self._failure is not None:
             return
         if self._units.get(unit.partition) is not unit:
             return
+        wait = unit.started + self._interval - time.monotonic()
+        if wait > 0 and unit.held:
+            asyncio.get_running_loop().call_later(wait, self._release_later, unit)
+            return
+        held, unit.held = unit.held - unit.paused, set()
         resume = held & consumer.assignment()
         if resume:
             consumer.resume(*resume)
+
+    def _release_later(self, unit: _Unit) -> None:
+        if unit.busy is None:  # else the turn in flight releases it when done
+            self._release(unit)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -546,6 +584,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             for store in unit.stores.values():
                 store.discard()
             ctx.outbox.reset()
+            ctx.committed.clear()
             if ctx.in_txn and self._eos:
                 try:
                     await unit.producer.abort_transaction()
@@ -568,6 +607,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 await box.add(topic, key, value, None, unit.partition)
             await box.flush()
         if not ctx.in_txn:
+            _run_callbacks(ctx)
             return
         await ctx.outbox.flush()
         offsets, ctx.offsets = ctx.offsets, {}
@@ -595,6 +635,13 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 next_offset = max(f.result().offset + n for f, n in box_.submitted)
             store.apply(next_offset)
         self.committed_batches += 1
+        _run_callbacks(ctx)
+
+
+def _run_callbacks(ctx: PartitionContext) -> None:
+    callbacks, ctx.committed = ctx.committed, []
+    for callback in callbacks:
+        callback()
 
 
 def _after(records: list[ConsumerRecord], position: int | None) -> list[ConsumerRecord]:

@@ -3,20 +3,25 @@
 A stage is any object with a ``spec`` (:class:`StageSpec`), ``process(ctx, records)`` and
 ``on_timer(ctx, now_ms)``; the runtime (runtime.py) calls them inside Kafka transactions and hands
 them a :class:`PartitionContext` for sends and state.
+
+A stage that starts work which outlives a transaction (the deliver stage's WeChat calls run
+after the commit that made their attempts durable) is also a :class:`Settling` stage: the
+runtime gives a partition with such work a turn of its own (``settle``) once it is idle, and
+before it gives the partition up (rebalance, shut-down).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from wxsub.streams.outbox import Outbox
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["Headers", "PartitionContext", "Stage", "StageSpec"]
+__all__ = ["Headers", "PartitionContext", "Settling", "Stage", "StageSpec"]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -39,6 +44,19 @@ class Stage(Protocol):
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None: ...
 
 
+@runtime_checkable
+class Settling(Protocol):
+    """A stage with work in flight after a commit, to be written in a later transaction."""
+
+    def unsettled(self, partition: int) -> bool:
+        """Whether ``partition`` has work in flight whose results are not yet written."""
+        ...
+
+    async def settle(self, ctx: PartitionContext) -> None:
+        """Wait for the partition's work in flight and write its results (nothing new starts)."""
+        ...
+
+
 async def _no_commit() -> None:
     raise RuntimeError("commit() is only available inside a running transaction")
 
@@ -57,6 +75,8 @@ class PartitionContext:
     offsets: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
     transactional: bool = True
     outbox: Outbox = field(init=False, repr=False)
+    # run by the runtime after each successful commit of this context, then forgotten
+    committed: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self._producer)
@@ -87,3 +107,7 @@ class PartitionContext:
     async def commit(self) -> None:
         """Commit everything sent and stored so far; later work goes into a new transaction."""
         await self.committer()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what was done so far has committed (never if it aborts)."""
+        self.committed.append(callback)

@@ -170,6 +170,7 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         ),
         linger_ms=int(settings.kafka.producer_linger_s * 1000),
         max_batch=max_batch,
+        commit_interval_ms=settings.worker.commit_interval_ms,
         session_timeout_ms=settings.worker.session_timeout_ms,
         on_commit=on_commit,
         guarantee=settings.worker.processing_guarantee,
