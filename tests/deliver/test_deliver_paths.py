@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,7 @@ class CrashOnce(WeChatClient):
         return await super().send(appid, body)
 
 
-async def test_attempt_left_by_an_aborted_batch_is_in_doubt_on_replay(
+async def test_call_failing_unexpectedly_after_its_attempt_committed_is_in_doubt_not_resent(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = make_world()
@@ -289,3 +290,37 @@ async def test_attempt_left_by_an_aborted_batch_is_in_doubt_on_replay(
         assert h.sends_by_nid() == {}  # never resent after the replay
         assert [o.reason for o in await h.outcomes()] == ["in_doubt"]
         assert metric(m.registry, "wxsub_in_doubt_total", state="detected") == 1
+
+
+SLOW_TIMER = replace(FAST, timer_interval_s=60.0)  # the timer cannot be what writes the answers
+
+
+async def test_answers_are_written_with_no_further_batch_and_no_timer(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    world = make_world(users=5, credits=1)
+    async with (
+        harness(kafka_bootstrap, world) as h,
+        run_stage(h.settings, tmp_path, policy=SLOW_TIMER),
+    ):
+        faults(h.sandbox, latency={"dist": "fixed", "s": 0.3})
+        await h.produce(intent(world, o, 0) for o in LOAD[:5])
+        ledger = await h.wait_ledger(h.all_in("sent"))  # a settle turn wrote them
+        assert {ledger[i.notification_id].state for i in h.intents} == {"sent"}
+        assert Counter(o.reason for o in await h.outcomes()) == {"sent": 5}
+
+
+async def test_answers_in_flight_at_stop_are_written_before_the_partitions_go(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    world = make_world(users=5, credits=1)
+    # no settle turn comes due (a minute's commit interval) and no timer: only the stop settles
+    async with harness(kafka_bootstrap, world, commit_interval_ms=60_000) as h:
+        faults(h.sandbox, latency={"dist": "fixed", "s": 1.5})
+        async with run_stage(h.settings, tmp_path, policy=SLOW_TIMER):
+            await h.produce(intent(world, o, 0) for o in LOAD[:5])
+            await h.wait_ledger(h.all_in("attempt"))  # committed; the calls are in flight
+        ledger = await h.ledger()
+        assert {ledger[i.notification_id].state for i in h.intents} == {"sent"}
+        assert Counter(o.reason for o in await h.outcomes()) == {"sent": 5}
+        assert all(len(calls) == 1 for calls in h.sends_by_nid().values())

@@ -1,12 +1,17 @@
 """The deliver stage: intents -> WeChat subscribe/send, each notification id at most once.
 
-Per batch (one partition): receipts (``sent`` SubscriptionEvents) settle in-doubt entries; each
-intent is looked up in the ``ledger`` store and, if new, sent in *waves*: the n-th intent of every
-user in the batch forms wave n. A wave writes its ``attempt`` entries (store + deliveries topic)
-and commits the transaction (``ctx.commit()``) before any HTTP call, then calls WeChat
-concurrently (process-wide ``max_in_flight`` semaphore; one call at a time per user), then writes
-the final entries, which commit with the next wave's attempts or with the input offsets. Retries
-and crash leftovers are handled by ``on_timer`` through a DueIndex. Every decision is in
+Per batch (one partition): the answers of the partition's calls still in flight are awaited and
+their final entries written first; receipts (``sent`` SubscriptionEvents) settle in-doubt
+entries; each intent is looked up in the ``ledger`` store and, if new, sent in *waves*: the n-th
+intent of every user in the batch forms wave n. A wave writes its ``attempt`` entries (store +
+deliveries topic); no request leaves before they have committed. Every wave but the last commits
+(``ctx.commit()``), calls WeChat concurrently (process-wide ``max_in_flight`` semaphore; one call
+at a time per user) and writes the finals. The last wave's attempts commit with the batch's input
+offsets, and its calls start only then (``ctx.on_commit``) and run while the partition fetches its
+next batch: their finals are written by the partition's next turn (a batch, the timer, or a
+``settle`` turn the runtime gives it when idle or before it gives the partition up). So a batch
+costs one transaction, and the partition does not wait for WeChat between batches. Retries and
+crash leftovers are handled by ``on_timer`` through a DueIndex. Every decision is in
 ``wxsub.agents.rules.delivery``; ``docs/delivery.md`` explains the guarantees.
 """
 
@@ -18,6 +23,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -26,7 +32,7 @@ from aiokafka import ConsumerRecord
 from wxsub.agents.base import DueIndex, StageEnv, count, labelled
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
-from wxsub.errors import InputError, QuotaExceeded, WeChatError
+from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
 from wxsub.streams.stage import PartitionContext, StageSpec
@@ -38,6 +44,7 @@ __all__ = ["DeliverStage", "Ledger"]
 log = logging.getLogger(__name__)
 
 Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
+Answer = SendResult | WeChatError
 _COUNT_RATE = 10_000  # due entries per second of gauge staleness (see _count_backlog)
 
 
@@ -94,6 +101,19 @@ def _user_index(entry: Entry | None) -> bytes | None:
     return prefix + b"%013d|" % entry.attempt_at + entry.notification_id.encode()
 
 
+class _InFlight:
+    """A partition's calls started after a commit, and (once awaited) the steps they lead to.
+
+    ``store`` is the partition's ledger store when they started: a partition given up and
+    taken back has a new store, and what was in flight before is its old owner's to settle
+    (its attempts are found as leftovers)."""
+
+    def __init__(self, store: PartitionStore, calls: list[tuple[Entry, asyncio.Task[Answer]]]):
+        self.store = store
+        self.calls = calls
+        self.steps: list[tuple[Entry, Step]] | None = None  # kept if the writing turn aborts
+
+
 class DeliverStage:
     """Built by the worker as ``DeliverStage(env, client)``; ``policy`` overrides the retry
     knobs (``in_doubt_resend`` always follows ``settings.worker.in_doubt_policy``)."""
@@ -116,11 +136,13 @@ class DeliverStage:
         # partition -> (monotonic time counted, due entries): the deferred gauge
         self._backlog: dict[int, tuple[float, int]] = {}
         self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
+        self._in_flight: dict[int, _InFlight] = {}  # partition -> calls started after a commit
 
     # --- runtime entry points -------------------------------------------------------------------
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         ledger = Ledger(ctx.stores["ledger"])
+        await self._settle(ctx, ledger)
         now = self.env.clock()
         intents: list[Intent] = []
         for rec in records:
@@ -147,6 +169,7 @@ class DeliverStage:
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         self._resume(now_ms)
         ledger = Ledger(ctx.stores["ledger"])
+        await self._settle(ctx, ledger)
         pending: list[Pending] = []
         limit = self.env.settings.worker.max_in_flight
         for due_ms, raw in list(ledger.due.due(now_ms, limit)):
@@ -173,11 +196,43 @@ class DeliverStage:
         total = sum(n for _, n in self._backlog.values())
         self.env.metrics.deferred.labels(rules.STAGE).set(total)
 
+    # --- work in flight (the runtime's Settling protocol) -----------------------------------------
+
+    def unsettled(self, partition: int) -> bool:
+        return partition in self._in_flight
+
+    async def settle(self, ctx: PartitionContext) -> None:
+        await self._settle(ctx, Ledger(ctx.stores["ledger"]))
+
+    async def _settle(self, ctx: PartitionContext, ledger: Ledger) -> None:
+        """Await the partition's calls in flight and write their finals into this transaction
+        (forgotten once it commits; written again by the next turn if it aborts)."""
+        flight = self._in_flight.get(ctx.partition)
+        if flight is None:
+            return
+        if flight.store is not ledger.store:
+            del self._in_flight[ctx.partition]  # started under an earlier ownership
+            return
+        if flight.steps is None:
+            got = await asyncio.gather(*(task for _, task in flight.calls), return_exceptions=True)
+            answers = [a if isinstance(a, Answer) else _unknown(a) for a in got]
+            flight.steps = self._results([a for a, _ in flight.calls], answers)
+        for attempt, step in flight.steps:
+            await self._apply(ctx, ledger, attempt, step)
+
+        def forget() -> None:
+            if self._in_flight.get(ctx.partition) is flight:
+                del self._in_flight[ctx.partition]
+
+        ctx.on_commit(forget)
+
     # --- sending --------------------------------------------------------------------------------
 
     async def _deliver(self, ctx: PartitionContext, ledger: Ledger, pending: list[Pending]) -> None:
-        """Send in waves: at most one call per user at a time, attempts durable first."""
-        for wave in _waves(pending):
+        """Send in waves: at most one call per user at a time, attempts durable first. The last
+        wave's calls start once the turn has committed (see the module docstring)."""
+        waves = _waves(pending)
+        for n, wave in enumerate(waves, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
@@ -190,18 +245,32 @@ class DeliverStage:
                 calls.append(attempt)
             if not calls:
                 continue
+            if n == len(waves):
+                ctx.on_commit(partial(self._start_calls, ctx.partition, ledger.store, calls))
+                return
             await ctx.commit()  # the attempts are durable before any request leaves
             answers = await asyncio.gather(*(self._call(a) for a in calls))
-            now = self.env.clock()
-            for attempt, answer in zip(calls, answers, strict=True):
-                pause = self._on_quota(attempt.appid, now) if _quota(answer) else None
-                step = rules.on_result(
-                    attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
-                )
-                self._count_send(attempt, answer, step, now)
+            for attempt, step in self._results(calls, answers):
                 await self._apply(ctx, ledger, attempt, step)
 
-    async def _call(self, attempt: Entry) -> SendResult | WeChatError:
+    def _start_calls(self, partition: int, store: PartitionStore, calls: list[Entry]) -> None:
+        tasks = [(a, asyncio.ensure_future(self._call(a))) for a in calls]
+        self._in_flight[partition] = _InFlight(store, tasks)
+
+    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[tuple[Entry, Step]]:
+        """The step each answer leads to (metrics counted here, once)."""
+        now = self.env.clock()
+        out = []
+        for attempt, answer in zip(calls, answers, strict=True):
+            pause = self._on_quota(attempt.appid, now) if _quota(answer) else None
+            step = rules.on_result(
+                attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
+            )
+            self._count_send(attempt, answer, step, now)
+            out.append((attempt, step))
+        return out
+
+    async def _call(self, attempt: Entry) -> Answer:
         assert attempt.intent is not None
         async with self._slots:
             started = time.perf_counter()
@@ -321,6 +390,13 @@ class DeliverStage:
         if step.result == SENT:
             seconds = max(0.0, (now - attempt.occurred_at) / 1000)
             labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
+
+
+def _unknown(exc: BaseException) -> InDoubtError:
+    """A call that ended in an unexpected error (a bug, or cancelled at shut-down): the request
+    may have left, so its attempt is in doubt."""
+    log.error("WeChat call failed unexpectedly", exc_info=exc)
+    return InDoubtError(f"call failed: {type(exc).__name__}")
 
 
 def _quota(answer: object) -> bool:
