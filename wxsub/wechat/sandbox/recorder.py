@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,9 +43,12 @@ class CallRecord:
     latency_s: float = 0.0  # injected latency
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict (shallow: ``data`` is shared, as nothing changes it; a deep copy
+        by ``dataclasses.asdict`` was ~20% of the sandbox's CPU per send)."""
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(CallRecord))
 _FILTERS = ("endpoint", "appid", "openid", "template_id", "errcode", "dropped", "processed")
 
 
