@@ -51,13 +51,17 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:
     if args.tiny:
-        return {"events": 600, "faust": 200, "rates": [50], "seconds": 1.0, "fanout": 2000}
+        return {
+            "events": 600, "faust": 200, "rates": [50], "seconds": 1.0, "fanout": 2000,
+            "partitions": args.latency_partitions,
+        }  # fmt: skip
     return {
         "events": args.events,
         "faust": args.faust_events,
         "rates": [500, 1000, 2000],
         "seconds": args.seconds,
         "fanout": args.fanout,
+        "partitions": args.latency_partitions,
     }
 
 
@@ -105,7 +109,10 @@ async def bench_pipeline(boot: str, size: dict[str, Any], work: Path, out: dict[
 
 
 async def bench_latency(boot: str, size: dict[str, Any], work: Path, out: dict[str, Any]) -> None:
-    res = await run_latency(boot, work / "latency", size["rates"], size["seconds"])
+    res = await run_latency(
+        boot, work / "latency", size["rates"], size["seconds"], partitions=size["partitions"]
+    )
+    print(f"  ({size['partitions']} partitions)")
     for r in res:
         print(
             f"  {r['rate']:>5}/s  p50 {r['p50_ms']:>7.0f} ms  p95 {r['p95_ms']:>7.0f} ms  "
@@ -178,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faust-events", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per latency rate")
     parser.add_argument("--fanout", type=int, default=1_000_000)
+    parser.add_argument(
+        "--latency-partitions", type=int, default=2, help="partitions of the latency deployment"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # unwind, so a LocalKafka we started stops

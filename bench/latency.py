@@ -7,6 +7,12 @@ is the wall clock at receipt). Events are published at a fixed rate (each a ``pa
 status of its own order, users round-robin); latency of an event = sandbox receipt time - the
 moment it was handed to the producer. Exactly-once by default.
 
+Partitions: 2 by default, one per core for one worker per stage. Under exactly-once every
+partition of every stage commits its own transactions (per-partition producers: EOS v1, the
+scheme aiokafka's transaction APIs allow), each ~7 ms of broker and client CPU here, so the
+transactions per second, and the CPU they take, grow with the partition count at a given rate.
+``partitions=8`` (``--latency-partitions 8``) measures an over-partitioned deployment.
+
 Per hop (``hops_ms``, medians): the CreateTime of the record each stage wrote for the event
 (orders' candidate, decide's intent, deliver's first ``deliveries`` entry, the attempt) is when
 that stage appended it, i.e. processed the event, so publish -> orders, orders -> decide,
@@ -109,6 +115,7 @@ async def run_latency(
     users: int = 2000,
     max_in_flight: int = 1000,
     deliver_workers: int = 1,
+    partitions: int = 2,
 ) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox, base, record = start_sandbox(workdir)
@@ -125,7 +132,9 @@ async def run_latency(
         # deliver takes at most max_in_flight intents per poll (worker.py): raise it so one
         # poll cycle (two transactions per partition) carries ~1 s of events at 1 k/s
         env = {"WXSUB_WORKER_MAX_IN_FLIGHT": str(max_in_flight)}
-        dep = Deployment(bootstrap, workdir, config_toml=config, extra_env=env)
+        dep = Deployment(
+            bootstrap, workdir, partitions=partitions, config_toml=config, extra_env=env
+        )
         await dep.create_topics()
         await dep.seed_users(openids, credits=total)
         workers = [dep.start("orders,products,decide", 0)]
