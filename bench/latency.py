@@ -13,6 +13,10 @@ scheme aiokafka's transaction APIs allow), each ~7 ms of broker and client CPU h
 transactions per second, and the CPU they take, grow with the partition count at a given rate.
 ``partitions=8`` (``--latency-partitions 8``) measures an over-partitioned deployment.
 
+CPU (``cpu_pct``, % of one core over each rate's publishing and draining) of every process on
+the machine's cores: the broker (when it listens locally), the sandbox, the workers and this
+process (the publisher). Under exactly-once most of it is transactions: see docs/design.md.
+
 Per hop (``hops_ms``, medians): the CreateTime of the record each stage wrote for the event
 (orders' candidate, decide's intent, deliver's first ``deliveries`` entry, the attempt) is when
 that stage appended it, i.e. processed the event, so publish -> orders, orders -> decide,
@@ -23,6 +27,7 @@ upstream transaction's commit plus the downstream fetch and poll.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -43,7 +48,9 @@ from bench.common import (
     PRICE_TID,
     SECRET,
     Deployment,
+    listener_pid,
     order_event,
+    proc_cpu_s,
     read_topic,
     wait_until,
 )
@@ -142,7 +149,11 @@ async def run_latency(
         try:
             for w in workers:
                 await wait_until(w.healthy, 90, what="worker ready")
-            return await _rates(dep, openids, record, rates, seconds)
+            port = int(bootstrap.rsplit(":", 1)[1])
+            pids = {"broker": listener_pid(port), "sandbox": sandbox.pid}
+            pids |= {"upstream": workers[0].pid, "publisher": os.getpid()}
+            pids |= {f"deliver{i + 1}": w.pid for i, w in enumerate(workers[1:])}
+            return await _rates(dep, openids, record, rates, seconds, pids)
         except Exception:
             print(*(w.tail() for w in workers))
             raise
@@ -155,7 +166,12 @@ async def run_latency(
 
 
 async def _rates(
-    dep: Deployment, openids: list[str], record: Path, rates: list[int], seconds: float
+    dep: Deployment,
+    openids: list[str],
+    record: Path,
+    rates: list[int],
+    seconds: float,
+    pids: dict[str, int | None],
 ) -> list[dict[str, Any]]:
     producer = AIOKafkaProducer(
         bootstrap_servers=dep.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
@@ -167,17 +183,24 @@ async def _rates(
         await _publish(dep, producer, openids, sends, 50, 1.0, "warm")  # token, connections
         for rate in rates:
             tag = f"r{rate}"
+            cpu0 = {name: proc_cpu_s(pid) for name, pid in pids.items() if pid}
+            t0 = time.monotonic()
             published = await _publish(dep, producer, openids, sends, rate, seconds, tag)
+            span = time.monotonic() - t0
+            cpu = {n: (proc_cpu_s(pids[n] or 0) - c) / span * 100 for n, c in cpu0.items()}
             got = sends.poll()
             lat = [got[k] - t for k, t in published.items()]
             q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
+            per_hop = await _hops(dep, tag, published, got)
             results.append(
                 {"rate": rate, "events": len(lat), "p50_ms": q[49] * 1e3,
                  "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(lat) * 1e3,
-                 "hops_ms": await _hops(dep, tag, published, got)}
+                 "hops_ms": per_hop, "cpu_pct": cpu}
             )  # fmt: skip
-            hops = ", ".join(f"{k} {v:.0f}" for k, v in results[-1]["hops_ms"].items())
+            hops = ", ".join(f"{k} {v:.0f}" for k, v in per_hop.items())
             print(f"  {rate:>5}/s  median ms per hop: {hops}", flush=True)
+            used = ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+            print(f"  {rate:>5}/s  CPU (% of a core): {used}, total {sum(cpu.values()):.0f}%")
     finally:
         await producer.stop()
     return results
