@@ -9,7 +9,7 @@ moment it was handed to the producer. Exactly-once by default.
 
 Partitions: 2 by default, one per core for one worker per stage. Under exactly-once every
 partition of every stage commits its own transactions (per-partition producers: EOS v1, the
-scheme aiokafka's transaction APIs allow), each ~7 ms of broker and client CPU here, so the
+scheme aiokafka's transaction APIs allow), each 5-7 ms of broker and client CPU here, so the
 transactions per second, and the CPU they take, grow with the partition count at a given rate.
 ``partitions=8`` (``--latency-partitions 8``) measures an over-partitioned deployment.
 

@@ -45,3 +45,4 @@ def test_txn_probe_runs(kafka_bootstrap: str) -> None:
     out = _run("bench.txn_probe", "--bootstrap", kafka_bootstrap, "--n", "2")
     assert "as shipped" in out
     assert "wxsub.streams.aiokafka_tuning" in out
+    assert "CPU per transaction: aiokafka" in out
