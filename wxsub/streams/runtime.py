@@ -16,6 +16,13 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   only then apply the overlays to local RocksDB (see store.py). Any failure aborts, drops the
   overlays and rewinds the partition to its committed offsets.
 - Timers (``stage.on_timer``) run per partition in their own transactions.
+- ``commit_interval_ms``: a partition's batches start at least this far apart (held paused
+  until then), which bounds its transactions per second (each costs ~5-7 ms of broker and
+  client CPU, whatever it carries: docs/design.md).
+- A ``Settling`` stage (stage.py) may start work after a commit (``ctx.on_commit``) whose
+  results a later transaction writes: an idle partition with such work gets a ``settle`` turn
+  once the commit interval has passed, and every partition is settled before a rebalance or
+  shut-down gives it up.
 - Partitions are pipelined: each batch of ``p`` (then its timer, when due) runs as its own task
   while ``p``'s input partitions are paused, and ``p`` is resumed as soon as its own commit is
   done, so it fetches its next batch without waiting for the slowest partition (a
