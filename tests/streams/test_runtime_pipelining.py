@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from tests.fixtures.kafka_helpers import create_topic, read_all, unique_name
+from tests.streams.running import running
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import PartitionContext, StageSpec
 
@@ -69,22 +70,22 @@ async def _running(
         stage.batches[p] += 1
         stage.records[p] += n
 
-    runner = StageRunner(
-        stage,
-        bootstrap=bootstrap,
-        app_id=unique_name("pipe"),
-        state_dir=tmp_path,
-        changelog_topic=lambda s, n: f"{stage.spec.inputs[0]}-{s}-{n}-changelog",
-        session_timeout_ms=6000,
-        on_commit=on_commit,
-    )
-    task = asyncio.create_task(runner.run())
-    try:
-        yield runner, task
-    finally:
-        stage.gate.set()
-        await runner.stop()
-        await asyncio.wait_for(task, 60)
+    async with running(bootstrap, tmp_path, stage, on_commit=on_commit) as (runner, task):
+        try:
+            yield runner, task
+        finally:
+            stage.gate.set()  # before the stop, which waits for the transaction at the gate
+
+
+@contextlib.asynccontextmanager
+async def _partition_0_held(
+    bootstrap: str, tmp_path: Path, stage: GatedStage
+) -> AsyncIterator[tuple[AIOKafkaProducer, StageRunner, asyncio.Task[None]]]:
+    """The stage running, with partition 0's first batch waiting at the stage's gate."""
+    async with _producer(bootstrap) as producer, _running(bootstrap, tmp_path, stage) as (r, t):
+        await producer.send_and_wait(stage.spec.inputs[0], b"a0", key=b"a0", partition=0)
+        await _until(stage.at_gate.is_set, "partition 0 reached the gate")
+        yield producer, r, t
 
 
 async def _topics(bootstrap: str) -> tuple[str, str]:
@@ -113,12 +114,6 @@ async def _producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await producer.stop()
 
 
-async def _hold_partition_0(producer: AIOKafkaProducer, inp: str, stage: GatedStage) -> None:
-    """Send partition 0 a record and wait until its batch waits at the stage's gate."""
-    await producer.send_and_wait(inp, b"a0", key=b"a0", partition=0)
-    await _until(stage.at_gate.is_set, "partition 0 reached the gate")
-
-
 async def _outputs(bootstrap: str, out: str) -> dict[int, list[bytes]]:
     got: dict[int, list[bytes]] = defaultdict(list)
     for rec in await read_all(bootstrap, out, isolation="read_committed"):
@@ -132,19 +127,17 @@ async def test_partition_in_flight_does_not_hold_back_the_others(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out)
     commits = stage.batches
-    async with _producer(kafka_bootstrap) as producer:
-        async with _running(kafka_bootstrap, tmp_path, stage) as (runner, _):
-            await _hold_partition_0(producer, inp, stage)
-            # partition 0's transaction is open at the gate: partition 1 goes on, batch by batch
-            for i in range(3):
-                await producer.send_and_wait(inp, f"b{i}".encode(), key=b"b", partition=1)
-                await _until(lambda i=i: commits[1] >= i + 1, f"partition 1 batch {i}")
-            await producer.send_and_wait(inp, b"a1", key=b"a1", partition=0)
-            assert commits[0] == 0
-            assert stage.timers[1] > 0  # timers run on the idle partition meanwhile
-            stage.gate.set()
-            await _until(lambda: commits[0] >= 2, "partition 0's two batches")
-        assert runner.committed_batches >= 5
+    async with _partition_0_held(kafka_bootstrap, tmp_path, stage) as (producer, runner, _):
+        # partition 0's transaction is open at the gate: partition 1 goes on, batch by batch
+        for i in range(3):
+            await producer.send_and_wait(inp, f"b{i}".encode(), key=b"b", partition=1)
+            await _until(lambda i=i: commits[1] >= i + 1, f"partition 1 batch {i}")
+        await producer.send_and_wait(inp, b"a1", key=b"a1", partition=0)
+        assert commits[0] == 0
+        assert stage.timers[1] > 0  # timers run on the idle partition meanwhile
+        stage.gate.set()
+        await _until(lambda: commits[0] >= 2, "partition 0's two batches")
+    assert runner.committed_batches >= 5
     got = await _outputs(kafka_bootstrap, out)
     assert got[0] == [b"a0", b"a1"]  # the record that came while p0 was busy: after, once
     assert got[1] == [b"b0", b"b1", b"b2"]
@@ -157,14 +150,12 @@ async def test_failed_partition_backs_off_alone_and_replays_once(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out, fail_first=True)
     commits = stage.batches
-    async with _producer(kafka_bootstrap) as producer:
-        async with _running(kafka_bootstrap, tmp_path, stage):
-            await _hold_partition_0(producer, inp, stage)
-            stage.gate.set()  # its transaction aborts: partition 0 backs off for a second
-            await producer.send_and_wait(inp, b"b0", key=b"b", partition=1)
-            await _until(lambda: commits[1] >= 1, "partition 1 while 0 backs off")
-            await producer.send_and_wait(inp, b"a1", key=b"a1", partition=0)
-            await _until(lambda: stage.records[0] >= 2, "partition 0 after its back-off")
+    async with _partition_0_held(kafka_bootstrap, tmp_path, stage) as (producer, _, _):
+        stage.gate.set()  # its transaction aborts: partition 0 backs off for a second
+        await producer.send_and_wait(inp, b"b0", key=b"b", partition=1)
+        await _until(lambda: commits[1] >= 1, "partition 1 while 0 backs off")
+        await producer.send_and_wait(inp, b"a1", key=b"a1", partition=0)
+        await _until(lambda: stage.records[0] >= 2, "partition 0 after its back-off")
     got = await _outputs(kafka_bootstrap, out)
     assert got[0] == [b"a0", b"a1"]  # the aborted attempt's send is gone; replayed once
     assert got[1] == [b"b0"]
@@ -176,13 +167,11 @@ async def test_stop_waits_for_the_transaction_in_flight(
     inp, out = await _topics(kafka_bootstrap)
     stage = GatedStage(inp, out)
     commits = stage.batches
-    async with _producer(kafka_bootstrap) as producer:
-        async with _running(kafka_bootstrap, tmp_path, stage) as (runner, task):
-            await _hold_partition_0(producer, inp, stage)
-            await runner.stop()
-            await asyncio.sleep(0.5)
-            assert not task.done()  # still waiting for partition 0's transaction
-            stage.gate.set()
-            await asyncio.wait_for(task, 60)
-            assert commits[0] == 1
+    async with _partition_0_held(kafka_bootstrap, tmp_path, stage) as (_, runner, task):
+        await runner.stop()
+        await asyncio.sleep(0.5)
+        assert not task.done()  # still waiting for partition 0's transaction
+        stage.gate.set()
+        await asyncio.wait_for(task, 60)
+        assert commits[0] == 1
     assert (await _outputs(kafka_bootstrap, out))[0] == [b"a0"]

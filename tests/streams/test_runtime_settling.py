@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from tests.fixtures.kafka_helpers import create_topic, read_all, unique_name
+from tests.streams.running import running
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import PartitionContext, Settling, StageSpec
 
@@ -57,7 +58,11 @@ class BackgroundStage:
         self.settle_turns += 1
         for value in await asyncio.gather(*jobs):
             await ctx.send(self.out, value, b"done:" + value, partition=ctx.partition)
-        ctx.on_commit(lambda: self.jobs.pop(ctx.partition, None))
+
+        def forget() -> None:
+            self.jobs.pop(ctx.partition, None)
+
+        ctx.on_commit(forget)
 
     def _start(self, partition: int, values: list[bytes]) -> None:
         self.started.update(values)
@@ -70,25 +75,12 @@ class BackgroundStage:
 
 @contextlib.asynccontextmanager
 async def _running(
-    bootstrap: str, tmp_path: Path, stage: object, interval_ms: int = 0
+    bootstrap: str, tmp_path: Path, stage: BackgroundStage, interval_ms: int = 0
 ) -> AsyncIterator[StageRunner]:
-    runner = StageRunner(
-        stage,  # type: ignore[arg-type]
-        bootstrap=bootstrap,
-        app_id=unique_name("settle"),
-        state_dir=tmp_path,
-        changelog_topic=lambda s, n: f"unused-{s}-{n}",
-        session_timeout_ms=6000,
-        commit_interval_ms=interval_ms,
-    )
-    task = asyncio.create_task(runner.run())
-    try:
-        async with asyncio.timeout(60):
-            await runner.ready.wait()
+    async with running(
+        bootstrap, tmp_path, stage, wait_ready=True, commit_interval_ms=interval_ms
+    ) as (runner, _):
         yield runner
-    finally:
-        await runner.stop()
-        await asyncio.wait_for(task, 60)
 
 
 async def _topics(bootstrap: str) -> tuple[str, str]:
