@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -21,32 +20,21 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench import sender
 from bench.baseline import run_baseline
-from bench.common import machine, order_events, produce, ratio
+from bench.common import broker, machine, order_events, produce, ratio
 from bench.fanout import run_fanout
 from bench.latency import run_latency
 from bench.pipeline import run_pipeline
-from wxsub.local_kafka import LocalKafka
 from wxsub.settings import KafkaSettings
 from wxsub.streams.topics import ensure_topics
 
 __all__ = ["main"]
 
 ALL = ("baseline", "pipeline", "latency", "fanout", "sender")
-
-
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    with LocalKafka() as kafka:
-        yield kafka.bootstrap
 
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,6 +8,7 @@ CPU read from ``/proc/<pid>/stat``), and the WeChat sandbox in a subprocess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from wxsub.agents.rules.subscriptions import UserState
+from wxsub.local_kafka import LocalKafka
 from wxsub.schemas import encode
 from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import OrderItem, OrderStatus, OrderStatusChanged
@@ -89,6 +91,16 @@ def free_port() -> int:
 
 
 # --- /proc ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    """``bootstrap`` if given, else a LocalKafka for the length of the block."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with LocalKafka() as kafka:
+        yield kafka.bootstrap
 
 
 def proc_cpu_s(pid: int) -> float:

@@ -27,22 +27,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.common import APPID, Deployment, Worker, openid, order_event, produce, wait_until
+from bench.common import (
+    APPID,
+    Deployment,
+    Worker,
+    broker,
+    openid,
+    order_event,
+    produce,
+    wait_until,
+)
 from wxsub.agents.rules.watches import WatchState
-from wxsub.local_kafka import LocalKafka
 from wxsub.schemas import encode
 from wxsub.schemas.records import ProductPriceChanged, target_key
 from wxsub.streams.outbox import partition_for
@@ -196,15 +202,6 @@ async def _restart(dep: Deployment, worker: Worker, n: int, tag: str) -> dict[st
     return {"resume_s": time.perf_counter() - t0, "rss_mib": worker.rss_mib()}
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    with LocalKafka() as kafka:
-        yield kafka.bootstrap
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
     parser.add_argument("-n", "--watchers", type=int, default=200_000)
@@ -218,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = tuple(s for s in args.restarts.split(",") if s)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    with _broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxfan-") as tmp:
+    with broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxfan-") as tmp:
         r = asyncio.run(run_fanout(boot, Path(tmp), args.watchers, modes, layouts, args.profile))
     for layout, x in r["layouts"].items():
         print(orjson.dumps({"layout": layout, **x}).decode())
