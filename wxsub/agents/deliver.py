@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -214,8 +214,7 @@ class DeliverStage:
             del self._in_flight[ctx.partition]  # started under an earlier ownership
             return
         if flight.steps is None:
-            got = await asyncio.gather(*(task for _, task in flight.calls), return_exceptions=True)
-            answers = [a if isinstance(a, Answer) else _unknown(a) for a in got]
+            answers = await _answers(task for _, task in flight.calls)
             flight.steps = self._results([a for a, _ in flight.calls], answers)
         for attempt, step in flight.steps:
             await self._apply(ctx, ledger, attempt, step)
@@ -249,7 +248,7 @@ class DeliverStage:
                 ctx.on_commit(partial(self._start_calls, ctx.partition, ledger.store, calls))
                 return
             await ctx.commit()  # the attempts are durable before any request leaves
-            answers = await asyncio.gather(*(self._call(a) for a in calls))
+            answers = await _answers(self._call(a) for a in calls)
             for attempt, step in self._results(calls, answers):
                 await self._apply(ctx, ledger, attempt, step)
 
@@ -390,6 +389,12 @@ class DeliverStage:
         if step.result == SENT:
             seconds = max(0.0, (now - attempt.occurred_at) / 1000)
             labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
+
+
+async def _answers(calls: Iterable[Awaitable[Answer]]) -> list[Answer]:
+    """Every call's answer; a call that raised instead is in doubt (see ``_unknown``)."""
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    return [a if isinstance(a, Answer) else _unknown(a) for a in got]
 
 
 def _unknown(exc: BaseException) -> InDoubtError:
