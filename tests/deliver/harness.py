@@ -22,6 +22,7 @@ from tests.fixtures.sandbox import APPID, ORDER_TID, SECRET, send_body, world_do
 from wxsub.agents.base import StageEnv
 from wxsub.agents.deliver import DeliverStage
 from wxsub.agents.rules.delivery import DeliveryPolicy
+from wxsub.errors import SetupError
 from wxsub.merchants import Merchants
 from wxsub.schemas import SUBSCRIPTION, encode
 from wxsub.schemas.internal import (
@@ -199,7 +200,10 @@ class Harness:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            ledger = await self.ledger()
+            try:
+                ledger = await self.ledger()
+            except SetupError:  # the workers have not created the topics yet
+                ledger = {}
             if done(ledger) or loop.time() > deadline:
                 return ledger
             await asyncio.sleep(0.3 + len(ledger) / 20_000)  # big runs: read less often

@@ -14,7 +14,7 @@ import logging
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, count
+from wxsub.agents.base import DueIndex, StageEnv, tally
 from wxsub.agents.rules import decide as rules
 from wxsub.agents.rules.subscriptions import (
     UserState,
@@ -128,7 +128,7 @@ class DecideAgent:
             new, outcome = apply_subscription(state, ev, cfg, now)
             granted = sum(new.credits.values()) - sum(state.credits.values())
             if granted > 0:
-                self.env.metrics.credits.labels("granted").inc(granted)
+                tally(ctx, self.env.metrics.credits, "granted", n=granted)
         users.put(rec.key, new)
         await self.env.emit_outcomes(ctx, (outcome,))
 
@@ -139,9 +139,9 @@ class DecideAgent:
         for intent in intents:
             key = user_key(intent.appid, intent.openid).encode()
             await ctx.send(topic, key, encode_internal(intent))
-            count(self.env.metrics.intents, intent.kind, intent.template_id)
-            count(self.env.metrics.credits, "consumed")
+            tally(ctx, self.env.metrics.intents, intent.kind, intent.template_id)
+            tally(ctx, self.env.metrics.credits, "consumed")
         for o in decision.outcomes:
             if o.reason not in ("quiet_hours_deferred",):
-                count(self.env.metrics.suppressed, o.kind, o.reason)
+                tally(ctx, self.env.metrics.suppressed, o.kind, o.reason)
         await self.env.emit_outcomes(ctx, decision.outcomes)

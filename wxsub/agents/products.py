@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, count
+from wxsub.agents.base import DueIndex, StageEnv, tally
 from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
@@ -131,7 +131,7 @@ class ProductsAgent:
         appid = fan.ev.appid
         for doc in docs:
             await ctx.send(topic, user_key(appid, doc["openid"]).encode(), fan.encode(doc))
-        count(self.env.metrics.candidates, str(fan.kind), n=len(docs))
+        tally(ctx, self.env.metrics.candidates, str(fan.kind), n=len(docs))
 
 
 def _more(store: PartitionStore, prefix: bytes, last: bytes) -> bool:

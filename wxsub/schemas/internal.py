@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 import orjson
 
 from wxsub.schemas.records import user_key  # one definition of the per-user partitioning key
-from wxsub.schemas.struct import record
+from wxsub.schemas.struct import field_names, record
 
 __all__ = [
     "MARKETING_KINDS",
@@ -133,7 +133,6 @@ class Correction:
 
 
 T = TypeVar("T")
-_FIELDS: dict[type, frozenset[str]] = {}
 _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
@@ -171,11 +170,12 @@ def decode_internal(cls: type[T], raw: bytes | str) -> T:
     doc = orjson.loads(raw)
     if "event_ids" in doc:
         doc["event_ids"] = tuple(doc["event_ids"])
-    try:  # the common case: written by this version, exactly the fields of cls
+    names = field_names(cls)
+    if len(doc) == len(names) and tuple(doc) == names:  # written by this version (struct.py)
+        return cls(*doc.values())
+    try:  # fields in another order, or defaults left out
         return cls(**doc)
     except TypeError:
         pass
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in doc.items() if k in names})
+    known = frozenset(names)
+    return cls(**{k: v for k, v in doc.items() if k in known})

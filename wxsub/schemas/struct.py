@@ -7,19 +7,43 @@ and the pipeline builds about a dozen records per event. ``dataclass_transform``
 field is a type error (mypy runs strict on the package in CI): records stay immutable, checked
 statically instead of on every construction. ``unsafe_hash=True`` keeps them hashable by value,
 as frozen dataclasses are.
+
+``from_doc`` rebuilds a record from its decoded JSON object. ``cls(**doc)`` matches every key
+of a decoded dict against the parameter names by string comparison (orjson's keys are not the
+interned names): for an eleven-field record that is 16 k instructions, against 7 k for passing
+the values by position once the keys are checked to be the fields, in order (callgrind).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TypeVar, dataclass_transform
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, dataclass_transform
 
-__all__ = ["record"]
+__all__ = ["field_names", "from_doc", "record"]
 
 T = TypeVar("T")
+_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def record(cls: type[T]) -> type[T]:
     """Decorate a class as an immutable record (see the module docstring)."""
     return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A record class's field names, in order (cached)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def from_doc(cls: type[T], doc: Mapping[str, Any]) -> T:
+    """``cls(**doc)``, by position when ``doc`` holds exactly the fields in order (as written
+    by ``encode_internal``); otherwise by keyword, with the same errors."""
+    names = _NAMES.get(cls) or field_names(cls)
+    if len(doc) == len(names) and tuple(doc) == names:
+        return cls(*doc.values())
+    return cls(**doc)

@@ -4,8 +4,9 @@
 per record). A stage's records only become visible when its transaction commits, so nothing is
 gained by handing them to the producer one by one: the :class:`Outbox` appends each record to a
 ``BatchBuilder`` (aiokafka's C record-batch builder) of its topic-partition and submits the
-builders with ``send_batch`` when the transaction commits (or when one is full). Order within a
-topic-partition is kept, which is all Kafka orders anyway.
+builders with ``send_batch`` when the transaction commits (a full builder waits for that too,
+behind the next one of its topic-partition). Order within a topic-partition is kept, which is
+all Kafka orders anyway.
 
 Partitions are Kafka's default (murmur2 of the key, as the Java client and aiokafka compute it),
 so co-partitioning with topics written by other clients holds.
@@ -37,14 +38,49 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class Outbox:
-    """Records of one transaction, batched per topic-partition until :meth:`flush`."""
+    """Records of one transaction, batched per topic-partition until :meth:`flush`.
+
+    :meth:`append` is synchronous (a coroutine per record costs more than the append itself);
+    it only needs a topic's partition count, which :meth:`add` fetches once per topic.
+    """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._builders: dict[tuple[str, int], Any] = {}
+        self._full: list[tuple[tuple[str, int], Any]] = []  # full builders, in creation order
         self._partitions: dict[str, int] = {}
         # (future of a submitted batch, records in it); results are RecordMetadata of the batch
         self.submitted: list[tuple[asyncio.Future[Any], int]] = []
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None,
+        partition: int | None,
+    ) -> bool:
+        """Add a record; False (nothing added) when the topic's partition count is not known
+        yet and ``partition`` is None: :meth:`add` it instead."""
+        if partition is None:
+            n = self._partitions.get(topic)
+            if n is None:
+                return False
+            if key is None:
+                partition = random.randrange(n)  # noqa: S311 (not security: spreading records)
+            else:
+                partition = (murmurhash2(key, _KAFKA_SEED) & 0x7FFFFFFF) % n  # partition_for
+        slot = (topic, partition)
+        builder = self._builders.get(slot)
+        if builder is None:
+            builder = self._builders[slot] = self._producer.create_batch()
+        hdrs = list(headers) if headers else []
+        if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
+            self._full.append((slot, builder))
+            builder = self._builders[slot] = self._producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
+                raise ValueError(f"record too large for one batch on {topic}")
+        return True
 
     async def add(
         self,
@@ -54,22 +90,18 @@ class Outbox:
         headers: Sequence[tuple[str, bytes]] | None,
         partition: int | None,
     ) -> None:
-        if partition is None:
-            partition = await self._partition(topic, key)
-        slot = (topic, partition)
-        builder = self._builders.get(slot)
-        if builder is None:
-            builder = self._builders[slot] = self._producer.create_batch()
-        hdrs = list(headers) if headers else []
-        if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
-            await self._submit(slot, builder)
-            builder = self._builders[slot] = self._producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
-                raise ValueError(f"record too large for one batch on {topic}")
+        """:meth:`append`, learning the topic's partition count first when needed."""
+        if not self.append(topic, key, value, headers, partition):
+            parts = await self._producer.client._wait_on_metadata(topic)  # noqa: SLF001
+            self._partitions[topic] = len(parts)
+            self.append(topic, key, value, headers, partition)
 
     async def flush(self) -> None:
-        """Hand every open batch to the producer (they are sent after its linger)."""
+        """Hand every batch to the producer (they are sent after its linger), in order."""
+        full, self._full = self._full, []
         builders, self._builders = self._builders, {}
+        for slot, builder in full:  # a slot's full builders hold its earlier records
+            await self._submit(slot, builder)
         for slot, builder in builders.items():
             if builder.record_count():
                 await self._submit(slot, builder)
@@ -79,15 +111,7 @@ class Outbox:
         fut = await self._producer.send_batch(builder, slot[0], partition=slot[1])
         self.submitted.append((fut, count))
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
-        n = self._partitions.get(topic)
-        if n is None:
-            parts = await self._producer.client._wait_on_metadata(topic)  # noqa: SLF001
-            n = self._partitions[topic] = len(parts)
-        if key is None:
-            return random.randrange(n)  # noqa: S311 (not security: spreading keyless records)
-        return partition_for(key, n)
-
     def reset(self) -> None:
         self._builders = {}
+        self._full = []
         self.submitted = []

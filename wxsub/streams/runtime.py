@@ -611,7 +611,7 @@ class StageRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             box = changelog[name] = Outbox(unit.producer)
             topic = unit.changelogs[name]
             for key, value in pending.items():
-                await box.add(topic, key, value, None, unit.partition)
+                box.append(topic, key, value, None, unit.partition)
             await box.flush()
         if not ctx.in_txn:
             _run_callbacks(ctx)

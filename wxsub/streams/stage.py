@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -77,6 +77,8 @@ class PartitionContext:
     outbox: Outbox = field(init=False, repr=False)
     # run by the runtime after each successful commit of this context, then forgotten
     committed: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    # counter increments waiting for the commit (``wxsub.agents.base.tally``): key -> amount
+    tallies: dict[Any, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self._producer)
@@ -101,7 +103,8 @@ class PartitionContext:
         """
         if not self.in_txn:
             await self.begin()
-        await self.outbox.add(topic, key, value, headers, partition)
+        if not self.outbox.append(topic, key, value, headers, partition):
+            await self.outbox.add(topic, key, value, headers, partition)
         self.sent += 1
 
     async def commit(self) -> None:

@@ -58,15 +58,9 @@ def outcome(
     detail: str = "",
 ) -> Outcome:
     """An Outcome record (one place, so every stage fills the fields the same way)."""
+    # by position (half the cost of keywords, struct.py): Outcome(event_id, kind, reason,
+    # stage, appid, openid, template_id, notification_id, errcode, detail, at)
     return Outcome(
-        event_id=event_id,
-        kind=kind,
-        reason=reason,
-        stage=stage,
-        appid=appid,
-        openid=openid,
-        template_id=template_id,
-        notification_id=notification_id,
-        detail=detail,
-        at=at,
-    )
+        event_id, kind, reason, stage, appid, openid, template_id, notification_id, None,
+        detail, at,
+    )  # fmt: skip

@@ -24,7 +24,7 @@ import orjson
 
 from wxsub.errors import InDoubtError, PermanentError, QuotaExceeded, WeChatError
 from wxsub.schemas.internal import Correction, Delivery, Intent, Outcome, encode_internal
-from wxsub.schemas.struct import record
+from wxsub.schemas.struct import from_doc, record
 
 __all__ = [
     "ATTEMPT",
@@ -339,5 +339,5 @@ def decode_entry(raw: bytes) -> Entry:
     intent = doc.pop("intent", None)
     if intent is not None:
         intent["event_ids"] = tuple(intent["event_ids"])
-        doc["intent"] = Intent(**intent)
-    return Entry(**doc)
+        doc["intent"] = from_doc(Intent, intent)
+    return from_doc(Entry, doc)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field, replace
+from operator import attrgetter
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
-from wxsub.schemas.struct import record
+from wxsub.schemas.struct import from_doc, record
 
 __all__ = [
     "DEFAULT_RETENTION_S",
@@ -48,7 +49,7 @@ DEFAULT_RETENTION_S = 2 * 86_400
 
 
 def intent_from_dict(doc: Mapping[str, Any]) -> Intent:
-    return Intent(**{**doc, "event_ids": tuple(doc["event_ids"])})
+    return from_doc(Intent, {**doc, "event_ids": tuple(doc["event_ids"])})
 
 
 @record
@@ -124,6 +125,8 @@ class UserState:
 
     def next_due(self) -> int | None:
         """The earliest wall-clock time at which :func:`~.decide.on_timer` has work, if any."""
+        if not self.held and not self.deferred:  # (most users: asked twice per batch)
+            return None
         times = [h.until for h in self.held] + [d.release_at for d in self.deferred]
         return min(times, default=None)
 
@@ -162,6 +165,9 @@ def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
     return hit[1], hit[2]
 
 
+_send_at = attrgetter("at")
+
+
 def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
     """Forget ids and sends that can no longer matter (see the module docstring)."""
     retention, send_retention = _spans(cfg)
@@ -175,7 +181,7 @@ def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserStat
         seen, changed = {k: t for k, t in seen.items() if t >= horizon}, True
     if consumed and min(consumed.values()) < horizon:
         consumed, changed = {k: t for k, t in consumed.items() if t >= horizon}, True
-    if sends and min(s.at for s in sends) < send_horizon:
+    if sends and min(map(_send_at, sends)) < send_horizon:
         sends, changed = tuple(s for s in sends if s.at >= send_horizon), True
     if not changed:
         return state

@@ -27,6 +27,7 @@ import orjson
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.schemas.internal import Candidate, Outcome, encode_internal
 from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
+from wxsub.schemas.struct import from_doc
 
 __all__ = [
     "STAGE",
@@ -64,7 +65,7 @@ class WatchState:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> WatchState:
-        return cls(**doc)
+        return from_doc(cls, doc)
 
     @property
     def key(self) -> str:
