@@ -22,7 +22,13 @@ from tests.agents.factory import (
 )
 from wxsub.agents.rules.decide import decide, on_timer, quiet_release
 from wxsub.agents.rules.orders import apply_order_event
-from wxsub.agents.rules.subscriptions import UserState, apply_preference, apply_subscription
+from wxsub.agents.rules.subscriptions import (
+    UserState,
+    apply_preference,
+    apply_subscription,
+    decode_user,
+    encode_user,
+)
 from wxsub.merchants import QuietHours
 from wxsub.schemas.internal import (
     Candidate,
@@ -231,6 +237,20 @@ def test_state_with_held_and_deferred_round_trips() -> None:
     assert (
         on_timer(back, CFG, MORNING + HOUR).intents == on_timer(state, CFG, MORNING + HOUR).intents
     )
+
+
+def test_state_is_stored_short_and_the_full_form_still_reads() -> None:
+    state = decide(rich(), _logi("l1", T0), CFG, T0).state
+    state = decide(state, cand("price_drop", t=NIGHT), CFG, NIGHT + MIN).state
+    state = decide(state, cand(event_id="e2"), CFG, T0).state
+    assert state.sends and state.held and state.deferred
+    short = encode_user(state)
+    full = orjson.dumps(state)  # how versions before the short form stored it
+    assert len(short) < len(full)
+    assert b'"muted_kinds"' not in short  # empty parts are left out
+    assert decode_user(short) == state
+    assert decode_user(full) == state
+    assert decode_user(encode_user(UserState())) == UserState()
 
 
 def test_candidates_travel_as_internal_records() -> None:
