@@ -126,16 +126,24 @@ class StageEnv:
             self._names[(False, topic)] = name
         return name
 
-    async def decode(self, ctx: PartitionContext, rec: ConsumerRecord, stage: str) -> Any | None:
-        """The record's event, or None after sending it to the DLQ with the reason."""
+    def _decode(self, ctx: PartitionContext, rec: ConsumerRecord) -> Any:
+        """The record's event, or the InputError saying why not (not a coroutine: the happy
+        path is most of the stage's records, and one coroutine per record adds up)."""
         logical = self.logical(rec.topic)
         try:
             event = decode_topic(logical, rec.value or b"", self.settings.worker.max_event_bytes)
         except InputError as exc:
-            await self.dead_letter(ctx, rec, exc, stage)
             tally(ctx, self.metrics.events_invalid, logical, exc.reason)
-            return None
+            return exc
         tally(ctx, self.metrics.events_in, logical, type(event).__name__)
+        return event
+
+    async def decode(self, ctx: PartitionContext, rec: ConsumerRecord, stage: str) -> Any | None:
+        """The record's event, or None after sending it to the DLQ with the reason."""
+        event = self._decode(ctx, rec)
+        if isinstance(event, InputError):
+            await self.dead_letter(ctx, rec, event, stage)
+            return None
         return event
 
     async def decode_keyed(
@@ -143,8 +151,9 @@ class StageEnv:
     ) -> Any | None:
         """Like :meth:`decode`, and the record key must be the event's own key: an event on
         the wrong partition would miss its state (co-partitioning), so it goes to the DLQ."""
-        event = await self.decode(ctx, rec, stage)
-        if event is None:
+        event = self._decode(ctx, rec)
+        if isinstance(event, InputError):
+            await self.dead_letter(ctx, rec, event, stage)
             return None
         if rec.key is None or rec.key.decode(errors="replace") != event.key:
             err = InputError("wrong_key", f"record key must be the event key {event.key!r}")

@@ -82,12 +82,19 @@ class DecideAgent:
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         users = _Users(ctx.stores["users"])
         now = self.env.clock()
+        candidates = self.env.topic("candidates")
+        merchants = self.env.merchants
         for rec in records:
-            logical = self.env.logical(rec.topic)
             try:
-                if logical == "candidates":
-                    await self._candidate(ctx, users, rec, now)
-                elif logical == "corrections":
+                if rec.topic == candidates:  # most records (the rest: state events)
+                    cand = decode_internal(Candidate, rec.value)
+                    key = rec.key
+                    decision = rules.decide(users.get(key), cand, merchants.app(cand.appid), now)
+                    users.put(key, decision.state)
+                    await self._emit(ctx, decision.intents, decision)
+                    continue
+                logical = self.env.logical(rec.topic)
+                if logical == "corrections":
                     corr = decode_internal(Correction, rec.value)
                     users.put(rec.key, apply_correction(users.get(rec.key), corr))
                 else:
@@ -105,15 +112,6 @@ class DecideAgent:
             users.put(key, decision.state)
             await self._emit(ctx, decision.intents, decision)
         users.flush()
-
-    async def _candidate(
-        self, ctx: PartitionContext, users: _Users, rec: ConsumerRecord, now: int
-    ) -> None:
-        cand = decode_internal(Candidate, rec.value)
-        cfg = self.env.merchants.app(cand.appid)
-        decision = rules.decide(users.get(rec.key), cand, cfg, now)
-        users.put(rec.key, decision.state)
-        await self._emit(ctx, decision.intents, decision)
 
     async def _state_event(
         self, ctx: PartitionContext, users: _Users, rec: ConsumerRecord, now: int
@@ -142,7 +140,8 @@ class DecideAgent:
             await ctx.send(topic, key, encode_internal(intent))
             tally(ctx, self.env.metrics.intents, intent.kind, intent.template_id)
             tally(ctx, self.env.metrics.credits, "consumed")
-        for o in decision.outcomes:
-            if o.reason not in ("quiet_hours_deferred",):
-                tally(ctx, self.env.metrics.suppressed, o.kind, o.reason)
-        await self.env.emit_outcomes(ctx, decision.outcomes)
+        if decision.outcomes:
+            for o in decision.outcomes:
+                if o.reason not in ("quiet_hours_deferred",):
+                    tally(ctx, self.env.metrics.suppressed, o.kind, o.reason)
+            await self.env.emit_outcomes(ctx, decision.outcomes)

@@ -56,8 +56,10 @@ class OrdersAgent:
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
             _save(store, due, key, pending, step, cfg.orphan_after_s if cfg else 3600)
-            await self.env.emit_candidates(ctx, step.candidates)
-            await self.env.emit_outcomes(ctx, step.outcomes)
+            if step.candidates:
+                await self.env.emit_candidates(ctx, step.candidates)
+            if step.outcomes:
+                await self.env.emit_outcomes(ctx, step.outcomes)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["orders"]

@@ -186,7 +186,7 @@ def _item(doc: dict[str, Any]) -> OrderItem:
 
 
 def _order_status(d: dict[str, Any]) -> OrderStatusChanged:
-    items = tuple(_item(i) for i in d["items"]) if "items" in d else ()
+    items = tuple([_item(i) for i in d["items"]]) if "items" in d else ()
     return OrderStatusChanged(
         d["event_id"], _time(d, "occurred_at"), d["appid"], d["openid"], d["order_id"],
         d["status"], int(d["amount"]), d.get("currency", "CNY"), d.get("previous_status"),

@@ -112,7 +112,7 @@ class PendingLogistics:
 
 def pending_from_list(docs: Sequence[Mapping[str, Any]]) -> tuple[PendingLogistics, ...]:
     """Rebuild a stored pending list (``orjson.dumps(tuple_of_pending)``)."""
-    return tuple(PendingLogistics.from_dict(d) for d in docs)
+    return tuple([PendingLogistics.from_dict(d) for d in docs]) if docs else ()
 
 
 @record
