@@ -18,7 +18,7 @@ from wxsub.dlq import dead_letter
 from wxsub.errors import InputError
 from wxsub.merchants import Merchants
 from wxsub.schemas import decode_topic
-from wxsub.schemas.internal import Candidate, Outcome, encode_internal, user_key
+from wxsub.schemas.internal import Outcome, encode_internal, user_key
 from wxsub.settings import Settings
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.stage import PartitionContext
@@ -146,27 +146,27 @@ class StageEnv:
             return None
         return event
 
+    def keyed_event(self, ctx: PartitionContext, rec: ConsumerRecord) -> Any:
+        """The record's event, or the InputError saying why not (for the DLQ, ``reject``). The
+        record key must be the event's own key: an event on the wrong partition would miss its
+        state (co-partitioning). Synchronous, as ``_decode``."""
+        event = self._decode(ctx, rec)
+        if isinstance(event, InputError):
+            return event
+        if rec.key is None or rec.key.decode(errors="replace") != event.key:
+            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), "wrong_key")
+            return InputError("wrong_key", f"record key must be the event key {event.key!r}")
+        return event
+
     async def decode_keyed(
         self, ctx: PartitionContext, rec: ConsumerRecord, stage: str
     ) -> Any | None:
-        """Like :meth:`decode`, and the record key must be the event's own key: an event on
-        the wrong partition would miss its state (co-partitioning), so it goes to the DLQ."""
-        event = self._decode(ctx, rec)
+        """:meth:`keyed_event`, or None after sending the record to the DLQ with the reason."""
+        event = self.keyed_event(ctx, rec)
         if isinstance(event, InputError):
             await self.dead_letter(ctx, rec, event, stage)
             return None
-        if rec.key is None or rec.key.decode(errors="replace") != event.key:
-            err = InputError("wrong_key", f"record key must be the event key {event.key!r}")
-            await self.dead_letter(ctx, rec, err, stage)
-            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), err.reason)
-            return None
         return event
-
-    async def emit_candidates(self, ctx: PartitionContext, cands: Iterable[Candidate]) -> None:
-        topic = self.topic("candidates")
-        for c in cands:
-            await ctx.send(topic, user_key(c.appid, c.openid).encode(), encode_internal(c))
-            tally(ctx, self.metrics.candidates, c.kind)
 
     async def dead_letter(
         self, ctx: PartitionContext, rec: ConsumerRecord, error: Exception, stage: str

@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.base import DueIndex, StageEnv, tally
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
-from wxsub.schemas.internal import encode_internal
+from wxsub.errors import InputError
+from wxsub.schemas.internal import encode_internal, user_key
 from wxsub.schemas.records import OrderStatusChanged
 from wxsub.streams.stage import PartitionContext, StageSpec
 
@@ -39,9 +40,11 @@ class OrdersAgent:
         store = ctx.stores["orders"]
         due = DueIndex(store)
         now = self.env.clock()
+        candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
-            ev = await self.env.decode_keyed(ctx, rec, STAGE)
-            if ev is None:
+            ev = self.env.keyed_event(ctx, rec)
+            if isinstance(ev, InputError):
+                await self.env.dead_letter(ctx, rec, ev, STAGE)
                 continue
             key = rec.key
             order, pending = _load(store.get(key))
@@ -56,8 +59,10 @@ class OrdersAgent:
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
             _save(store, due, key, pending, step, cfg.orphan_after_s if cfg else 3600)
-            if step.candidates:
-                await self.env.emit_candidates(ctx, step.candidates)
+            for cand in step.candidates:
+                user = user_key(cand.appid, cand.openid).encode()
+                await ctx.send(candidates, user, encode_internal(cand))
+                tally(ctx, metrics.candidates, cand.kind)
             if step.outcomes:
                 await self.env.emit_outcomes(ctx, step.outcomes)
 

@@ -124,7 +124,7 @@ class ProductsAgent:
             await self.env.emit_outcomes(ctx, (rules.no_match_outcome(ev, now),))
 
     async def _emit(self, ctx: PartitionContext, fan: rules.Fanout, docs: list[Any]) -> None:
-        """The candidates of one chunk (what ``StageEnv.emit_candidates`` does, in bulk)."""
+        """The candidates of one chunk, in bulk (one tally for the chunk)."""
         if not docs:
             return
         topic = self.env.topic("candidates")
