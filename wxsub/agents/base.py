@@ -107,23 +107,22 @@ class StageEnv:
     metrics: WorkerMetrics
     clock: Callable[[], int] = field(default=wall_ms)
 
-    # name -> name, both ways (asked for on every record)
-    _names: dict[tuple[bool, str], str] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    # logical name -> topic, and topic -> logical name (asked for on every record)
+    _topics: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _logicals: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def topic(self, logical: str) -> str:
-        name = self._names.get((True, logical))
+        name = self._topics.get(logical)
         if name is None:
-            name = self._names[(True, logical)] = self.settings.kafka.topic(logical)
+            name = self._topics[logical] = self.settings.kafka.topic(logical)
         return name
 
     def logical(self, topic: str) -> str:
-        name = self._names.get((False, topic))
+        name = self._logicals.get(topic)
         if name is None:
             prefix = self.settings.kafka.topic_prefix
             name = topic[len(prefix) :] if topic.startswith(prefix) else topic
-            self._names[(False, topic)] = name
+            self._logicals[topic] = name
         return name
 
     def _decode(self, ctx: PartitionContext, rec: ConsumerRecord) -> Any:

@@ -52,9 +52,10 @@ def _values(
 ) -> dict[str, object]:
     """:func:`render_values`, converting only the ``money`` and ``times`` names given."""
     values: dict[str, object] = dict(cand.values)
-    values.update(
-        event_id=cand.event_id, appid=cand.appid, subject=cand.subject, event_time=cand.occurred_at
-    )
+    values["event_id"] = cand.event_id
+    values["appid"] = cand.appid
+    values["subject"] = cand.subject
+    values["event_time"] = cand.occurred_at
     status = values.get("status", values.get("state"))
     if isinstance(status, str) and status in kind.status_text:
         values["status_text"] = kind.status_text[status]
@@ -248,7 +249,7 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _url_text(value: object) -> str:
-    text = _text(value)
+    text = value if type(value) is str else _text(value)
     if _UNRESERVED.fullmatch(text):  # nothing to quote (ids, mostly): skip quote()
         return text
     return urllib.parse.quote(text, safe="")
