@@ -162,6 +162,9 @@ def plain(obj: Any) -> dict[str, Any]:
 
 def encode_internal(record: Any) -> bytes:
     """orjson bytes of a record (dataclasses nested anywhere), as ``orjson.dumps`` gives."""
+    enc = _ENCODERS.get(type(record))
+    if enc is not None:  # the record itself as a dict: one call less out of orjson per record
+        record = enc(record)
     return orjson.dumps(record, default=plain, option=orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
