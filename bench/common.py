@@ -334,6 +334,7 @@ class Deployment:
     extra_env: dict[str, str] = field(default_factory=dict)
     config_toml: str = ""
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    code_root: Path = ROOT  # the checkout whose ``wxsub`` the workers run (bench/ab.py)
 
     @property
     def app_id(self) -> str:
@@ -381,7 +382,8 @@ class Deployment:
             cmd[1:2] = ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile), "-m"]
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT, env=self.env(index, port), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=self.code_root, env=self.env(index, port), stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         return Worker(proc, port, log)
 

@@ -27,9 +27,19 @@ STAGES = "orders,products,decide"
 class Pipeline:
     """A deployment with the users seeded and ``n`` events waiting in order-status."""
 
-    def __init__(self, bootstrap: str, workdir: Path, n: int, users: int, guarantee: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        workdir: Path,
+        n: int,
+        users: int,
+        guarantee: str,
+        code_root: Path | None = None,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.dep = Deployment(bootstrap, workdir, guarantee=guarantee)
+        if code_root is not None:
+            self.dep.code_root = code_root
         self.n, self.users = n, users
 
     async def prepare(self) -> None:
@@ -41,9 +51,16 @@ class Pipeline:
 
 
 async def run_pipeline(
-    bootstrap: str, workdir: Path, n: int, users: int, guarantee: str, profile: bool = False
+    bootstrap: str,
+    workdir: Path,
+    n: int,
+    users: int,
+    guarantee: str,
+    profile: bool = False,
+    code_root: Path | None = None,
 ) -> dict[str, Any]:
-    pipe = Pipeline(bootstrap, workdir, n, users, guarantee)
+    """One run; ``code_root``: the checkout whose worker runs (default: this one)."""
+    pipe = Pipeline(bootstrap, workdir, n, users, guarantee, code_root)
     await pipe.prepare()
     dep = pipe.dep
     worker = dep.start(STAGES, profile=workdir / "profile.txt" if profile else None)

@@ -46,3 +46,11 @@ def test_txn_probe_runs(kafka_bootstrap: str) -> None:
     assert "as shipped" in out
     assert "wxsub.streams.aiokafka_tuning" in out
     assert "CPU per transaction: aiokafka" in out
+
+
+@pytest.mark.kafka
+def test_ab_runs_the_pipeline_for_both_checkouts(kafka_bootstrap: str) -> None:
+    out = _run("bench.ab", str(ROOT), str(ROOT), "--events", "300", "--pairs", "1",
+               "--bootstrap", kafka_bootstrap)  # fmt: skip
+    assert out.count("intents=300 dup=0") == 2, out
+    assert "B/A CPU per event, per pair" in out
