@@ -157,18 +157,31 @@ def _send(doc: Any) -> Send:
     return Send(doc["notification_id"], doc["at"], doc["marketing"])
 
 
-# the parts stored as they are (``sends`` is stored as arrays); empty parts are left out
-_STORED_AS_IS = (
-    "credits", "muted_templates", "muted_kinds", "pref_at", "events", "seen", "consumed", "held",
-    "deferred",
-)  # fmt: skip
-
-
 def encode_user(state: UserState) -> bytes:
     """The stored form of a state (the module docstring)."""
-    doc: dict[str, Any] = {name: part for name in _STORED_AS_IS if (part := getattr(state, name))}
+    # one test per part, spelled out: a comprehension over the names with getattr() costs
+    # 11 k instructions for a new user's state against 5 k (callgrind), once per user and batch
+    doc: dict[str, Any] = {}
+    if state.credits:
+        doc["credits"] = state.credits
+    if state.muted_templates:
+        doc["muted_templates"] = state.muted_templates
+    if state.muted_kinds:
+        doc["muted_kinds"] = state.muted_kinds
+    if state.pref_at:
+        doc["pref_at"] = state.pref_at
+    if state.events:
+        doc["events"] = state.events
+    if state.seen:
+        doc["seen"] = state.seen
+    if state.consumed:
+        doc["consumed"] = state.consumed
     if state.sends:
         doc["sends"] = [[s.notification_id, s.at, s.marketing] for s in state.sends]
+    if state.held:
+        doc["held"] = state.held
+    if state.deferred:
+        doc["deferred"] = state.deferred
     return encode_internal(doc)
 
 
