@@ -72,7 +72,7 @@ def tally(ctx: PartitionContext, metric: Any, *labels: str, n: float = 1) -> Non
 
 def _apply(pending: dict[Any, float]) -> None:
     for (metric, labels), n in pending.items():
-        _child(metric, labels)[2](n)
+        count(metric, *labels, n=n)
     pending.clear()
 
 
@@ -137,16 +137,8 @@ class StageEnv:
         tally(ctx, self.metrics.events_in, logical, type(event).__name__)
         return event
 
-    async def decode(self, ctx: PartitionContext, rec: ConsumerRecord, stage: str) -> Any | None:
-        """The record's event, or None after sending it to the DLQ with the reason."""
-        event = self._decode(ctx, rec)
-        if isinstance(event, InputError):
-            await self.dead_letter(ctx, rec, event, stage)
-            return None
-        return event
-
     def keyed_event(self, ctx: PartitionContext, rec: ConsumerRecord) -> Any:
-        """The record's event, or the InputError saying why not (for the DLQ, ``reject``). The
+        """The record's event, or the InputError saying why not (for :meth:`dead_letter`). The
         record key must be the event's own key: an event on the wrong partition would miss its
         state (co-partitioning). Synchronous, as ``_decode``."""
         event = self._decode(ctx, rec)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import field, fields, is_dataclass
+from dataclasses import field, is_dataclass
 from typing import Any, TypeVar, cast
 
 import orjson
 
 from wxsub.schemas.records import user_key  # one definition of the per-user partitioning key
-from wxsub.schemas.struct import field_names, record
+from wxsub.schemas.struct import field_names, from_doc, record
 
 __all__ = [
     "MARKETING_KINDS",
@@ -144,7 +144,7 @@ def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     order). Generated as ``dataclasses`` generates ``__init__``: the names are field names,
     which are identifiers, so the source cannot carry anything else.
     """
-    names = [f.name for f in fields(cls)]
+    names = field_names(cls)
     source = "lambda o: {" + ", ".join(f"{n!r}: o.{n}" for n in names) + "}"
     return cast(Callable[[Any], dict[str, Any]], eval(source))  # noqa: S307
 
@@ -173,12 +173,9 @@ def decode_internal(cls: type[T], raw: bytes | str) -> T:
     doc = orjson.loads(raw)
     if "event_ids" in doc:
         doc["event_ids"] = tuple(doc["event_ids"])
-    names = field_names(cls)
-    if len(doc) == len(names) and tuple(doc) == names:  # written by this version (struct.py)
-        return cls(*doc.values())
-    try:  # fields in another order, or defaults left out
-        return cls(**doc)
-    except TypeError:
+    try:  # written by this version (by position, struct.py), or with defaults left out
+        return from_doc(cls, doc)
+    except TypeError:  # fields a newer writer added
         pass
-    known = frozenset(names)
+    known = frozenset(field_names(cls))
     return cls(**{k: v for k, v in doc.items() if k in known})
