@@ -13,10 +13,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -ra
 
+SRC := wxsub wxsub_sandbox wxsub_dev tests bench
+
 lint: setup
-	$(VENV)/bin/ruff check wxsub tests bench
-	$(VENV)/bin/ruff format --check wxsub tests bench
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 soak: setup
 	$(PY) -m pytest -q -ra -m soak

@@ -28,13 +28,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from wxsub.agents.rules.subscriptions import UserState, encode_user
-from wxsub.local_kafka import LocalKafka
 from wxsub.schemas import encode
 from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import OrderItem, OrderStatus, OrderStatusChanged
 from wxsub.settings import KafkaSettings
 from wxsub.streams import reading
 from wxsub.streams.topics import changelog_name, ensure_topics
+from wxsub_dev.local_kafka import LocalKafka
 
 __all__ = [
     "APPID",

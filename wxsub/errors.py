@@ -76,7 +76,7 @@ class ProduceError(WxsubError):
 
 
 class PrometheusError(WxsubError):
-    """A Prometheus started by ``wxsub.streams.promcheck`` failed, or refused a query."""
+    """A Prometheus started by ``wxsub_dev.promcheck`` failed, or refused a query."""
 
 
 class WeChatError(WxsubError):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from wxsub.errors import ConfigError
+from wxsub.schemas.codec import DEFAULT_MAX_BYTES
 
 __all__ = [
     "AppCredentials",
@@ -96,7 +97,7 @@ class WorkerSettings:
     in_doubt_policy: Literal["report", "resend"] = "report"
     merchants: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_event_bytes: int = 64 * 1024
+    max_event_bytes: int = DEFAULT_MAX_BYTES
     session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:

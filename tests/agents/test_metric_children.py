@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from wxsub.agents.base import count, labelled, tally
+from wxsub.streams.metering import count, labelled, tally
 from wxsub.streams.stage import PartitionContext
 
 

@@ -39,7 +39,7 @@ from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.topics import changelog_name, ensure_topics
 from wxsub.wechat.client import WeChatClient
-from wxsub.wechat.sandbox import Sandbox, World, load_world, run_sandbox
+from wxsub_sandbox import Sandbox, World, load_world, run_sandbox
 
 __all__ = [
     "FAST",

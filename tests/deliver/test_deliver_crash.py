@@ -22,7 +22,7 @@ import pytest
 from tests.deliver.harness import Harness, harness, intent, make_world, run_stage
 from tests.fixtures.sandbox import APPID, ORDER_TID
 from wxsub.agents.rules.delivery import DeliveryPolicy
-from wxsub.wechat.sandbox import FaultSpec
+from wxsub_sandbox import FaultSpec
 
 pytestmark = pytest.mark.kafka
 

@@ -15,7 +15,7 @@ from tests.deliver.harness import FAST, harness, intent, make_world, run_stage
 from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.sandbox import APPID, BANNED_TID, OPENID, OPENID_2, ORDER_TID
 from wxsub.wechat.client import WeChatClient
-from wxsub.wechat.sandbox import FaultSpec
+from wxsub_sandbox import FaultSpec
 
 pytestmark = pytest.mark.kafka
 

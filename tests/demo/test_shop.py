@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 
-from wxsub.demo.report import account
-from wxsub.demo.shop import APPID, TEMPLATES, Shop, merchants_toml, world_doc
 from wxsub.errors import InputError
 from wxsub.merchants import parse_merchants
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import Intent, Outcome
-from wxsub.wechat.sandbox.world import load_world
+from wxsub_dev.demo.report import account
+from wxsub_dev.demo.shop import APPID, TEMPLATES, Shop, merchants_toml, world_doc
+from wxsub_sandbox.world import load_world
 
 NOW = dt.datetime(2024, 5, 1, 2, 0, tzinfo=dt.UTC)
 

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from wxsub.cli import build_parser
-from wxsub.local_kafka import KAFKA_VERSION
 from wxsub.merchants import parse_merchants
 from wxsub.settings import Settings, load_settings
+from wxsub_dev.local_kafka import KAFKA_VERSION
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"

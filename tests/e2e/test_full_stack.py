@@ -22,10 +22,10 @@ from wxsub.gateway.app import create_gateway_app
 from wxsub.gateway.producer import SubscriptionProducer
 from wxsub.schemas.internal import Outcome
 from wxsub.settings import Settings, load_settings
-from wxsub.streams.promcheck import GATEWAY_JOB, WORKER_JOB, panels_without_data, run_prometheus
 from wxsub.streams.topics import ensure_topics
-from wxsub.wechat.sandbox.push import EventPusher
-from wxsub.wechat.sandbox.server import run_sandbox
+from wxsub_dev.promcheck import GATEWAY_JOB, WORKER_JOB, panels_without_data, run_prometheus
+from wxsub_sandbox.push import EventPusher
+from wxsub_sandbox.server import run_sandbox
 
 pytestmark = pytest.mark.kafka
 

@@ -25,8 +25,8 @@ from tests.fixtures.sandbox import (
 from tests.gateway.conftest import AES_KEY, TOKEN, Gateway, start_gateway
 from wxsub.schemas import SubscriptionEvent
 from wxsub.settings import GatewaySettings, KafkaSettings, PushEndpoint, Secret, Settings
-from wxsub.wechat.sandbox import Sandbox
-from wxsub.wechat.sandbox.push import EventPusher, PushTarget
+from wxsub_sandbox import Sandbox
+from wxsub_sandbox.push import EventPusher, PushTarget
 
 pytestmark = pytest.mark.kafka
 

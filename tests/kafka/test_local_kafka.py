@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.fixtures.kafka_helpers import create_topic, unique_name
 from wxsub.errors import SetupError
-from wxsub.local_kafka import KAFKA_VERSION, LocalKafka
+from wxsub_dev.local_kafka import KAFKA_VERSION, LocalKafka
 
 ROOT = Path(__file__).resolve().parents[2]
 

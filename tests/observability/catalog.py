@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub.streams.promcheck import DASHBOARD_FILE, RULES_FILE
+from wxsub_dev.promcheck import DASHBOARD_FILE, RULES_FILE
 
 __all__ = [
     "DASHBOARD_FILE",

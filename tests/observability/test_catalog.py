@@ -18,7 +18,7 @@ from tests.observability.catalog import (
     metric_names,
     selector_labels,
 )
-from wxsub.streams.promcheck import GATEWAY_JOB, WORKER_JOB, dashboard_queries
+from wxsub_dev.promcheck import GATEWAY_JOB, WORKER_JOB, dashboard_queries
 
 
 def _exposed() -> dict[str, set[str]]:

@@ -24,7 +24,7 @@ from tests.observability.catalog import (
 )
 from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub.streams.promcheck import (
+from wxsub_dev.promcheck import (
     GATEWAY_JOB,
     WORKER_JOB,
     Prometheus,

@@ -22,7 +22,7 @@ from tests.pipeline.harness import ROOT, free_port
 from wxsub.agents.rules.stats import day_of
 from wxsub.schemas.internal import Outcome, encode_internal, user_key
 from wxsub.settings import KafkaSettings, Settings, WorkerSettings
-from wxsub.streams.worker import create_worker
+from wxsub.worker import create_worker
 
 pytestmark = pytest.mark.kafka
 

@@ -42,9 +42,9 @@ from wxsub.errors import (
 )
 from wxsub.settings import AppCredentials, Secret, WeChatSettings
 from wxsub.wechat.client import SendResult, WeChatClient
-from wxsub.wechat.sandbox import FaultSpec, ManualClock, Sandbox
 from wxsub.wechat.tokens import AccessToken
 from wxsub.wechat.transport import AiohttpTransport
+from wxsub_sandbox import FaultSpec, ManualClock, Sandbox
 
 CREDS = {
     APPID: SECRET,

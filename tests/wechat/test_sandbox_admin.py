@@ -31,7 +31,7 @@ from tests.fixtures.sandbox import (
 )
 from wxsub.cli import main
 from wxsub.errors import ConfigError
-from wxsub.wechat.sandbox import ManualClock, Sandbox, load_world, run_sandbox
+from wxsub_sandbox import ManualClock, Sandbox, load_world, run_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 

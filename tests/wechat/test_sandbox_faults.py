@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from tests.fixtures.sandbox import APPID, OPENID, ORDER_TID, get_token, send, send_body
-from wxsub.wechat.sandbox import FaultSpec, ManualClock, Sandbox
-from wxsub.wechat.sandbox.faults import Faults
+from wxsub_sandbox import FaultSpec, ManualClock, Sandbox
+from wxsub_sandbox.faults import Faults
 
 
 async def set_faults(http: httpx.AsyncClient, spec: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from tests.fixtures.sandbox import (
     send,
     send_body,
 )
-from wxsub.wechat.sandbox import FaultSpec, Latency, ManualClock, Sandbox
+from wxsub_sandbox import FaultSpec, Latency, ManualClock, Sandbox
 
 Body = dict[str, Any]
 

@@ -19,7 +19,7 @@ from tests.fixtures.sandbox import (
     http_client,
     world_doc,
 )
-from wxsub.wechat.sandbox import ManualClock, Sandbox, load_world, run_sandbox
+from wxsub_sandbox import ManualClock, Sandbox, load_world, run_sandbox
 
 CRED = {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
 

@@ -1,4 +1,4 @@
-"""What every agent shares: its collaborators, decode-or-DLQ, outcomes, and a due-time index.
+"""What every stage shares: its collaborators, decode-or-DLQ, and outcomes.
 
 Agents stay thin: they decode, call the pure rules in ``wxsub.agents.rules``, and emit what the
 rules returned. Nothing here decides anything.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
@@ -20,78 +20,13 @@ from wxsub.merchants import Merchants
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import Outcome, encode_internal, user_key
 from wxsub.settings import Settings
+from wxsub.streams.metering import tally
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.stage import PartitionContext
-from wxsub.streams.store import PartitionStore
 
-__all__ = ["DueIndex", "StageEnv", "count", "labelled", "tally", "wall_ms"]
+__all__ = ["StageEnv", "wall_ms"]
 
 log = logging.getLogger(__name__)
-
-# (id(metric), labels) -> (metric, labelled child, the child's increment): ``Metric.labels()``
-# costs several µs per call; the metric is kept in the value so its id cannot be reused while
-# the entry lives
-_CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Callable[[float], None]]] = {}
-
-
-def _child(metric: Any, labels: tuple[str, ...]) -> tuple[Any, Any, Callable[[float], None]]:
-    key = (id(metric), labels)
-    hit = _CHILDREN.get(key)
-    if hit is None:
-        child = metric.labels(*labels)
-        hit = _CHILDREN[key] = (metric, child, _increment(child))
-    return hit
-
-
-def count(metric: Any, *labels: str, n: float = 1) -> None:
-    """``metric.labels(*labels).inc(n)`` with the labelled child cached."""
-    if n < 0:
-        raise ValueError("counters only go up")
-    _child(metric, labels)[2](n)
-
-
-def tally(ctx: PartitionContext, metric: Any, *labels: str, n: float = 1) -> None:
-    """``count()`` once ``ctx``'s transaction commits (never if it aborts).
-
-    Counters then count committed work only: a batch that aborts and is processed again is
-    counted once, so ``wxsub_intents_total`` matches the intents topic. Per event it is a dict
-    update (~0.3 µs) where ``count()`` takes a child lookup and a locked add (~0.8 µs); the
-    counters are updated once per label set and batch.
-    """
-    if n < 0:
-        raise ValueError("counters only go up")
-    key = (metric, labels)
-    pending = ctx.tallies
-    if key in pending:
-        pending[key] += n
-        return
-    if not pending:  # the first since the last commit: apply them all at the next one
-        ctx.on_commit(lambda: _apply(pending))
-    pending[key] = n
-
-
-def _apply(pending: dict[Any, float]) -> None:
-    for (metric, labels), n in pending.items():
-        count(metric, *labels, n=n)
-    pending.clear()
-
-
-def labelled(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, cached (for histograms and gauges; counters: ``count``)."""
-    return _child(metric, labels)[1]
-
-
-def _increment(child: Any) -> Callable[[float], None]:
-    """The child's value ``inc``: what ``Counter.inc`` ends in, without its per-call checks
-    (observability, exemplar), ~2x cheaper. ``_value`` is prometheus_client's (0.20-0.26);
-    any other shape falls back to the public ``inc``."""
-    value = getattr(child, "_value", None)
-    inc = getattr(value, "inc", None) or getattr(child, "inc", None)
-    return cast(Callable[[float], None], inc) if callable(inc) else _not_a_counter
-
-
-def _not_a_counter(n: float) -> None:
-    raise TypeError("count() takes counters (histograms and gauges: labelled())")
 
 
 def wall_ms() -> int:
@@ -181,39 +116,3 @@ class StageEnv:
             key = user_key(o.appid, o.openid) if o.openid else o.event_id
             await ctx.send(topic, key.encode(), encode_internal(o))
             tally(ctx, self.metrics.outcomes, o.stage, o.kind, o.reason)
-
-
-class DueIndex:
-    """Entities with work due at a wall-clock time, kept sorted inside a partition store.
-
-    Keys are ``PREFIX + 13-digit ms + "|" + entity key``, so a scan from the prefix yields them in
-    due order and stops at the first one in the future.
-    """
-
-    PREFIX = b"\x01due|"
-
-    def __init__(self, store: PartitionStore) -> None:
-        self.store = store
-
-    def _key(self, due_ms: int, entity: bytes) -> bytes:
-        return self.PREFIX + b"%013d|" % due_ms + entity
-
-    def set(self, entity: bytes, old_due: int | None, new_due: int | None) -> None:
-        if old_due == new_due:
-            return
-        if old_due is not None:
-            self.store.delete(self._key(old_due, entity))
-        if new_due is not None:
-            self.store.put(self._key(new_due, entity), b"")
-
-    def due(self, now_ms: int, limit: int = 10_000) -> Iterator[tuple[int, bytes]]:
-        """(due_ms, entity) whose time has come, oldest first (at most ``limit``)."""
-        n = len(self.PREFIX)
-        for i, (key, _) in enumerate(self.store.scan(self.PREFIX)):
-            due = int(key[n : n + 13])
-            if due > now_ms or i >= limit:
-                return
-            yield due, key[n + 14 :]
-
-    def count(self) -> int:
-        return sum(1 for _ in self.store.scan(self.PREFIX))

@@ -13,7 +13,7 @@ import logging
 
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, tally
+from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import decide as rules
 from wxsub.agents.rules.subscriptions import (
     UserState,
@@ -32,6 +32,8 @@ from wxsub.schemas.internal import (
     user_key,
 )
 from wxsub.schemas.records import PreferenceChanged
+from wxsub.streams.due import DueIndex
+from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 

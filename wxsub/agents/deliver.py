@@ -29,12 +29,14 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, count, labelled
+from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
 from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
+from wxsub.streams.due import DueIndex
+from wxsub.streams.metering import count, labelled
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 from wxsub.wechat.client import SendResult, WeChatClient

@@ -12,12 +12,14 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, tally
+from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.errors import InputError
 from wxsub.schemas.internal import encode_internal, user_key
 from wxsub.schemas.records import OrderStatusChanged
+from wxsub.streams.due import DueIndex
+from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 
 __all__ = ["OrdersAgent"]

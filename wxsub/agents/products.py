@@ -19,12 +19,14 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, tally
+from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
+from wxsub.streams.due import DueIndex
+from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 

@@ -21,10 +21,11 @@ import logging
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv
+from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import stats as rules
 from wxsub.errors import InputError
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
+from wxsub.streams.due import DueIndex
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 

@@ -37,7 +37,6 @@ from wxsub.schemas.records import (
     Watch,
 )
 from wxsub.schemas.validation import load_schema, schema_error, shorten, validator
-from wxsub.settings import WorkerSettings
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -62,7 +61,8 @@ __all__ = [
 
 #: the major schema version this build reads and writes
 VERSION = 1
-DEFAULT_MAX_BYTES: int = WorkerSettings.max_event_bytes
+#: the largest event accepted unless ``worker.max_event_bytes`` says otherwise (its default)
+DEFAULT_MAX_BYTES: int = 64 * 1024
 REASONS = frozenset(
     {"oversized", "bad_utf8", "bad_json", "unknown_version", "unknown_type", "schema"}
 )

@@ -34,8 +34,8 @@ from typing import Any
 from wxsub.errors import ConfigError
 from wxsub.settings import Secret
 from wxsub.wechat.keywords import TYPES
-from wxsub.wechat.sandbox.tokens import TokenConfig
 from wxsub.wechat.templates import TemplateKeyword, parse_content
+from wxsub_sandbox.tokens import TokenConfig
 
 __all__ = ["App", "EventHook", "Template", "World", "default_world", "load_world"]
 

@@ -47,7 +47,7 @@ WORKER_JOB = "wxsub-worker"
 GATEWAY_JOB = "wxsub-gateway"
 #: the repo's alert rules (present in a source checkout)
 RULES_FILE = (
-    Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "wxsub.rules.yml"
+    Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules" / "wxsub.rules.yml"
 )
 
 #: the Grafana dashboard whose panel queries ``dashboard_queries`` reads

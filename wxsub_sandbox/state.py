@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wxsub.wechat.sandbox.clock import Clock
-from wxsub.wechat.sandbox.faults import Faults
-from wxsub.wechat.sandbox.recorder import Recorder
-from wxsub.wechat.sandbox.tokens import TokenService
-from wxsub.wechat.sandbox.world import World
+from wxsub_sandbox.clock import Clock
+from wxsub_sandbox.faults import Faults
+from wxsub_sandbox.recorder import Recorder
+from wxsub_sandbox.tokens import TokenService
+from wxsub_sandbox.world import World
 
 __all__ = ["SandboxState"]
 

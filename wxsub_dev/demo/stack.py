@@ -25,13 +25,13 @@ from typing import IO, Any
 
 import httpx
 
-from wxsub.demo.shop import APPID, SECRET, Shop, merchants_toml, world_doc
 from wxsub.errors import SetupError
-from wxsub.local_kafka import LocalKafka
 from wxsub.settings import KafkaSettings, Settings, load_settings
 from wxsub.streams.topics import ensure_topics
-from wxsub.wechat.sandbox.push import EventPusher
-from wxsub.wechat.sandbox.server import Sandbox
+from wxsub_dev.demo.shop import APPID, SECRET, Shop, merchants_toml, world_doc
+from wxsub_dev.local_kafka import LocalKafka
+from wxsub_sandbox.push import EventPusher
+from wxsub_sandbox.server import Sandbox
 
 __all__ = ["Stack", "free_port"]
 

@@ -21,11 +21,11 @@ from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
 
-from wxsub.demo.report import Accounting, account, read_intents, read_outcomes, read_values
-from wxsub.demo.shop import APPID, TEMPLATES, Published, Shop
-from wxsub.demo.stack import Stack
 from wxsub.schemas import decode_topic
 from wxsub.stats import format_table, read_stats
+from wxsub_dev.demo.report import Accounting, account, read_intents, read_outcomes, read_values
+from wxsub_dev.demo.shop import APPID, TEMPLATES, Published, Shop
+from wxsub_dev.demo.stack import Stack
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -36,7 +36,7 @@ class DemoOptions:
     rate: float = 40.0  # shop events per second
     users: int = 60
     workers: int = 2
-    workdir: Path = Path(".wxsub/demo")
+    workdir: Path = Path(".wxsub_dev/demo")
     bootstrap: str | None = None  # an existing broker instead of a local one
     keep: bool = False  # keep running after the summary until Ctrl-C
     drain_timeout_s: float = 60.0

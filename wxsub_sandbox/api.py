@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from wxsub.wechat.sandbox import send as send_rules
-from wxsub.wechat.sandbox.state import SandboxState
-from wxsub.wechat.sandbox.tokens import WeChatReply, error
+from wxsub_sandbox import send as send_rules
+from wxsub_sandbox.state import SandboxState
+from wxsub_sandbox.tokens import WeChatReply, error
 
 __all__ = ["WeChatApi"]
 

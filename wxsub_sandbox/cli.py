@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from wxsub.logs import setup_logging
-from wxsub.wechat.sandbox.server import run_sandbox
+from wxsub_sandbox.server import run_sandbox
 
 __all__ = ["register"]
 

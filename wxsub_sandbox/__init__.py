@@ -4,12 +4,12 @@ Clients talk to it unchanged (only the base URL differs). Start it with ``wxsub 
 in-process with :func:`run_sandbox`.
 """
 
-from wxsub.wechat.sandbox.clock import Clock, ManualClock
-from wxsub.wechat.sandbox.faults import FaultSpec, Latency
-from wxsub.wechat.sandbox.recorder import CallRecord, Recorder
-from wxsub.wechat.sandbox.server import Sandbox, create_app, run_sandbox
-from wxsub.wechat.sandbox.tokens import TokenConfig
-from wxsub.wechat.sandbox.world import App, EventHook, Template, World, default_world, load_world
+from wxsub_sandbox.clock import Clock, ManualClock
+from wxsub_sandbox.faults import FaultSpec, Latency
+from wxsub_sandbox.recorder import CallRecord, Recorder
+from wxsub_sandbox.server import Sandbox, create_app, run_sandbox
+from wxsub_sandbox.tokens import TokenConfig
+from wxsub_sandbox.world import App, EventHook, Template, World, default_world, load_world
 
 __all__ = [
     "App",

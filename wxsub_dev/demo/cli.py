@@ -1,4 +1,4 @@
-"""``wxsub demo``: run the local demo (see :mod:`wxsub.demo`)."""
+"""``wxsub demo``: run the local demo (see :mod:`wxsub_dev.demo`)."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rate", type=float, default=40.0, help="shop events per second (default 40)")
     p.add_argument("--users", type=int, default=60, help="simulated buyers (default 60)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--workdir", default=".wxsub/demo", help="logs, config and state go here")
+    p.add_argument("--workdir", default=".wxsub_dev/demo", help="logs, config and state go here")
     p.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")
     p.add_argument("--keep", action="store_true", help="keep running after the summary")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wxsub.demo.run import DemoOptions, run_demo
+    from wxsub_dev.demo.run import DemoOptions, run_demo
 
     setup_logging("warning")
     opts = DemoOptions(

@@ -1,15 +1,18 @@
-"""The composition root of a worker: settings in, running stages and a web server out.
+"""The composition root of a worker, and ``wxsub worker``: settings in, running stages out.
 
-``create_worker(settings)`` builds the metrics, the merchant config, the agents and their
-runners, the WeChat client, and the web app (/metrics, /health, /stats); ``Worker.run(stop)``
-runs them until ``stop`` is set. Nothing is built at import time.
+The only module that knows both the runtime (``wxsub.streams``) and the stages
+(``wxsub.agents``). ``create_worker(settings)`` builds the metrics, the merchant config, the
+stages and their runners, the WeChat client, and the web app (/metrics, /health, /stats);
+``Worker.run(stop)`` runs them until ``stop`` is set. Nothing is built at import time.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,16 +25,17 @@ from wxsub.agents.decide import DecideAgent
 from wxsub.agents.orders import OrdersAgent
 from wxsub.agents.products import ProductsAgent
 from wxsub.agents.stats import StatsAgent
-from wxsub.errors import SetupError
+from wxsub.errors import ConfigError, SetupError
+from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
-from wxsub.settings import Settings
+from wxsub.settings import Settings, load_settings
 from wxsub.stats import read_stats
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import Stage
 from wxsub.streams.topics import changelog_name, ensure_topics
 
-__all__ = ["ALL_STAGES", "Worker", "create_worker"]
+__all__ = ["ALL_STAGES", "Worker", "create_worker", "parse_stages", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +119,8 @@ class Worker:
 
 
 def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Worker:
-    """Build a worker running ``stages`` (all by default)."""
-    unknown = set(stages) - set(ALL_STAGES)
-    if unknown:
-        raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
+    """Build a worker running ``stages`` (all by default; see :func:`parse_stages`)."""
+    stages = parse_stages(",".join(stages))
     path = settings.worker.merchants
     merchants = load_merchants(path) if path is not None else Merchants({})
     env = StageEnv(settings, merchants, WorkerMetrics())
@@ -175,3 +177,51 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         on_commit=on_commit,
         guarantee=settings.worker.processing_guarantee,
     )
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    """The stages named in ``text`` (comma-separated), in pipeline order.
+
+    Raises ConfigError (one line, exit 2 from the CLI) for an unknown or empty list."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(ALL_STAGES))
+    if unknown:
+        raise ConfigError(
+            "--stages", f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(ALL_STAGES)})"
+        )
+    if not names:
+        raise ConfigError("--stages", f"name at least one of {', '.join(ALL_STAGES)}")
+    return tuple(s for s in ALL_STAGES if s in names)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run the stream worker (stages + /metrics, /health, /stats)",
+        description="Run the wxsub worker: the orders, products, decide, deliver and stats stages, "
+        "exactly once, plus a web server with /metrics and /health.",
+    )
+    p.add_argument(
+        "--stages",
+        default=",".join(ALL_STAGES),
+        help="comma-separated stages to run here (default: all)",
+    )
+    p.add_argument("-l", "--log-level", default=None, help="log level (default: worker.log_level)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    stages = parse_stages(args.stages)  # before anything starts: a typo is a one-line error
+    settings = load_settings(args.config)
+    setup_logging(args.log_level or settings.worker.log_level)
+    asyncio.run(_main(settings, stages))
+    return 0
+
+
+async def _main(settings: Settings, stages: Sequence[str]) -> None:
+    worker = create_worker(settings, stages)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.run(stop)

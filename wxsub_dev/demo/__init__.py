@@ -2,9 +2,9 @@
 
 Local Kafka, the WeChat API sandbox (pushing accepts and sent receipts to the gateway like
 WeChat), the gateway and two workers as ``wxsub`` subprocesses, then a shop's traffic, live
-progress and a summary in which every event is accounted for. See :mod:`wxsub.demo.run`.
+progress and a summary in which every event is accounted for. See :mod:`wxsub_dev.demo.run`.
 """
 
-from wxsub.demo.run import DemoOptions, run_demo
+from wxsub_dev.demo.run import DemoOptions, run_demo
 
 __all__ = ["DemoOptions", "run_demo"]

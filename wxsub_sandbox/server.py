@@ -18,14 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from wxsub.wechat.sandbox.admin import AdminApi, admin_errors
-from wxsub.wechat.sandbox.api import WeChatApi
-from wxsub.wechat.sandbox.clock import Clock, system_clock
-from wxsub.wechat.sandbox.faults import Faults
-from wxsub.wechat.sandbox.recorder import Recorder
-from wxsub.wechat.sandbox.state import SandboxState
-from wxsub.wechat.sandbox.tokens import TokenService
-from wxsub.wechat.sandbox.world import World, default_world, load_world
+from wxsub_sandbox.admin import AdminApi, admin_errors
+from wxsub_sandbox.api import WeChatApi
+from wxsub_sandbox.clock import Clock, system_clock
+from wxsub_sandbox.faults import Faults
+from wxsub_sandbox.recorder import Recorder
+from wxsub_sandbox.state import SandboxState
+from wxsub_sandbox.tokens import TokenService
+from wxsub_sandbox.world import World, default_world, load_world
 
 __all__ = ["Sandbox", "create_app", "run_sandbox"]
 

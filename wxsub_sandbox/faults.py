@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wxsub.wechat.sandbox.clock import Clock
+from wxsub_sandbox.clock import Clock
 
 __all__ = ["ENDPOINTS", "FaultSpec", "Faults", "Latency", "Plan"]
 

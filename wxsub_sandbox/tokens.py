@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wxsub.wechat.sandbox.clock import Clock
+from wxsub_sandbox.clock import Clock
 
 if TYPE_CHECKING:
-    from wxsub.wechat.sandbox.world import World
+    from wxsub_sandbox.world import World
 
 __all__ = ["TokenConfig", "TokenService", "WeChatReply", "error"]
 

@@ -12,7 +12,7 @@ POST /admin/reset                 {tokens?: false}: users/credits as loaded, no 
 POST /admin/tokens/expire         {appid?}: every live token expires now (42001 next)
 GET  /admin/calls?endpoint=&appid=&openid=&template_id=&errcode=&dropped=&processed=&since=
 GET  /admin/counters
-GET|POST|DELETE /admin/faults     see wxsub.wechat.sandbox.faults
+GET|POST|DELETE /admin/faults     see wxsub_sandbox.faults
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from wxsub.wechat.sandbox.faults import FaultSpec
-from wxsub.wechat.sandbox.state import SandboxState
+from wxsub_sandbox.faults import FaultSpec
+from wxsub_sandbox.state import SandboxState
 
 __all__ = ["AdminApi"]
 

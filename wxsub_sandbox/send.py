@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from wxsub.wechat.keywords import check
-from wxsub.wechat.sandbox.tokens import WeChatReply, error
-from wxsub.wechat.sandbox.world import App, Template, World
+from wxsub_sandbox.tokens import WeChatReply, error
+from wxsub_sandbox.world import App, Template, World
 
 __all__ = ["LANGS", "STATES", "SendOutcome", "send"]
 

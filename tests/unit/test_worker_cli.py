@@ -1,0 +1,37 @@
+"""``wxsub worker --stages``: a bad value is a one-line error and exit 2, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from wxsub.errors import ConfigError
+from wxsub.worker import ALL_STAGES, parse_stages
+
+
+def test_stages_are_returned_in_pipeline_order() -> None:
+    assert parse_stages("deliver, orders,,decide") == ("orders", "decide", "deliver")
+    assert parse_stages(",".join(ALL_STAGES)) == ALL_STAGES
+
+
+@pytest.mark.parametrize("text", ["orders,bogus", "", " , "])
+def test_a_bad_stage_list_names_the_option(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--stages: "):
+        parse_stages(text)
+
+
+def test_the_command_says_it_in_one_line_and_exits_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "wxsub", "worker", "--stages", "orders,delivr"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "wxsub: --stages: unknown stage(s) delivr "
+        "(known: orders, products, decide, deliver, stats)"
+    ]
