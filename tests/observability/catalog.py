@@ -42,6 +42,7 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.events_in.labels("orders", "OrderEvent").inc()
     m.events_in.labels("subscriptions", "SubscriptionEvent").inc()
     m.events_invalid.labels("orders", "schema").inc()
+    m.misrouted.labels("order-status").inc()
     m.dlq.labels("orders").inc()
     m.candidates.labels("order_shipped").inc()
     m.outcomes.labels("decide", "order_shipped", "no_credit").inc()

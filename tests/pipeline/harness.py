@@ -9,17 +9,19 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from aiokafka import AIOKafkaProducer
 
 from tests.fixtures.kafka_helpers import read_all
 from wxsub.schemas.internal import Intent, Outcome, decode_internal
 from wxsub.settings import KafkaSettings
 
-__all__ = ["Deployment", "free_port"]
+__all__ = ["Deployment", "crc32_partition", "free_port", "misrouted_total"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,8 +104,14 @@ class Deployment:
             for p in sorted(self.workdir.glob("worker*.log"))
         )
 
-    async def publish(self, entries: Iterable[tuple[str, str, bytes]]) -> int:
-        """Produce (logical topic, key, raw) in order; returns how many."""
+    async def publish(
+        self,
+        entries: Iterable[tuple[str, str, bytes]],
+        partitioner: Callable[[bytes, int], int] | None = None,
+    ) -> int:
+        """Produce (logical topic, key, raw) in order; returns how many. ``partitioner(key,
+        partitions)`` picks each record's partition explicitly (default: the producer's,
+        murmur2); :func:`crc32_partition` is librdkafka's default, as a Go or C shop's is."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
         )
@@ -111,7 +119,9 @@ class Deployment:
         n = 0
         try:
             for topic, key, raw in entries:
-                await producer.send(self.kafka.topic(topic), key=key.encode(), value=raw)
+                k = key.encode()
+                part = partitioner(k, self.partitions) if partitioner else None
+                await producer.send(self.kafka.topic(topic), key=k, value=raw, partition=part)
                 n += 1
             await producer.flush()
         finally:
@@ -137,6 +147,25 @@ class Deployment:
             if n >= count or loop.time() > deadline:
                 return n
             await asyncio.sleep(1.0)
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner for keyed records (``consistent_random``: CRC32)."""
+    return zlib.crc32(key) % partitions
+
+
+async def misrouted_total(dep: Deployment) -> float:
+    """``wxsub_events_misrouted_total`` summed over the running workers' /metrics."""
+    total = 0.0
+    async with httpx.AsyncClient(timeout=10) as client:
+        for index, port in dep.web_ports.items():
+            if dep.procs[index] is None:
+                continue
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("wxsub_events_misrouted_total{"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def as_published(entries: Sequence[object]) -> list[tuple[str, str, bytes]]:

@@ -10,14 +10,21 @@ import random
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.pipeline.eventlog import EventLog, Knobs, generate
-from tests.pipeline.harness import Deployment, as_published
+from tests.pipeline.harness import (
+    Deployment,
+    as_published,
+    crc32_partition,
+    misrouted_total,
+)
 from tests.pipeline.oracle import RULE_STAGES, Expected, expected, outcome_counter
 from wxsub.merchants import parse_merchants
+from wxsub.streams.outbox import partition_for
 from wxsub.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -37,18 +44,24 @@ def _log(seed: int, window_s: int, **knobs: int) -> tuple[EventLog, Expected]:
 
 
 async def _run(
-    dep: Deployment, log: EventLog, exp: Expected, workers: int, kills: int, seed: int
+    dep: Deployment,
+    log: EventLog,
+    exp: Expected,
+    workers: int,
+    kills: int,
+    seed: int,
+    partitioner: Callable[[bytes, int], int] | None = None,
 ) -> None:
     await ensure_topics(dep.kafka, f"app{dep.uid}")
     for i in range(workers):
         dep.start(i)
     phase0 = [e for e in log.entries if e.phase == 0]
     phase1 = [e for e in log.entries if e.phase != 0]
-    await dep.publish(as_published(phase0))
+    await dep.publish(as_published(phase0), partitioner)
     got = await dep.wait_for("outcomes", log.phase0_outcomes, timeout=120)
     assert got >= log.phase0_outcomes, f"phase 0 not applied ({got})\n{dep.logs()}"
     rnd = random.Random(seed)
-    publishing = asyncio.create_task(dep.publish(as_published(phase1)))
+    publishing = asyncio.create_task(dep.publish(as_published(phase1), partitioner))
     for _ in range(kills):
         await asyncio.sleep(rnd.uniform(0.5, 2.5))
         victim = rnd.randrange(workers)
@@ -122,3 +135,36 @@ async def test_pipeline_matches_oracle(
     accounted = {o.event_id for o in outcomes} | {e for i in intents for e in i.event_ids}
     good = {e.record.event_id for e in log.entries if e.record is not None}
     assert good <= accounted
+
+
+async def test_events_on_the_wrong_partition_give_the_oracle_outcomes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Every event published with librdkafka's default partitioner (CRC32, not Kafka's murmur2):
+    most land on a partition their key does not hash to. The workers move each one to its home
+    partition exactly once, and intents and outcomes equal the oracle's for the same log."""
+    log, exp = _log(seed=29, window_s=6)
+    dep = Deployment(kafka_bootstrap, tmp_path, log.merchants_toml)
+    try:
+        await _run(dep, log, exp, workers=2, kills=0, seed=0, partitioner=crc32_partition)
+        intents, outcomes, dlq = await dep.intents(), await dep.outcomes(), await dep.read("dlq")
+        moved = await misrouted_total(dep)
+    finally:
+        dep.stop_all()
+    try:
+        _compare(intents, outcomes, len(dlq), exp)
+    except AssertionError:
+        print(dep.logs())
+        print(_diagnose(intents, outcomes, exp))
+        raise
+    # every valid, correctly keyed event off its murmur2 partition was moved, once
+    want_moved = sum(
+        1
+        for e in log.entries
+        if e.record is not None
+        and e.record.key == e.key
+        and crc32_partition(e.key.encode(), dep.partitions)
+        != partition_for(e.key.encode(), dep.partitions)
+    )
+    assert want_moved > len(log.entries) // 3  # the test means something
+    assert moved == want_moved

@@ -22,15 +22,25 @@ from wxsub.schemas.internal import Outcome, encode_internal, user_key
 from wxsub.settings import Settings
 from wxsub.streams.metering import tally
 from wxsub.streams.metrics import WorkerMetrics
+from wxsub.streams.outbox import partition_for
 from wxsub.streams.stage import PartitionContext
 
-__all__ = ["StageEnv", "wall_ms"]
+__all__ = ["Misrouted", "StageEnv", "wall_ms"]
 
 log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Misrouted:
+    """A valid event on a partition its key does not hash to: it belongs on ``home``."""
+
+    __slots__ = ("home",)
+
+    def __init__(self, home: int) -> None:
+        self.home = home
 
 
 @dataclass(frozen=True)
@@ -73,26 +83,51 @@ class StageEnv:
         return event
 
     def keyed_event(self, ctx: PartitionContext, rec: ConsumerRecord) -> Any:
-        """The record's event, or the InputError saying why not (for :meth:`dead_letter`). The
-        record key must be the event's own key: an event on the wrong partition would miss its
-        state (co-partitioning). Synchronous, as ``_decode``."""
+        """The record's event; or the InputError saying why not; or :class:`Misrouted` (hand
+        the last two to :meth:`divert`). Synchronous, as ``_decode``.
+
+        The record key must be the event's own key, and the record must be on the partition
+        that key hashes to (murmur2, Kafka's default partitioner, over ``kafka.partitions``,
+        which ``ensure_topics`` checks every topic has): an event elsewhere would miss its
+        state (co-partitioning). Publishers whose clients partition otherwise (librdkafka's
+        CRC32 default, sarama's FNV-1a) put valid events on other partitions; those are moved,
+        not refused (docs/publishers.md)."""
         event = self._decode(ctx, rec)
         if isinstance(event, InputError):
             return event
-        if rec.key is None or rec.key.decode(errors="replace") != event.key:
+        key = rec.key
+        if key is None or key.decode(errors="replace") != event.key:
             tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), "wrong_key")
             return InputError("wrong_key", f"record key must be the event key {event.key!r}")
+        home = partition_for(key, self.settings.kafka.partitions)
+        if home != rec.partition:
+            return Misrouted(home)
         return event
 
     async def decode_keyed(
         self, ctx: PartitionContext, rec: ConsumerRecord, stage: str
     ) -> Any | None:
-        """:meth:`keyed_event`, or None after sending the record to the DLQ with the reason."""
+        """:meth:`keyed_event`, or None after :meth:`divert` took the record."""
         event = self.keyed_event(ctx, rec)
-        if isinstance(event, InputError):
-            await self.dead_letter(ctx, rec, event, stage)
+        if isinstance(event, InputError | Misrouted):
+            await self.divert(ctx, rec, event, stage)
             return None
         return event
+
+    async def divert(
+        self, ctx: PartitionContext, rec: ConsumerRecord, why: InputError | Misrouted, stage: str
+    ) -> None:
+        """A record this partition does not process: bad input to the DLQ with its reason; a
+        misrouted event to its home partition, in this transaction (so exactly once: the move
+        commits with this partition's input offset, and the home partition processes it as if
+        it had been published there)."""
+        if isinstance(why, Misrouted):
+            headers = [*(rec.headers or ()), ("wxsub.moved.from", b"%d:%d" % (rec.partition,
+                       rec.offset))]  # fmt: skip
+            await ctx.send(rec.topic, rec.key, rec.value, headers, partition=why.home)
+            tally(ctx, self.metrics.misrouted, self.logical(rec.topic))
+            return
+        await self.dead_letter(ctx, rec, why, stage)
 
     async def dead_letter(
         self, ctx: PartitionContext, rec: ConsumerRecord, error: Exception, stage: str

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import StageEnv
+from wxsub.agents.base import Misrouted, StageEnv
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.errors import InputError
@@ -45,8 +45,8 @@ class OrdersAgent:
         candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
             ev = self.env.keyed_event(ctx, rec)
-            if isinstance(ev, InputError):
-                await self.env.dead_letter(ctx, rec, ev, STAGE)
+            if isinstance(ev, InputError | Misrouted):
+                await self.env.divert(ctx, rec, ev, STAGE)
                 continue
             key = rec.key
             order, pending = _load(store.get(key))

@@ -29,6 +29,13 @@ class WorkerMetrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.misrouted = Counter(
+            "wxsub_events_misrouted",
+            "Input events found on a partition their key does not hash to (murmur2), moved to "
+            "the right one in the same transaction, by topic",
+            ["topic"],
+            registry=r,
+        )
         self.dlq = Counter(
             "wxsub_dlq", "Records written to the DLQ, by stage", ["stage"], registry=r
         )

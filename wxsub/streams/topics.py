@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from wxsub.errors import SetupError
 from wxsub.settings import KafkaSettings
 
 __all__ = ["CHANGELOG_STORES", "TOPICS", "TopicDef", "changelog_name", "ensure_topics"]
@@ -87,13 +89,36 @@ def _new(kafka: KafkaSettings, name: str, configs: dict[str, str]) -> NewTopic:
     )
 
 
+async def _check_partitions(admin: Any, kafka: KafkaSettings, names: list[str]) -> None:
+    """Every existing topic has ``kafka.partitions`` partitions, or SetupError naming it.
+
+    Joins and the check that an event is on its key's partition (murmur2 over
+    ``kafka.partitions``) both rely on it; a topic with another count would split keys silently.
+    """
+    if not names:
+        return
+    wrong = []
+    for desc in await admin.describe_topics(names):
+        count = len(desc.get("partitions") or ())
+        if count != kafka.partitions:
+            wrong.append(f"{desc['topic']} has {count}")
+    if wrong:
+        raise SetupError(
+            f"kafka.partitions is {kafka.partitions} but topic(s) {', '.join(sorted(wrong))}: "
+            "every joined topic must have the same count (set kafka.partitions to match, or "
+            "recreate the topics; docs/operations.md, scaling)"
+        )
+
+
 async def ensure_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
     """Create every missing topic with its settings; returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in _all_topics(kafka, app_id) if t.name not in existing]
+        wanted = _all_topics(kafka, app_id)
+        await _check_partitions(admin, kafka, [t.name for t in wanted if t.name in existing])
+        missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
