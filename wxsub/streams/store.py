@@ -14,7 +14,6 @@ the local store (a consumed credit, a dedupe mark) that the restarted worker tru
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,8 +138,3 @@ class PartitionStore:
 
     def close(self) -> None:
         self._db.close()
-
-    def wipe(self) -> None:
-        """Close and delete the local copy (it is rebuilt from the changelog)."""
-        self.close()
-        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""Per-partition pipelining: each partition's turn runs as a task of its own.
+
+A turn is a batch's transaction (then the partition's timer's, when due), or, for an idle
+partition, a timer or a ``settle`` turn (stage.py ``Settling``). While a batch's turn runs, the
+partition's inputs are held paused (flow.py) and resumed as soon as its own commit is done, so it
+fetches its next batch without waiting for the slowest partition (a transaction's round trips,
+~100-300 ms on a loaded machine, vary a lot between partitions). The poll loop (poll.py) only
+hands out batches; a rebalance and shut-down first wait for every turn in flight (:meth:`drain`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from wxsub.streams.flow import Batch, InputFlow
+from wxsub.streams.partition import PartitionUnit, RunState
+from wxsub.streams.stage import PartitionContext, Settling, Stage
+from wxsub.streams.transaction import Transactor
+
+__all__ = ["Turns"]
+
+
+class Turns:
+    """Starts, runs and waits for the partitions' turns."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        state: RunState,
+        flow: InputFlow,
+        transactor: Transactor,
+        *,
+        interval: float,
+        on_commit: Callable[[int, int], None] | None,
+    ) -> None:
+        self._stage = stage
+        self._spec = stage.spec
+        self._settling = stage if isinstance(stage, Settling) else None
+        self._state = state
+        self._flow = flow
+        self._txn = transactor
+        self._interval = interval  # commit_interval_ms, in seconds
+        self._on_commit = on_commit
+
+    # --- handing out turns (the poll loop, under its lock) ------------------------------------
+
+    def dispatch(self, batch: Batch) -> None:
+        """Start a turn for every idle partition number that has records."""
+        pending = self._state.pending
+        by_partition: dict[int, Batch] = {}
+        for tp, records in batch.items():
+            if records and tp not in pending:
+                by_partition.setdefault(tp.partition, {})[tp] = records
+        units = self._state.units
+        flow = self._flow
+        for p, tps in by_partition.items():
+            unit = units.get(p)
+            if unit is None:
+                continue
+            if unit.busy is None and not unit.paused:
+                self._start(unit, tps)
+                continue
+            # a unit in a timer-only turn (nothing paused up front), or a co-partitioned input
+            # of a backed-off one: read them again once the unit is free
+            flow.rewind(tps)
+            if unit.busy is not None:
+                flow.hold(unit, set(tps) - unit.paused)
+            else:
+                flow.pause(set(tps) - unit.paused)
+                unit.paused |= set(tps)
+
+    def start_timers(self) -> None:
+        """Give every idle partition whose timer is due, or whose work in flight waits to be
+        settled, a turn of its own (no records)."""
+        for unit in self._state.units.values():
+            if unit.busy is None and (self._timer_due(unit) or self._settle_due(unit)):
+                self._start(unit, None)
+
+    # --- rebalance and shut-down (under the poll loop's lock) ---------------------------------
+
+    async def drain(self) -> None:
+        """Wait for every batch and timer in flight (their errors are the loop's to raise)."""
+        busy = [u.busy for u in self._state.units.values() if u.busy is not None]
+        if busy:
+            await asyncio.wait(busy)
+
+    async def settle_all(self) -> None:
+        """Settle every partition's work in flight before the partitions may move (rebalance,
+        shut-down); a partition that fails to is left to its next owner's in-doubt handling."""
+        stage = self._settling
+        if stage is None:
+            return
+        for unit in list(self._state.units.values()):
+            if stage.unsettled(unit.partition):
+                with contextlib.suppress(Exception):  # transact logged it
+                    await self._txn.transact(unit, stage.settle)
+
+    def cancel_in_flight(self) -> None:
+        for unit in self._state.units.values():
+            if unit.busy is not None:
+                unit.busy.cancel()
+
+    # --- one turn -----------------------------------------------------------------------------
+
+    def _timer_due(self, unit: PartitionUnit) -> bool:
+        interval = self._spec.timer_interval_s
+        return interval > 0 and time.monotonic() - unit.last_timer >= interval
+
+    def _settle_due(self, unit: PartitionUnit) -> bool:
+        """Unsettled work and no batch for ``commit_interval_ms``: a batch would settle it."""
+        stage = self._settling
+        if stage is None or not stage.unsettled(unit.partition):
+            return False
+        return time.monotonic() >= unit.started + self._interval
+
+    def _start(self, unit: PartitionUnit, tps: Batch | None) -> None:
+        """Start a turn of ``unit``; with records, its input partitions stay paused until it
+        is done. A timer-only turn pauses nothing up front (most find nothing due and end at
+        once): records that arrive meanwhile are read again afterwards (``dispatch``)."""
+        state = self._state
+        consumer = state.consumer
+        assert consumer is not None
+        if tps:
+            inputs = {TopicPartition(t, unit.partition) for t in self._spec.inputs}
+            self._flow.hold(unit, (inputs & consumer.assignment()) - state.pending - unit.paused)
+            unit.started = time.monotonic()
+        unit.busy = asyncio.create_task(self._turn(unit, tps))
+
+    async def _turn(self, unit: PartitionUnit, tps: Batch | None) -> None:
+        """A batch's transaction, then the timer's if it is due (a busy partition would
+        otherwise never be idle at a timer check under load)."""
+        try:
+            if tps:
+                await self._process(unit, tps)
+            if self._timer_due(unit):
+                unit.last_timer = time.monotonic()
+                await self._run_timer(unit)
+            elif not tps and self._settling is not None and self._settle_due(unit):
+                await self._txn.transact(unit, self._settling.settle)
+        except Exception as exc:  # fenced, or an abort failed: the runner restarts
+            if self._state.failure is None:
+                self._state.failure = exc
+        finally:
+            unit.busy = None
+            self._flow.release(unit)
+
+    async def _process(self, unit: PartitionUnit, tps: Batch) -> None:
+        """A batch's transaction: the records past the partition's position, in one
+        transaction with their input offsets; on failure rewound and backed off."""
+        p = unit.partition
+        # A batch fetched before a rebalance, or after aiokafka applied its own (possibly stale)
+        # committed-offset reset, may start below what we committed: that part is already done.
+        # Partitions we no longer own have no unit and are skipped by ``dispatch``.
+        tps = {tp: _after(recs, unit.positions.get(tp)) for tp, recs in tps.items()}
+        tps = {tp: recs for tp, recs in tps.items() if recs}
+        if not tps:
+            return
+        records = [r for recs in tps.values() for r in recs]
+        if len(tps) > 1:  # several co-partitioned inputs: interleave by broker append time
+            records.sort(key=lambda r: r.timestamp)
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in tps.items()}
+        stage = self._stage
+
+        async def body(ctx: PartitionContext) -> None:
+            await stage.process(ctx, records)
+            await ctx.begin()
+            ctx.offsets = offsets
+
+        if await self._txn.transact(unit, body):
+            unit.positions.update(offsets)
+            if self._on_commit is not None:
+                self._on_commit(p, len(records))
+            return
+        # back off this partition only (paused for a second); the others and the timers go on
+        self._flow.back_off(unit, tps)
+
+    async def _run_timer(self, unit: PartitionUnit) -> None:
+        stage = self._stage
+
+        async def body(ctx: PartitionContext) -> None:
+            await stage.on_timer(ctx, int(time.time() * 1000))
+
+        await self._txn.transact(unit, body)
+
+
+def _after(records: list[ConsumerRecord], position: int | None) -> list[ConsumerRecord]:
+    if position is None or not records or records[0].offset >= position:
+        return records
+    return [r for r in records if r.offset >= position]
