@@ -35,7 +35,7 @@ from wxsub.schemas.records import PreferenceChanged
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["DecideAgent"]
+__all__ = ["DecideStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
@@ -71,7 +71,7 @@ class _Users:
         self.cache.clear()
 
 
-class DecideAgent:
+class DecideStage:
     def __init__(self, env: StageEnv) -> None:
         self.env = env
         names = ("candidates", "subscriptions", "preferences", "corrections")

@@ -20,13 +20,13 @@ from wxsub.schemas.internal import encode_internal, user_key
 from wxsub.schemas.records import OrderStatusChanged
 from wxsub.streams.stage import PartitionContext, StageSpec
 
-__all__ = ["OrdersAgent"]
+__all__ = ["OrdersStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
 
 
-class OrdersAgent:
+class OrdersStage:
     def __init__(self, env: StageEnv) -> None:
         self.env = env
         self.spec = StageSpec(

@@ -28,14 +28,14 @@ from wxsub.schemas.internal import Outcome, decode_internal, user_key
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["StatsAgent"]
+__all__ = ["StatsStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
 _ROW, _DIRTY, _LAST = b"r|", b"d|", b"l|"
 
 
-class StatsAgent:
+class StatsStage:
     def __init__(
         self,
         env: StageEnv,
