@@ -58,7 +58,7 @@ class OrdersStage:
                 log.exception("orders rule failed", extra={"event_id": ev.event_id})
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
-            _save(store, due, key, pending, step, cfg.orphan_after_s if cfg else 3600)
+            _save(store, due, key, pending, step, rules.orphan_after_s(cfg))
             for cand in step.candidates:
                 user = user_key(cand.appid, cand.openid).encode()
                 await ctx.send(candidates, user, encode_internal(cand))
@@ -76,7 +76,7 @@ class OrdersStage:
             keep, gone = rules.expire_pending(pending, now_ms, cfg)
             due.set(key, at, None)
             step = OrderStep(order, keep)
-            _save(store, due, key, (), step, cfg.orphan_after_s if cfg else 3600)
+            _save(store, due, key, (), step, rules.orphan_after_s(cfg))
             await self.env.emit_outcomes(ctx, gone)
 
 
