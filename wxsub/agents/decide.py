@@ -31,7 +31,7 @@ from wxsub.schemas.internal import (
     encode_internal,
     user_key,
 )
-from wxsub.schemas.records import PreferenceChanged
+from wxsub.schemas.records import PreferenceChanged, key_appid
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
@@ -107,7 +107,7 @@ class DecideStage:
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         users = _Users(ctx.stores["users"])
         for _, key in list(DueIndex(ctx.stores["users"]).due(now_ms)):
-            appid = key.decode().split(":", 1)[0]
+            appid = key_appid(key)
             decision = rules.on_timer(users.get(key), self.env.merchants.app(appid), now_ms)
             users.put(key, decision.state)
             await self._emit(ctx, decision.intents, decision)

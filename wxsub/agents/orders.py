@@ -17,7 +17,7 @@ from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.errors import InputError
 from wxsub.schemas.internal import encode_internal, user_key
-from wxsub.schemas.records import OrderStatusChanged
+from wxsub.schemas.records import OrderStatusChanged, key_appid
 from wxsub.streams.stage import PartitionContext, StageSpec
 
 __all__ = ["OrdersStage"]
@@ -71,7 +71,7 @@ class OrdersStage:
         due = DueIndex(store)
         for at, key in list(due.due(now_ms)):
             order, pending = _load(store.get(key))
-            appid = key.decode().split(":", 1)[0]
+            appid = key_appid(key)
             cfg = self.env.merchants.app(appid)
             keep, gone = rules.expire_pending(pending, now_ms, cfg)
             due.set(key, at, None)
