@@ -43,6 +43,7 @@ __all__ = [
     "Held",
     "Send",
     "UserState",
+    "add_credit",
     "apply_correction",
     "apply_preference",
     "apply_subscription",
@@ -141,13 +142,18 @@ class UserState:
 
     def with_credit(self, template_id: str, delta: int) -> UserState:
         """Credits changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
-        credits = dict(self.credits)
-        value = max(0, credits.get(template_id, 0) + delta)
-        if value:
-            credits[template_id] = value
-        else:
-            credits.pop(template_id, None)
-        return replace(self, credits=credits)
+        return replace(self, credits=add_credit(self.credits, template_id, delta))
+
+
+def add_credit(credits: Mapping[str, int], template_id: str, delta: int) -> dict[str, int]:
+    """A copy of ``credits`` changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
+    out = dict(credits)
+    value = max(0, out.get(template_id, 0) + delta)
+    if value:
+        out[template_id] = value
+    else:
+        out.pop(template_id, None)
+    return out
 
 
 def _send(doc: Any) -> Send:
