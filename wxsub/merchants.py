@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, get_args
 from wxsub.errors import ConfigError
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
+from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES, check, keyword_type
 from wxsub.wechat.templates import parse_content
 
@@ -203,13 +203,7 @@ class Merchants:
 def load_merchants(path: str | Path) -> Merchants:
     """Read and validate a merchant config TOML file."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("merchants", f"file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("merchants", f"{path} is not valid TOML: {exc}") from None
-    return parse_merchants(doc, path.parent)
+    return parse_merchants(read_toml(path, "merchants"), path.parent)
 
 
 def parse_merchants(doc: Mapping[str, Any], base_dir: Path | None = None) -> Merchants:
