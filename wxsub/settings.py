@@ -307,17 +307,8 @@ def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
     if tp is bool:
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        ):
-            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(raw, str) and raw.lower() in (*_TRUE, *_FALSE):
+            return raw.lower() in _TRUE
         raise ConfigError(where, f"must be a boolean; got {raw!r}")
     if tp in (int, float):
         try:

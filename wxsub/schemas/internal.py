@@ -61,10 +61,6 @@ class Candidate:
     subject: str  # order_id / sku_id / promotion_id: the collapse and dedupe scope
     values: dict[str, Any] = field(default_factory=dict)  # event fields for rendering
 
-    @property
-    def marketing(self) -> bool:
-        return self.kind in MARKETING_KINDS
-
 
 @record
 class Intent:

@@ -21,7 +21,7 @@ from wxsub.merchants import MONEY_NAMES, TIME_NAMES, KindConfig
 from wxsub.schemas.internal import Candidate
 from wxsub.wechat.keywords import check, fit
 
-__all__ = ["Invalid", "render", "render_values"]
+__all__ = ["Invalid", "render"]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _SOLE = re.compile(r"^\{([^{}]*)\}$")
@@ -38,11 +38,6 @@ class Invalid(NamedTuple):
         return f"{self.keyword}: {self.reason}"
 
 
-def render_values(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, object]:
-    """The typed values a kind's format strings may use."""
-    return _values(cand, kind, tz, MONEY_NAMES, TIME_NAMES)
-
-
 def _values(
     cand: Candidate,
     kind: KindConfig,
@@ -50,7 +45,8 @@ def _values(
     money: Iterable[str],
     times: Iterable[str],
 ) -> dict[str, object]:
-    """:func:`render_values`, converting only the ``money`` and ``times`` names given."""
+    """The typed values a kind's format strings may use, converting only the ``money`` and
+    ``times`` names given."""
     values: dict[str, object] = dict(cand.values)
     values["event_id"] = cand.event_id
     values["appid"] = cand.appid
