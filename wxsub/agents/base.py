@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # (id(metric), labels) -> (metric, labelled child, the child's increment): ``Metric.labels()``
 # costs several µs per call; the metric is kept in the value so its id cannot be reused while
-# the entry lives
+# the entry lives. Not bounded on purpose: one entry per child the metric itself keeps (label
+# values are finite sets: stages, kinds, reasons, configured apps and templates)
 _CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Callable[[float], None]]] = {}
 
 
@@ -107,7 +108,8 @@ class StageEnv:
     metrics: WorkerMetrics
     clock: Callable[[], int] = field(default=wall_ms)
 
-    # logical name -> topic, and topic -> logical name (asked for on every record)
+    # logical name -> topic, and topic -> logical name (asked for on every record); keyed by
+    # the stages' topics, a finite set
     _topics: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _logicals: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -129,7 +129,7 @@ class Correction:
 
 
 T = TypeVar("T")
-_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}  # by record class: a finite set
 
 
 def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:

@@ -32,6 +32,7 @@ from wxsub.agents.rules.common import outcome
 from wxsub.agents.rules.content import WordMatcher, matcher
 from wxsub.agents.rules.render import Invalid, render
 from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, add_credit, prune
+from wxsub.memo import remember
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import Candidate, Intent, Outcome, notification_id
 from wxsub.schemas.struct import record
@@ -122,7 +123,8 @@ def _check(
 
 
 # whether a value holds a sensitive word, by (matcher, value): most values repeat (status
-# phrases, titles), and the matcher's normalising + scan costs more than a dict lookup
+# phrases, titles), and the matcher's normalising + scan costs more than a dict lookup.
+# Bounded: at most _BLOCKED_MAX entries (wxsub.memo.remember)
 _BLOCKED: dict[tuple[WordMatcher, str], bool] = {}
 _BLOCKED_MAX = 8192
 
@@ -132,9 +134,7 @@ def _blocked(words: WordMatcher, fields: Iterable[dict[str, str]]) -> bool:
         key = (words, field["value"])
         hit = _BLOCKED.get(key)
         if hit is None:
-            if len(_BLOCKED) >= _BLOCKED_MAX:
-                _BLOCKED.clear()
-            hit = _BLOCKED[key] = words.find(key[1]) is not None
+            hit = remember(_BLOCKED, key, words.find(key[1]) is not None, _BLOCKED_MAX)
         if hit:
             return True
     return False

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from wxsub.agents.rules.common import outcome, to_ms
+from wxsub.memo import remember
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome, encode_internal
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
@@ -206,8 +207,10 @@ def _retention_ms(cfg: MerchantConfig | None) -> int:
 
 
 # per-config (retention ms, send retention ms): the config properties scan every kind and cap,
-# so they are computed once per config object (configs are frozen and live for the process)
+# so they are computed once per config object (configs are frozen and live for the process).
+# By id(cfg) (a config cannot be hashed); bounded: at most _SPANS_MAX (wxsub.memo.remember)
 _SPANS: dict[int, tuple[MerchantConfig, int, int]] = {}
+_SPANS_MAX = 1024
 
 
 def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
@@ -216,7 +219,7 @@ def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
     hit = _SPANS.get(id(cfg))
     if hit is None or hit[0] is not cfg:
         sends = 1000 * (cfg.max_stale_after_s + cfg.max_cap_window_s)
-        hit = _SPANS[id(cfg)] = (cfg, _retention_ms(cfg), sends)
+        hit = remember(_SPANS, id(cfg), (cfg, _retention_ms(cfg), sends), _SPANS_MAX)
     return hit[1], hit[2]
 
 
