@@ -31,8 +31,8 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from bench.common import APPID, ORDER_TID, PRICE_TID, merchants_toml, openid, order_events
 from wxsub.agents.base import StageEnv
-from wxsub.agents.decide import DecideAgent
-from wxsub.agents.orders import OrdersAgent
+from wxsub.agents.decide import DecideStage
+from wxsub.agents.orders import OrdersStage
 from wxsub.agents.rules.subscriptions import UserState, encode_user
 from wxsub.merchants import load_merchants
 from wxsub.schemas.internal import user_key
@@ -127,7 +127,7 @@ async def _bench(events: int, users: int, batch: int, root: Path) -> dict[str, A
     merchants_file = root / "merchants.toml"
     merchants_file.write_text(merchants_toml(), encoding="utf-8")
     env = StageEnv(settings, load_merchants(merchants_file), WorkerMetrics(), clock=lambda: NOW)
-    orders, decide = OrdersAgent(env), DecideAgent(env)
+    orders, decide = OrdersStage(env), DecideStage(env)
     order_topic, cand_topic = (
         settings.kafka.topic("order-status"),
         settings.kafka.topic("candidates"),

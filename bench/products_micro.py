@@ -1,7 +1,7 @@
 """The products stage's fan-out alone, in-process: ``python -m bench.products_micro [-n 200000]``.
 
 N stored watches of one SKU (price drops with and without target prices, some restocks: 80%
-match), one price drop through ``ProductsAgent.process`` and its timer until the job is done,
+match), one price drop through ``ProductsStage.process`` and its timer until the job is done,
 with a recording context instead of a transaction (records are partitioned like the outbox
 does). Prints CPU per watcher (``time.process_time``) and a sha256 over every record sent (topic,
 key, value, partition): the same digest before and after a change means the same output.
@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from wxsub.agents.base import StageEnv
-from wxsub.agents.products import ProductsAgent
+from wxsub.agents.products import ProductsStage
 from wxsub.agents.rules.watches import WatchState
 from wxsub.merchants import Merchants
 from wxsub.schemas import encode
@@ -80,7 +80,7 @@ async def run(n: int) -> tuple[float, int, str]:
         store = PartitionStore("watches", 0, Path(tmp) / "w")
         store.restore_many(list(_watches(n)))
         env = StageEnv(Settings(), Merchants({}), WorkerMetrics(), clock=lambda: NOW)
-        agent = ProductsAgent(env)
+        agent = ProductsStage(env)
         ev = ProductPriceChanged("pd-1", datetime(2024, 5, 1, tzinfo=UTC), APPID, SKU, "超轻跑步鞋",
                                  39_900, 29_900)  # fmt: skip
         ctx: Any = _Ctx({"watches": store})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,10 +23,12 @@ from typing import Any, get_args
 from wxsub.errors import ConfigError
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
+from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES, check, keyword_type
 from wxsub.wechat.templates import parse_content
 
 __all__ = [
+    "DEFAULT_ORPHAN_AFTER_S",
     "DEFAULT_STATUS_TEXT",
     "MONEY_NAMES",
     "TIME_NAMES",
@@ -106,6 +107,9 @@ _CLOCK = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 _STATES_OK = ("developer", "trial", "formal")
 _LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
 _DAY_S = 86_400
+#: a logistics event waiting for its order ends as ``orphan`` after this (wall clock); also the
+#: default where an app has no config
+DEFAULT_ORPHAN_AFTER_S = 3600
 
 
 def placeholders(fmt: str) -> list[str]:
@@ -166,7 +170,7 @@ class MerchantConfig:
     marketing_cap: Cap | None = None
     quiet_hours: QuietHours | None = None
     collapse_window_s: int = 0
-    orphan_after_s: int = 3600
+    orphan_after_s: int = DEFAULT_ORPHAN_AFTER_S
     dedupe_retention_s: int = 2 * _DAY_S
     sensitive_words: tuple[str, ...] = ()  # matched by wxsub.agents.rules.content
 
@@ -199,13 +203,7 @@ class Merchants:
 def load_merchants(path: str | Path) -> Merchants:
     """Read and validate a merchant config TOML file."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("merchants", f"file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("merchants", f"{path} is not valid TOML: {exc}") from None
-    return parse_merchants(doc, path.parent)
+    return parse_merchants(read_toml(path, "merchants"), path.parent)
 
 
 def parse_merchants(doc: Mapping[str, Any], base_dir: Path | None = None) -> Merchants:
@@ -254,7 +252,7 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         marketing_cap=_cap(f"{key}.caps.marketing", caps.get("marketing")),
         quiet_hours=_quiet(f"{key}.quiet_hours", raw.get("quiet_hours")),
         collapse_window_s=_int(raw, key, "collapse_window_s", 0, minimum=0),
-        orphan_after_s=_int(raw, key, "orphan_after_s", 3600, minimum=1),
+        orphan_after_s=_int(raw, key, "orphan_after_s", DEFAULT_ORPHAN_AFTER_S, minimum=1),
         dedupe_retention_s=retention,
         sensitive_words=_words(key, raw, base_dir),
     )

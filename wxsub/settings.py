@@ -11,7 +11,6 @@ str are masked, so they never reach logs, metrics or exception messages by accid
 from __future__ import annotations
 
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from wxsub.errors import ConfigError
 from wxsub.schemas.codec import DEFAULT_MAX_BYTES
+from wxsub.tomlfile import read_toml
 
 __all__ = [
     "AppCredentials",
@@ -196,14 +196,7 @@ def load_settings(
     """Read the TOML file (if any) and the ``WXSUB_*`` environment into a validated Settings."""
     env = os.environ if env is None else env
     path = path or env.get("WXSUB_CONFIG") or None
-    doc: dict[str, Any] = {}
-    if path is not None:
-        try:
-            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("config", f"file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, "config") if path is not None else {}
     unknown = set(doc) - {f.name for f in fields(Settings)}
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown section")
@@ -315,17 +308,8 @@ def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
     if tp is bool:
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        ):
-            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(raw, str) and raw.lower() in (*_TRUE, *_FALSE):
+            return raw.lower() in _TRUE
         raise ConfigError(where, f"must be a boolean; got {raw!r}")
     if tp in (int, float):
         try:

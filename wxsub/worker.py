@@ -21,10 +21,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wxsub.agents.base import StageEnv
-from wxsub.agents.decide import DecideAgent
-from wxsub.agents.orders import OrdersAgent
-from wxsub.agents.products import ProductsAgent
-from wxsub.agents.stats import StatsAgent
+from wxsub.agents.decide import DecideStage
+from wxsub.agents.orders import OrdersStage
+from wxsub.agents.products import ProductsStage
+from wxsub.agents.stats import StatsStage
 from wxsub.errors import ConfigError, SetupError
 from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
@@ -129,13 +129,13 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     client = None
     agents: list[Stage] = []
     if "orders" in stages:
-        agents.append(OrdersAgent(env))
+        agents.append(OrdersStage(env))
     if "products" in stages:
-        agents.append(ProductsAgent(env))
+        agents.append(ProductsStage(env))
     if "decide" in stages:
-        agents.append(DecideAgent(env))
+        agents.append(DecideStage(env))
     if "stats" in stages:
-        agents.append(StatsAgent(env))
+        agents.append(StatsStage(env))
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage

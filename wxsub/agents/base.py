@@ -52,7 +52,8 @@ class StageEnv:
     metrics: WorkerMetrics
     clock: Callable[[], int] = field(default=wall_ms)
 
-    # logical name -> topic, and topic -> logical name (asked for on every record)
+    # logical name -> topic, and topic -> logical name (asked for on every record); keyed by
+    # the stages' topics, a finite set
     _topics: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _logicals: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 

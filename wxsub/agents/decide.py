@@ -31,13 +31,13 @@ from wxsub.schemas.internal import (
     encode_internal,
     user_key,
 )
-from wxsub.schemas.records import PreferenceChanged
+from wxsub.schemas.records import PreferenceChanged, key_appid
 from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["DecideAgent"]
+__all__ = ["DecideStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
@@ -73,7 +73,7 @@ class _Users:
         self.cache.clear()
 
 
-class DecideAgent:
+class DecideStage:
     def __init__(self, env: StageEnv) -> None:
         self.env = env
         names = ("candidates", "subscriptions", "preferences", "corrections")
@@ -109,7 +109,7 @@ class DecideAgent:
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         users = _Users(ctx.stores["users"])
         for _, key in list(DueIndex(ctx.stores["users"]).due(now_ms)):
-            appid = key.decode().split(":", 1)[0]
+            appid = key_appid(key)
             decision = rules.on_timer(users.get(key), self.env.merchants.app(appid), now_ms)
             users.put(key, decision.state)
             await self._emit(ctx, decision.intents, decision)

@@ -17,18 +17,18 @@ from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.errors import InputError
 from wxsub.schemas.internal import encode_internal, user_key
-from wxsub.schemas.records import OrderStatusChanged
+from wxsub.schemas.records import OrderStatusChanged, key_appid
 from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 
-__all__ = ["OrdersAgent"]
+__all__ = ["OrdersStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
 
 
-class OrdersAgent:
+class OrdersStage:
     def __init__(self, env: StageEnv) -> None:
         self.env = env
         self.spec = StageSpec(
@@ -60,7 +60,7 @@ class OrdersAgent:
                 log.exception("orders rule failed", extra={"event_id": ev.event_id})
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
-            _save(store, due, key, pending, step, cfg.orphan_after_s if cfg else 3600)
+            _save(store, due, key, pending, step, rules.orphan_after_s(cfg))
             for cand in step.candidates:
                 user = user_key(cand.appid, cand.openid).encode()
                 await ctx.send(candidates, user, encode_internal(cand))
@@ -73,12 +73,12 @@ class OrdersAgent:
         due = DueIndex(store)
         for at, key in list(due.due(now_ms)):
             order, pending = _load(store.get(key))
-            appid = key.decode().split(":", 1)[0]
+            appid = key_appid(key)
             cfg = self.env.merchants.app(appid)
             keep, gone = rules.expire_pending(pending, now_ms, cfg)
             due.set(key, at, None)
             step = OrderStep(order, keep)
-            _save(store, due, key, (), step, cfg.orphan_after_s if cfg else 3600)
+            _save(store, due, key, (), step, rules.orphan_after_s(cfg))
             await self.env.emit_outcomes(ctx, gone)
 
 

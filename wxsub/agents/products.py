@@ -30,7 +30,7 @@ from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["FANOUT_CHUNK", "ProductsAgent"]
+__all__ = ["FANOUT_CHUNK", "ProductsStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
@@ -38,7 +38,7 @@ FANOUT_CHUNK = 5000
 _JOB = b"\x02job|"
 
 
-class ProductsAgent:
+class ProductsStage:
     def __init__(self, env: StageEnv, chunk: int = FANOUT_CHUNK) -> None:
         self.env = env
         self.chunk = chunk

@@ -29,14 +29,14 @@ from wxsub.streams.due import DueIndex
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["StatsAgent"]
+__all__ = ["StatsStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
 _ROW, _DIRTY, _LAST = b"r|", b"d|", b"l|"
 
 
-class StatsAgent:
+class StatsStage:
     def __init__(
         self,
         env: StageEnv,

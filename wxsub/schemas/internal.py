@@ -61,10 +61,6 @@ class Candidate:
     subject: str  # order_id / sku_id / promotion_id: the collapse and dedupe scope
     values: dict[str, Any] = field(default_factory=dict)  # event fields for rendering
 
-    @property
-    def marketing(self) -> bool:
-        return self.kind in MARKETING_KINDS
-
 
 @record
 class Intent:
@@ -133,7 +129,7 @@ class Correction:
 
 
 T = TypeVar("T")
-_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}  # by record class: a finite set
 
 
 def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:

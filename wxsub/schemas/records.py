@@ -32,6 +32,7 @@ __all__ = [
     "SubscriptionEvent",
     "Target",
     "Watch",
+    "key_appid",
     "order_key",
     "target_key",
     "user_key",
@@ -59,6 +60,11 @@ def order_key(appid: str, order_id: str) -> str:
 
 def target_key(appid: str, target_type: str, target_id: str) -> str:
     return f"{appid}:{target_type}:{target_id}"
+
+
+def key_appid(key: bytes) -> str:
+    """The appid of any of these keys (what comes before the first ``:``)."""
+    return key.decode().split(":", 1)[0]
 
 
 class OrderItem(NamedTuple):

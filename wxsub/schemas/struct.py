@@ -23,7 +23,7 @@ from typing import Any, TypeVar, dataclass_transform
 __all__ = ["field_names", "from_doc", "record"]
 
 T = TypeVar("T")
-_NAMES: dict[type, tuple[str, ...]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}  # keyed by record class: a finite set
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))

@@ -21,7 +21,7 @@ __all__ = ["MAX_MESSAGE_CHARS", "load_schema", "pointer", "schema_error", "valid
 MAX_MESSAGE_CHARS = 300
 
 
-@functools.cache
+@functools.cache  # keyed by schema kind: a finite set
 def load_schema(kind: str) -> dict[str, Any]:
     """The parsed ``json/<kind>.schema.json`` shipped with the package."""
     path = resources.files("wxsub.schemas").joinpath("json", f"{kind}.schema.json")
@@ -29,7 +29,7 @@ def load_schema(kind: str) -> dict[str, Any]:
     return doc
 
 
-@functools.cache
+@functools.cache  # keyed by schema kind: a finite set
 def validator(kind: str) -> jsonschema_rs.Validator:
     """The compiled validator of ``kind`` (formats are annotations; times are checked on decode)."""
     return jsonschema_rs.validator_for(load_schema(kind), validate_formats=False)

@@ -16,7 +16,8 @@ __all__ = ["count", "labelled", "tally"]
 
 # (id(metric), labels) -> (metric, labelled child, the child's increment): ``Metric.labels()``
 # costs several µs per call; the metric is kept in the value so its id cannot be reused while
-# the entry lives
+# the entry lives. Not bounded on purpose: one entry per child the metric itself keeps (label
+# values are finite sets: stages, kinds, reasons, configured apps and templates)
 _CHILDREN: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Callable[[float], None]]] = {}
 
 

@@ -45,6 +45,7 @@ from wxsub.errors import (
     RetryableError,
     WeChatError,
 )
+from wxsub.memo import remember
 from wxsub.settings import AppCredentials, Secret, WeChatSettings
 from wxsub.wechat.errcodes import TOKEN_ERRCODES, Disposition, describe
 from wxsub.wechat.templates import TemplateKeyword, parse_content
@@ -59,6 +60,7 @@ _SEND = "/cgi-bin/message/subscribe/send"
 _GETTEMPLATE = "/wxaapi/newtmpl/gettemplate"
 _STABLE_TOKEN = "/cgi-bin/stable_token"  # noqa: S105 (a path)
 _CLASSIC_TOKEN = "/cgi-bin/token"  # noqa: S105 (a path)
+_URLS_MAX = 256  # the URL memos' bound (tokens rotate: old keys go stale)
 _HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json",
@@ -105,6 +107,7 @@ class WeChatClient:
     ) -> None:
         self._settings = settings
         self._base = settings.api_base.rstrip("/")
+        # (path, token) -> URL, and URL -> parsed; bounded: _URLS_MAX each (wxsub.memo.remember)
         self._urls: dict[tuple[str, str], str] = {}
         self._httpx_urls: dict[str, httpx.URL] = {}
         limits = httpx.Limits(
@@ -196,7 +199,7 @@ class WeChatClient:
         url = self._urls.get(key)
         if url is None:
             url = f"{self._base}{path}?access_token={quote(key[1], safe='')}"
-            _bounded_put(self._urls, key, url)
+            remember(self._urls, key, url, _URLS_MAX)
         return url
 
     async def _fetch_token(self, appid: str) -> tuple[Secret, float]:
@@ -245,7 +248,7 @@ class WeChatClient:
         parsed = self._httpx_urls.get(url)
         if parsed is None:
             parsed = httpx.URL(url)
-            _bounded_put(self._httpx_urls, url, parsed)
+            remember(self._httpx_urls, url, parsed, _URLS_MAX)
         request = httpx.Request(
             method, parsed, content=content, headers=self._headers, extensions=self._extensions
         )
@@ -275,13 +278,6 @@ def _transport_error(exc: httpx.HTTPError, idempotent: bool) -> WeChatError:
     if idempotent:
         return RetryableError(f"call failed, safe to repeat ({detail})")
     return InDoubtError(f"request may have reached WeChat ({detail})")
-
-
-def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, limit: int = 256) -> None:
-    """Store in a small memo cache, emptied when full (tokens rotate: old keys go stale)."""
-    if len(cache) >= limit:
-        cache.clear()
-    cache[key] = value
 
 
 def _json_object(status: int, content: bytes, idempotent: bool) -> dict[str, Any]:

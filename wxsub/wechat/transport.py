@@ -41,9 +41,12 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
+from wxsub.memo import remember
+
 __all__ = ["AiohttpTransport", "client_timeout", "redact"]
 
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
+_URLS_MAX = 256  # the parsed-URL memo's bound (the client's URLs change with its tokens)
 _SECRET_PARAM = re.compile(r"(access_token|secret)=[^&\s'\"]*", re.IGNORECASE)
 
 
@@ -68,10 +71,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._ssl: ssl.SSLContext | bool = verify
         self._session: aiohttp.ClientSession | None = None
+        # keyed by the request's (connect, read, pool) timeouts: a finite set (the settings')
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._headers: CIMultiDict[str] = CIMultiDict(headers or {})
         self._timeout = client_timeout(timeout or httpx.Timeout(None))
-        self._urls: dict[str, URL] = {}
+        self._urls: dict[str, URL] = {}  # bounded: _URLS_MAX (wxsub.memo.remember)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -101,9 +105,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """``url`` parsed once (the client reuses one string per path and token)."""
         parsed = self._urls.get(url)
         if parsed is None:
-            if len(self._urls) >= 256:
-                self._urls.clear()
-            parsed = self._urls[url] = URL(url)
+            parsed = remember(self._urls, url, URL(url), _URLS_MAX)
         return parsed
 
     async def exchange(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:

@@ -56,7 +56,7 @@ class WordMatcher:
         return f"WordMatcher({self.size} words)"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)  # bounded; by word list (one per config): a C-level hit
 def matcher(words: tuple[str, ...]) -> WordMatcher:
     """The cached matcher of one word list (a merchant config's ``sensitive_words``)."""
     return WordMatcher(words)

@@ -31,9 +31,10 @@ from dataclasses import replace
 from wxsub.agents.rules.common import outcome
 from wxsub.agents.rules.content import WordMatcher, matcher
 from wxsub.agents.rules.render import Invalid, render
-from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, prune
+from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, add_credit, prune
+from wxsub.memo import remember
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
-from wxsub.schemas.internal import MARKETING_KINDS, Candidate, Intent, Outcome, notification_id
+from wxsub.schemas.internal import Candidate, Intent, Outcome, notification_id
 from wxsub.schemas.struct import record
 
 __all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
@@ -52,7 +53,7 @@ class Decision:
 
 def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
     """Decide one candidate for one user (pure: same inputs, same result)."""
-    kind = cfg.kinds.get(cand.kind) if cfg is not None else None
+    kind = cfg.kind(cand.kind) if cfg is not None else None
 
     def out(reason: str, detail: str = "", nid: str = "", template: str = "") -> Outcome:
         return _out(cand, reason, now_ms, nid, template, detail)
@@ -75,12 +76,12 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(state, held, cand.event_id)
         return Decision(state, outcomes=(out("collapsed", "older than a held update", nid, tpl),))
-    marketing = kind.kind in MARKETING_KINDS
+    marketing = kind.marketing
     # the state as if the held intent had not been decided (credit and cap slot back)
     credits, consumed, sends = state.credits, state.consumed, state.sends
     if held is not None:
         hnid = held.intent.notification_id
-        credits = _add_credit(dict(credits), held.intent.template_id, +1)
+        credits = add_credit(credits, held.intent.template_id, +1)
         consumed = {k: t for k, t in consumed.items() if k != hnid}
         sends = tuple(s for s in sends if s.notification_id != hnid)
     reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
@@ -88,10 +89,12 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
         return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
     intent = _intent(cand, kind, nid, body, now_ms, held)
     # consume: one credit, the id for restore corrections, the send for the caps
-    credits = _add_credit(dict(credits), tpl, -1)
+    credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: cand.occurred_at}
     sends = (*sends, Send(nid, cand.occurred_at, marketing))
-    return _dispatch(state, credits, consumed, sends, cand, intent, cfg, now_ms, held, collapse)
+    return _dispatch(
+        state, credits, consumed, sends, cand, intent, cfg, now_ms, held, collapse, marketing
+    )
 
 
 def _with_seen(state: UserState, nid: str, at: int) -> UserState:
@@ -99,16 +102,6 @@ def _with_seen(state: UserState, nid: str, at: int) -> UserState:
         state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
         {**state.seen, nid: at}, state.consumed, state.sends, state.held, state.deferred,
     )  # fmt: skip
-
-
-def _add_credit(credits: dict[str, int], template_id: str, delta: int) -> dict[str, int]:
-    """``credits`` (a fresh copy, changed in place) as :meth:`UserState.with_credit` does."""
-    value = max(0, credits.get(template_id, 0) + delta)
-    if value:
-        credits[template_id] = value
-    else:
-        credits.pop(template_id, None)
-    return credits
 
 
 def _check(
@@ -130,7 +123,8 @@ def _check(
 
 
 # whether a value holds a sensitive word, by (matcher, value): most values repeat (status
-# phrases, titles), and the matcher's normalising + scan costs more than a dict lookup
+# phrases, titles), and the matcher's normalising + scan costs more than a dict lookup.
+# Bounded: at most _BLOCKED_MAX entries (wxsub.memo.remember)
 _BLOCKED: dict[tuple[WordMatcher, str], bool] = {}
 _BLOCKED_MAX = 8192
 
@@ -140,9 +134,7 @@ def _blocked(words: WordMatcher, fields: Iterable[dict[str, str]]) -> bool:
         key = (words, field["value"])
         hit = _BLOCKED.get(key)
         if hit is None:
-            if len(_BLOCKED) >= _BLOCKED_MAX:
-                _BLOCKED.clear()
-            hit = _BLOCKED[key] = words.find(key[1]) is not None
+            hit = remember(_BLOCKED, key, words.find(key[1]) is not None, _BLOCKED_MAX)
         if hit:
             return True
     return False
@@ -156,7 +148,7 @@ def _limits(
     marketing: bool,
     cfg: MerchantConfig,
 ) -> tuple[str, str]:
-    cap = cfg.marketing_cap if marketing else cfg.transactional_cap
+    cap = cfg.cap(marketing)
     if cap is not None and len(sends) >= cap.max:  # fewer sends than the cap: cannot be reached
         window = cap.window_s * 1000
         at = cand.occurred_at
@@ -195,6 +187,7 @@ def _dispatch(
     now_ms: int,
     held: Held | None,
     collapse: bool,
+    marketing: bool,
 ) -> Decision:
     """Send now, defer for quiet hours, or hold for collapse; the new state is built once."""
     nid, tpl = intent.notification_id, intent.template_id
@@ -202,7 +195,7 @@ def _dispatch(
     intents: tuple[Intent, ...] = ()
     outs: tuple[Outcome, ...] = ()
     release = None
-    if cand.kind in MARKETING_KINDS and cfg.quiet_hours is not None:
+    if marketing and cfg.quiet_hours is not None:
         release = quiet_release(cand.occurred_at, cfg.quiet_hours, cfg.timezone)
     if release is not None:
         deferred = (*deferred, Deferred(release, intent))

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
-from wxsub.merchants import MerchantConfig
+from wxsub.merchants import DEFAULT_ORPHAN_AFTER_S, MerchantConfig
 from wxsub.schemas.internal import Candidate, Outcome
 from wxsub.schemas.records import LogisticsUpdated, OrderItem, OrderStatusChanged
 from wxsub.schemas.struct import from_doc, record
@@ -36,6 +36,7 @@ __all__ = [
     "expire_pending",
     "on_logistics_event",
     "on_order_event",
+    "orphan_after_s",
     "pending_from_list",
     "release_pending",
 ]
@@ -264,11 +265,16 @@ def release_pending(
     return tuple(cands), tuple(outs)
 
 
+def orphan_after_s(cfg: MerchantConfig | None) -> int:
+    """The app's ``orphan_after_s``; the default for an app without a config."""
+    return cfg.orphan_after_s if cfg is not None else DEFAULT_ORPHAN_AFTER_S
+
+
 def expire_pending(
     pending: Sequence[PendingLogistics], now_ms: int, cfg: MerchantConfig | None
 ) -> tuple[tuple[PendingLogistics, ...], tuple[Outcome, ...]]:
     """Pending events older than ``orphan_after_s`` (wall clock since arrival) -> ``orphan``."""
-    after_ms = (cfg.orphan_after_s if cfg else 3600) * 1000
+    after_ms = orphan_after_s(cfg) * 1000
     keep = tuple(p for p in pending if now_ms - p.received_at < after_ms)
     gone = tuple(
         outcome(

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from wxsub.memo import remember
 from wxsub.merchants import MONEY_NAMES, TIME_NAMES, KindConfig
 from wxsub.schemas.internal import Candidate
 from wxsub.wechat.keywords import check, fit
 
-__all__ = ["Invalid", "render", "render_values"]
+__all__ = ["Invalid", "render"]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _SOLE = re.compile(r"^\{([^{}]*)\}$")
@@ -38,11 +39,6 @@ class Invalid(NamedTuple):
         return f"{self.keyword}: {self.reason}"
 
 
-def render_values(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, object]:
-    """The typed values a kind's format strings may use."""
-    return _values(cand, kind, tz, MONEY_NAMES, TIME_NAMES)
-
-
 def _values(
     cand: Candidate,
     kind: KindConfig,
@@ -50,7 +46,8 @@ def _values(
     money: Iterable[str],
     times: Iterable[str],
 ) -> dict[str, object]:
-    """:func:`render_values`, converting only the ``money`` and ``times`` names given."""
+    """The typed values a kind's format strings may use, converting only the ``money`` and
+    ``times`` names given."""
     values: dict[str, object] = dict(cand.values)
     values["event_id"] = cand.event_id
     values["appid"] = cand.appid
@@ -104,8 +101,10 @@ class _Plan(NamedTuple):
     times: tuple[str, ...]
 
 
-# kind configs are frozen and live for the process: their format strings are parsed once
+# kind configs are frozen and live for the process: their format strings are parsed once.
+# By id(kind) (a config cannot be hashed); bounded: at most _PLANS_MAX (wxsub.memo.remember)
 _PLANS: dict[int, _Plan] = {}
+_PLANS_MAX = 1024
 
 
 def _plan(kind: KindConfig) -> _Plan:
@@ -127,7 +126,7 @@ def _plan(kind: KindConfig) -> _Plan:
     used = {p[0] for one in parts for p in one if type(p) is tuple}
     used |= {s.sole for s in slots if s.sole is not None and s.number is None}
     money, times = tuple(sorted(MONEY_NAMES & used)), tuple(sorted(TIME_NAMES & used))
-    plan = _PLANS[id(kind)] = _Plan(kind, tuple(slots), page, money, times)
+    plan = remember(_PLANS, id(kind), _Plan(kind, tuple(slots), page, money, times), _PLANS_MAX)
     return plan
 
 
@@ -194,7 +193,8 @@ def _fill(
 
 
 # fit() is pure and most values repeat (status phrases, amounts, titles): memoised, keyed by
-# what the rendering depends on (a datetime by its local wall time, via isoformat)
+# what the rendering depends on (a datetime by its local wall time, via isoformat).
+# Bounded: at most _FITTED_MAX entries (wxsub.memo.remember)
 _FITTED: dict[tuple[object, ...], str | None] = {}
 _FITTED_MAX = 8192
 
@@ -214,10 +214,7 @@ def _fit_slot(slot: _Slot, value: object) -> str | None:
         return _FITTED[key]
     except KeyError:
         pass
-    out = _FITTED[key] = fit(type_, value, slot.enum)
-    if len(_FITTED) > _FITTED_MAX:
-        _FITTED.clear()
-    return out
+    return remember(_FITTED, key, fit(type_, value, slot.enum), _FITTED_MAX)
 
 
 def _fit_number(slot: _Slot, value: int, tz: dt.tzinfo) -> str | None:
@@ -228,10 +225,7 @@ def _fit_number(slot: _Slot, value: int, tz: dt.tzinfo) -> str | None:
         return _FITTED[key]
     except KeyError:
         pass
-    out = _FITTED[key] = _fit_slot(slot, _convert(slot.number, value, tz))
-    if len(_FITTED) > _FITTED_MAX:
-        _FITTED.clear()
-    return out
+    return remember(_FITTED, key, _fit_slot(slot, _convert(slot.number, value, tz)), _FITTED_MAX)
 
 
 def _text(value: object) -> str:

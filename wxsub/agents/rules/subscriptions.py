@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from wxsub.agents.rules.common import outcome, to_ms
+from wxsub.memo import remember
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome, encode_internal
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
@@ -43,6 +44,7 @@ __all__ = [
     "Held",
     "Send",
     "UserState",
+    "add_credit",
     "apply_correction",
     "apply_preference",
     "apply_subscription",
@@ -141,13 +143,18 @@ class UserState:
 
     def with_credit(self, template_id: str, delta: int) -> UserState:
         """Credits changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
-        credits = dict(self.credits)
-        value = max(0, credits.get(template_id, 0) + delta)
-        if value:
-            credits[template_id] = value
-        else:
-            credits.pop(template_id, None)
-        return replace(self, credits=credits)
+        return replace(self, credits=add_credit(self.credits, template_id, delta))
+
+
+def add_credit(credits: Mapping[str, int], template_id: str, delta: int) -> dict[str, int]:
+    """A copy of ``credits`` changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
+    out = dict(credits)
+    value = max(0, out.get(template_id, 0) + delta)
+    if value:
+        out[template_id] = value
+    else:
+        out.pop(template_id, None)
+    return out
 
 
 def _send(doc: Any) -> Send:
@@ -200,8 +207,10 @@ def _retention_ms(cfg: MerchantConfig | None) -> int:
 
 
 # per-config (retention ms, send retention ms): the config properties scan every kind and cap,
-# so they are computed once per config object (configs are frozen and live for the process)
+# so they are computed once per config object (configs are frozen and live for the process).
+# By id(cfg) (a config cannot be hashed); bounded: at most _SPANS_MAX (wxsub.memo.remember)
 _SPANS: dict[int, tuple[MerchantConfig, int, int]] = {}
+_SPANS_MAX = 1024
 
 
 def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
@@ -210,7 +219,7 @@ def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
     hit = _SPANS.get(id(cfg))
     if hit is None or hit[0] is not cfg:
         sends = 1000 * (cfg.max_stale_after_s + cfg.max_cap_window_s)
-        hit = _SPANS[id(cfg)] = (cfg, _retention_ms(cfg), sends)
+        hit = remember(_SPANS, id(cfg), (cfg, _retention_ms(cfg), sends), _SPANS_MAX)
     return hit[1], hit[2]
 
 
