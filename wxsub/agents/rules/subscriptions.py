@@ -35,6 +35,7 @@ from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome, encode_internal
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
 from wxsub.schemas.struct import from_doc, record
+from wxsub.wechat.errcodes import CreditEffect
 
 __all__ = [
     "DEFAULT_RETENTION_S",
@@ -297,10 +298,12 @@ def apply_preference(
 
 
 def apply_correction(state: UserState, corr: Correction) -> UserState:
-    """43101 (``zero``) -> credits 0; ``restore`` -> +1 once, for a send that took a credit."""
-    if corr.action == "zero":
+    """A failed send's credit effect (the errcode table's ``credit`` column, via
+    ``rules/delivery._failed``): ZERO (43101) -> credits 0; RESTORE -> +1 once, for a send that
+    took a credit."""
+    if corr.action == CreditEffect.ZERO:
         return state.with_credit(corr.template_id, -state.credit(corr.template_id))
-    if corr.action == "restore" and corr.notification_id in state.consumed:
+    if corr.action == CreditEffect.RESTORE and corr.notification_id in state.consumed:
         consumed = {k: t for k, t in state.consumed.items() if k != corr.notification_id}
         return replace(state.with_credit(corr.template_id, +1), consumed=consumed)
     return state
