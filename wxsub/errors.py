@@ -21,10 +21,13 @@ so agents never see library exceptions. Messages never contain secrets.
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "ConfigError",
     "InDoubtError",
     "InputError",
+    "InputReason",
     "PermanentError",
     "ProduceError",
     "PrometheusError",
@@ -53,10 +56,24 @@ class SetupError(WxsubError):
     """Something the machine must provide is missing; the message says what to install."""
 
 
+class InputReason(enum.StrEnum):
+    """Why an input went to the DLQ: the ``wxsub.dlq.reason`` header and the ``reason`` label of
+    ``wxsub_events_invalid_total``. All but INTERNAL are ``InputError`` reasons."""
+
+    OVERSIZED = "oversized"  # more bytes than max_event_bytes (checked before parsing)
+    BAD_UTF8 = "bad_utf8"
+    BAD_JSON = "bad_json"
+    UNKNOWN_VERSION = "unknown_version"  # ``v`` is another major version than this build reads
+    UNKNOWN_TYPE = "unknown_type"  # on a multi-kind topic, ``type`` names no kind published there
+    SCHEMA = "schema"  # the JSON Schema, or a check it cannot express, rejects it
+    WRONG_KEY = "wrong_key"  # the record key is not the event's key
+    INTERNAL = "internal"  # not an InputError: any other exception (a bug)
+
+
 class InputError(WxsubError):
     """An input event is invalid. ``pointer`` is a JSON pointer to the bad part (or "")."""
 
-    def __init__(self, reason: str, message: str, pointer: str = "") -> None:
+    def __init__(self, reason: InputReason, message: str, pointer: str = "") -> None:
         super().__init__(f"{reason}: {message}" + (f" at {pointer}" if pointer else ""))
         self.reason = reason
         self.detail = message

@@ -15,7 +15,7 @@ from typing import Any, cast
 from aiokafka import ConsumerRecord
 
 from wxsub.dlq import dead_letter
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 from wxsub.merchants import Merchants
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import Outcome, encode_internal, user_key
@@ -145,8 +145,10 @@ class StageEnv:
         if isinstance(event, InputError):
             return event
         if rec.key is None or rec.key.decode(errors="replace") != event.key:
-            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), "wrong_key")
-            return InputError("wrong_key", f"record key must be the event key {event.key!r}")
+            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), InputReason.WRONG_KEY)
+            return InputError(
+                InputReason.WRONG_KEY, f"record key must be the event key {event.key!r}"
+            )
         return event
 
     async def decode_keyed(

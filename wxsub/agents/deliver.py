@@ -32,7 +32,7 @@ from aiokafka import ConsumerRecord
 from wxsub.agents.base import DueIndex, StageEnv, count, labelled
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules.delivery import Entry, LedgerState, Receipt, Step, StepResult
-from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
+from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
 from wxsub.streams.stage import PartitionContext, StageSpec
@@ -324,7 +324,7 @@ class DeliverStage:
         try:
             return decode_internal(Intent, rec.value or b"")
         except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            error = InputError("schema", f"not an Intent record: {type(exc).__name__}")
+            error = InputError(InputReason.SCHEMA, f"not an Intent record: {type(exc).__name__}")
             await self.env.dead_letter(ctx, rec, error, rules.STAGE)
             return None
 
