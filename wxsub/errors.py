@@ -33,6 +33,7 @@ __all__ = [
     "PrometheusError",
     "PushRejected",
     "QuotaExceeded",
+    "RejectReason",
     "RetryableError",
     "SetupError",
     "WeChatError",
@@ -80,10 +81,27 @@ class InputError(WxsubError):
         self.pointer = pointer
 
 
+class RejectReason(enum.StrEnum):
+    """Why the gateway refused a push: the ``reason`` label of ``wxsub_gateway_rejected_total``
+    (the gateway maps each to an HTTP status)."""
+
+    UNKNOWN_APP = "unknown_app"
+    TOO_LARGE = "too_large"
+    MISSING_PARAM = "missing_param"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_NONCE = "replayed_nonce"
+    APPID_MISMATCH = "appid_mismatch"
+    BAD_CIPHERTEXT = "bad_ciphertext"
+    MALFORMED = "malformed"
+    FORBIDDEN_XML = "forbidden_xml"
+    INVALID_EVENT = "invalid_event"
+
+
 class PushRejected(WxsubError):
     """A message push the gateway refuses. ``reason`` is a short metric label (no secrets)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: RejectReason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from wxsub.agents.rules.delivery import LedgerState, StepResult
 from wxsub.dlq import dead_letter, parse_dead_letter
-from wxsub.errors import InputError, InputReason
+from wxsub.errors import InputError, InputReason, RejectReason
 from wxsub.schemas.internal import (
     Correction,
     Delivery,
@@ -32,6 +32,11 @@ def test_policies_doc_names_every_outcome_reason(reason: OutcomeReason) -> None:
 @pytest.mark.parametrize("reason", list(InputReason))
 def test_operations_doc_names_every_dlq_reason(reason: InputReason) -> None:
     assert f"`{reason.value}`" in (DOCS / "operations.md").read_text()
+
+
+@pytest.mark.parametrize("reason", list(RejectReason))
+def test_gateway_doc_names_every_reject_reason(reason: RejectReason) -> None:
+    assert f"`{reason.value}`" in (DOCS / "gateway.md").read_text()
 
 
 @pytest.mark.parametrize("reason", list(OutcomeReason))
