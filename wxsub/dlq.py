@@ -7,11 +7,12 @@ Format (the Kafka Connect DLQ convention: payload untouched, context in headers)
 * **key**: the original key (so the DLQ keeps per-key order and a re-publish lands on the same
   partition);
 * **headers**: the original headers, then ``wxsub.dlq.*`` context headers (UTF-8 values):
-  ``reason`` (an InputError reason, or ``internal`` for any other exception), ``pointer`` (JSON
-  pointer, may be empty), ``message``, ``error`` (exception class), ``stage`` (which agent or
-  command), ``topic``, ``partition``, ``offset`` (the source message), ``time`` (RFC 3339 UTC
-  when it was dead-lettered) and ``attempt`` (1, or one more than the source's own ``attempt``
-  when a re-published record fails again; older ``wxsub.dlq.*`` headers are replaced).
+  ``reason`` (an ``InputReason``: the InputError's, or ``internal`` for any other exception),
+  ``pointer`` (JSON pointer, may be empty), ``message``, ``error`` (exception class),
+  ``stage`` (which agent or command), ``topic``, ``partition``, ``offset`` (the source message),
+  ``time`` (RFC 3339 UTC when it was dead-lettered) and ``attempt`` (1, or one more than the
+  source's own ``attempt`` when a re-published record fails again; older ``wxsub.dlq.*`` headers
+  are replaced).
 
 Re-publishing: ``parse_dead_letter(...).original()`` gives (topic, key, value, headers) of the
 source message as it was.
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 
 __all__ = [
     "DLQ_TOPIC",
@@ -87,7 +88,7 @@ def dead_letter(
     if isinstance(error, InputError):
         reason, pointer, message = error.reason, error.pointer, error.detail
     else:
-        reason, pointer = "internal", ""
+        reason, pointer = InputReason.INTERNAL, ""
         message = _SECRET_PARAM.sub(r"\1=***", f"{type(error).__name__}: {error}")
     when = (now or datetime.now(UTC)).astimezone(UTC)
     context = {

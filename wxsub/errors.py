@@ -21,15 +21,19 @@ so agents never see library exceptions. Messages never contain secrets.
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "ConfigError",
     "InDoubtError",
     "InputError",
+    "InputReason",
     "PermanentError",
     "ProduceError",
     "PrometheusError",
     "PushRejected",
     "QuotaExceeded",
+    "RejectReason",
     "RetryableError",
     "SetupError",
     "WeChatError",
@@ -53,20 +57,51 @@ class SetupError(WxsubError):
     """Something the machine must provide is missing; the message says what to install."""
 
 
+class InputReason(enum.StrEnum):
+    """Why an input went to the DLQ: the ``wxsub.dlq.reason`` header and the ``reason`` label of
+    ``wxsub_events_invalid_total``. All but INTERNAL are ``InputError`` reasons."""
+
+    OVERSIZED = "oversized"  # more bytes than max_event_bytes (checked before parsing)
+    BAD_UTF8 = "bad_utf8"
+    BAD_JSON = "bad_json"
+    UNKNOWN_VERSION = "unknown_version"  # ``v`` is another major version than this build reads
+    UNKNOWN_TYPE = "unknown_type"  # on a multi-kind topic, ``type`` names no kind published there
+    SCHEMA = "schema"  # the JSON Schema, or a check it cannot express, rejects it
+    WRONG_KEY = "wrong_key"  # the record key is not the event's key
+    INTERNAL = "internal"  # not an InputError: any other exception (a bug)
+
+
 class InputError(WxsubError):
     """An input event is invalid. ``pointer`` is a JSON pointer to the bad part (or "")."""
 
-    def __init__(self, reason: str, message: str, pointer: str = "") -> None:
+    def __init__(self, reason: InputReason, message: str, pointer: str = "") -> None:
         super().__init__(f"{reason}: {message}" + (f" at {pointer}" if pointer else ""))
         self.reason = reason
         self.detail = message
         self.pointer = pointer
 
 
+class RejectReason(enum.StrEnum):
+    """Why the gateway refused a push: the ``reason`` label of ``wxsub_gateway_rejected_total``
+    (the gateway maps each to an HTTP status)."""
+
+    UNKNOWN_APP = "unknown_app"
+    TOO_LARGE = "too_large"
+    MISSING_PARAM = "missing_param"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_NONCE = "replayed_nonce"
+    APPID_MISMATCH = "appid_mismatch"
+    BAD_CIPHERTEXT = "bad_ciphertext"
+    MALFORMED = "malformed"
+    FORBIDDEN_XML = "forbidden_xml"
+    INVALID_EVENT = "invalid_event"
+
+
 class PushRejected(WxsubError):
     """A message push the gateway refuses. ``reason`` is a short metric label (no secrets)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: RejectReason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 from wxsub.schemas import KINDS
 from wxsub.settings import Settings, load_settings
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def check_line(kind: str, line: bytes | None, size: int, max_bytes: int) -> bytes:
     """The Kafka key of a valid line, or raise InputError (``line=None``: dropped as too long)."""
     if line is None:
-        raise InputError("oversized", f"{size} bytes, the limit is {max_bytes}")
+        raise InputError(InputReason.OVERSIZED, f"{size} bytes, the limit is {max_bytes}")
     return KINDS[kind].decode(line, max_bytes).key.encode()  # type: ignore[no-any-return]
 
 

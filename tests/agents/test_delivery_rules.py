@@ -9,13 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wxsub.agents.rules.delivery import (
-    ATTEMPT,
-    FAILED,
-    IN_DOUBT,
-    RETRY,
-    SENT,
     DeliveryPolicy,
     Entry,
+    LedgerState,
     Receipt,
     backoff_ms,
     begin_attempt,
@@ -36,6 +32,14 @@ from wxsub.wechat.client import SendResult
 T0 = 1_714_528_800_000
 POLICY = DeliveryPolicy(max_attempts=3, backoff_base_ms=1000, backoff_max_ms=8000, jitter=0.2)
 MSGID = 2**60 + 7
+
+ATTEMPT, RETRY, SENT, FAILED, IN_DOUBT = (
+    LedgerState.ATTEMPT,
+    LedgerState.RETRY,
+    LedgerState.SENT,
+    LedgerState.FAILED,
+    LedgerState.IN_DOUBT,
+)
 
 
 def intent(

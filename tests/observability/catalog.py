@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
+from wxsub.errors import RejectReason
 from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub_dev.promcheck import DASHBOARD_FILE, RULES_FILE
@@ -72,7 +73,7 @@ def drive_worker(m: WorkerMetrics) -> None:
 def drive_gateway(m: GatewayMetrics) -> None:
     """Touch every gateway metric once."""
     m.requests.labels("ok").inc()
-    m.reject("bad_signature")
+    m.reject(RejectReason.BAD_SIGNATURE)
     m.events.labels("sent").inc()
     m.records.labels("sent").inc(2)
     m.produce_seconds.observe(0.012)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from wxsub.wechat.errcodes import TOKEN_ERRCODES, Disposition, classify, describe
+from wxsub.wechat.errcodes import (
+    TOKEN_ERRCODES,
+    CreditEffect,
+    Disposition,
+    classify,
+    credit_effect,
+    describe,
+)
 
 CASES = {
     0: Disposition.SUCCESS,
@@ -53,3 +60,14 @@ def test_unknown_errcode_is_permanent_and_alerts() -> None:
     info = describe(99999)
     assert info.disposition is Disposition.PERMANENT
     assert info.alert
+
+
+def test_credit_effects() -> None:
+    """Sent: the credit is spent; 43101: WeChat says there is none (zero); anything else that
+    ends a send (refused, retries exhausted, unknown code, no answer): not sent, give it back."""
+    assert credit_effect(0) is CreditEffect.SPENT
+    assert credit_effect(43101) is CreditEffect.ZERO
+    for errcode in (*sorted(set(CASES) - {0, 43101}), 99999, None):
+        assert credit_effect(errcode) is CreditEffect.RESTORE
+    # the values are the Correction record's action on the corrections topic
+    assert (CreditEffect.ZERO, CreditEffect.RESTORE) == ("zero", "restore")

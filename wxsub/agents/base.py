@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from wxsub.dlq import dead_letter
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 from wxsub.merchants import Merchants
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import Outcome, encode_internal, user_key
@@ -98,8 +98,10 @@ class StageEnv:
             return event
         key = rec.key
         if key is None or key.decode(errors="replace") != event.key:
-            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), "wrong_key")
-            return InputError("wrong_key", f"record key must be the event key {event.key!r}")
+            tally(ctx, self.metrics.events_invalid, self.logical(rec.topic), InputReason.WRONG_KEY)
+            return InputError(
+                InputReason.WRONG_KEY, f"record key must be the event key {event.key!r}"
+            )
         home = partition_for(key, self.settings.kafka.partitions)
         if home != rec.partition:
             return Misrouted(home)

@@ -27,6 +27,7 @@ from wxsub.schemas.internal import (
     Candidate,
     Correction,
     Intent,
+    OutcomeReason,
     decode_internal,
     encode_internal,
     user_key,
@@ -144,6 +145,6 @@ class DecideStage:
             tally(ctx, self.env.metrics.credits, "consumed")
         if decision.outcomes:
             for o in decision.outcomes:
-                if o.reason not in ("quiet_hours_deferred",):
+                if o.reason not in (OutcomeReason.QUIET_HOURS_DEFERRED,):
                     tally(ctx, self.env.metrics.suppressed, o.kind, o.reason)
             await self.env.emit_outcomes(ctx, decision.outcomes)

@@ -31,8 +31,8 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import delivery as rules
-from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
-from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
+from wxsub.agents.rules.delivery import Entry, LedgerState, Receipt, Step, StepResult
+from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
 from wxsub.streams.due import DueIndex
@@ -40,6 +40,7 @@ from wxsub.streams.metering import count, labelled
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 from wxsub.wechat.client import SendResult, WeChatClient
+from wxsub.wechat.errcodes import CreditEffect
 
 __all__ = ["DeliverStage", "Ledger"]
 
@@ -76,7 +77,7 @@ class Ledger:
                 self.store.delete(old_key)
             if new_key is not None:
                 self.store.put(new_key, b"")
-        if new.state == SENT and new.msgid and (old is None or old.msgid != new.msgid):
+        if new.state == LedgerState.SENT and new.msgid and (old is None or old.msgid != new.msgid):
             self.store.put(b"m|" + new.msgid.encode(), nid)
 
     def open_attempts(self, appid: str, openid: str, template_id: str) -> list[tuple[int, str]]:
@@ -97,7 +98,7 @@ def _user_prefix(appid: str, openid: str, template_id: str) -> bytes:
 
 
 def _user_index(entry: Entry | None) -> bytes | None:
-    if entry is None or entry.state not in (ATTEMPT, IN_DOUBT):
+    if entry is None or entry.state not in (LedgerState.ATTEMPT, LedgerState.IN_DOUBT):
         return None
     prefix = _user_prefix(entry.appid, entry.openid, entry.template_id)
     return prefix + b"%013d|" % entry.attempt_at + entry.notification_id.encode()
@@ -313,9 +314,10 @@ class DeliverStage:
         if corr is not None:
             key = user_key(corr.appid, corr.openid).encode()
             await ctx.send(env.topic("corrections"), key, encode_internal(corr))
-            env.metrics.credits.labels("zeroed" if corr.action == "zero" else "restored").inc()
-        if step.result in ("in_doubt", "resend", "reconciled_sent", "reconciled_failed"):
-            label = "detected" if step.result == "in_doubt" else step.result
+            change = "zeroed" if corr.action == CreditEffect.ZERO else "restored"
+            env.metrics.credits.labels(change).inc()
+        label = rules.IN_DOUBT_LABELS.get(step.result)
+        if label is not None:
             env.metrics.in_doubt.labels(label).inc()
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -324,7 +326,7 @@ class DeliverStage:
         try:
             return decode_internal(Intent, rec.value or b"")
         except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            error = InputError("schema", f"not an Intent record: {type(exc).__name__}")
+            error = InputError(InputReason.SCHEMA, f"not an Intent record: {type(exc).__name__}")
             await self.env.dead_letter(ctx, rec, error, rules.STAGE)
             return None
 
@@ -388,7 +390,7 @@ class DeliverStage:
         errcode = 0 if isinstance(answer, SendResult) else answer.errcode
         label = "none" if errcode is None else str(errcode)
         count(metrics.sends, step.result, label, attempt.template_id)
-        if step.result == SENT:
+        if step.result == StepResult.SENT:
             seconds = max(0.0, (now - attempt.occurred_at) / 1000)
             labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
 

@@ -23,7 +23,7 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.rules import stats as rules
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
 from wxsub.streams.due import DueIndex
 from wxsub.streams.stage import PartitionContext, StageSpec
@@ -56,7 +56,9 @@ class StatsStage:
             try:
                 outcome = decode_internal(Outcome, rec.value or b"")
             except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-                error = InputError("schema", f"not an Outcome record: {type(exc).__name__}")
+                error = InputError(
+                    InputReason.SCHEMA, f"not an Outcome record: {type(exc).__name__}"
+                )
                 await self.env.dead_letter(ctx, rec, error, STAGE)
                 continue
             self._count(store, rows, outcome)

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from wxsub.errors import ConfigError, ProduceError, PushRejected
+from wxsub.errors import ConfigError, ProduceError, PushRejected, RejectReason
 from wxsub.gateway.dedupe import PushDeduper, TtlMap
 from wxsub.gateway.metrics import GatewayMetrics, event_label
 from wxsub.gateway.producer import RecordSink
@@ -33,18 +33,18 @@ log = logging.getLogger("wxsub.gateway")
 
 PUSH_PATH = "/wechat/push"
 SUCCESS = "success"
-_STATUS = {
-    "unknown_app": 404,
-    "too_large": 413,
-    "missing_param": 400,
-    "bad_signature": 403,
-    "stale_timestamp": 403,
-    "replayed_nonce": 403,
-    "appid_mismatch": 403,
-    "bad_ciphertext": 400,
-    "malformed": 400,
-    "forbidden_xml": 400,
-    "invalid_event": 400,
+_STATUS: dict[RejectReason, int] = {
+    RejectReason.UNKNOWN_APP: 404,
+    RejectReason.TOO_LARGE: 413,
+    RejectReason.MISSING_PARAM: 400,
+    RejectReason.BAD_SIGNATURE: 403,
+    RejectReason.STALE_TIMESTAMP: 403,
+    RejectReason.REPLAYED_NONCE: 403,
+    RejectReason.APPID_MISMATCH: 403,
+    RejectReason.BAD_CIPHERTEXT: 400,
+    RejectReason.MALFORMED: 400,
+    RejectReason.FORBIDDEN_XML: 400,
+    RejectReason.INVALID_EVENT: 400,
 }
 _MAX_ECHOSTR = 256
 
@@ -126,9 +126,9 @@ class _PushHandler:
             query = self._query(request)
             echostr = request.query.get("echostr", "")
             if not echostr or len(echostr) > _MAX_ECHOSTR:
-                raise PushRejected("missing_param", "echostr missing or too long")
+                raise PushRejected(RejectReason.MISSING_PARAM, "echostr missing or too long")
             if not any(self._signed(e, query.signature, query) for e in candidates):
-                raise PushRejected("bad_signature", "signature does not match")
+                raise PushRejected(RejectReason.BAD_SIGNATURE, "signature does not match")
         except PushRejected as exc:
             return self._reject(exc, request)
         self._metrics.requests.labels("verified").inc()
@@ -182,7 +182,7 @@ class _PushHandler:
         message = read_message(self._open(endpoint, query, outer))
         conf = endpoint.conf
         if conf.original_id and message.to_user not in (conf.original_id, conf.appid):
-            raise PushRejected("appid_mismatch", "ToUserName is not this mini program")
+            raise PushRejected(RejectReason.APPID_MISMATCH, "ToUserName is not this mini program")
         self._check_nonce(conf.appid, query, dedupe_key(conf.appid, message))
         return conf.appid, message
 
@@ -192,20 +192,22 @@ class _PushHandler:
         mode = endpoint.conf.mode
         if mode == "plain" or (mode == "compatible" and encrypted is None):
             if not self._signed(endpoint, query.signature, query):
-                raise PushRejected("bad_signature", "signature does not match")
+                raise PushRejected(RejectReason.BAD_SIGNATURE, "signature does not match")
             return outer
         if not isinstance(encrypted, str) or not encrypted:
-            raise PushRejected("malformed", "Encrypt missing")
+            raise PushRejected(RejectReason.MALFORMED, "Encrypt missing")
         if not query.msg_signature:
-            raise PushRejected("missing_param", "msg_signature missing")
+            raise PushRejected(RejectReason.MISSING_PARAM, "msg_signature missing")
         if query.signature and not self._signed(endpoint, query.signature, query):
-            raise PushRejected("bad_signature", "signature does not match")
+            raise PushRejected(RejectReason.BAD_SIGNATURE, "signature does not match")
         if not self._signed(endpoint, query.msg_signature, query, encrypted):
-            raise PushRejected("bad_signature", "msg_signature does not match")
+            raise PushRejected(RejectReason.BAD_SIGNATURE, "msg_signature does not match")
         assert endpoint.cipher is not None  # settings require aes_key outside plain mode
         plain, appid = endpoint.cipher.decrypt(encrypted)
         if appid != endpoint.conf.appid:
-            raise PushRejected("appid_mismatch", "decrypted appid is not this mini program")
+            raise PushRejected(
+                RejectReason.APPID_MISMATCH, "decrypted appid is not this mini program"
+            )
         return parse_document(plain)
 
     # --- checks ---------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class _PushHandler:
             return list(self._endpoints.values())
         endpoint = self._endpoints.get(appid)
         if endpoint is None:
-            raise PushRejected("unknown_app", "no push endpoint for this path")
+            raise PushRejected(RejectReason.UNKNOWN_APP, "no push endpoint for this path")
         return [endpoint]
 
     def _by_to_user(self, outer: Mapping[str, Any]) -> _Endpoint:
@@ -224,16 +226,18 @@ class _PushHandler:
         for endpoint in self._endpoints.values():
             if to_user in (endpoint.conf.original_id, endpoint.conf.appid):
                 return endpoint
-        raise PushRejected("unknown_app", "ToUserName matches no configured mini program")
+        raise PushRejected(
+            RejectReason.UNKNOWN_APP, "ToUserName matches no configured mini program"
+        )
 
     async def _body(self, request: web.Request) -> bytes:
         limit = self._gw.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise PushRejected("too_large", f"body over {limit} bytes")
+            raise PushRejected(RejectReason.TOO_LARGE, f"body over {limit} bytes")
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise PushRejected("too_large", f"body over {limit} bytes") from None
+            raise PushRejected(RejectReason.TOO_LARGE, f"body over {limit} bytes") from None
 
     def _query(self, request: web.Request) -> _Query:
         q = request.query
@@ -244,11 +248,15 @@ class _PushHandler:
             q.get("msg_signature", ""),
         )
         if not query.timestamp or not query.nonce or not (query.signature or query.msg_signature):
-            raise PushRejected("missing_param", "timestamp, nonce and a signature are required")
+            raise PushRejected(
+                RejectReason.MISSING_PARAM, "timestamp, nonce and a signature are required"
+            )
         if not (query.timestamp.isascii() and query.timestamp.isdigit()):
-            raise PushRejected("missing_param", "timestamp is not an integer")
+            raise PushRejected(RejectReason.MISSING_PARAM, "timestamp is not an integer")
         if abs(self._clock() - int(query.timestamp)) > self._gw.timestamp_window_s:
-            raise PushRejected("stale_timestamp", "timestamp outside the accepted window")
+            raise PushRejected(
+                RejectReason.STALE_TIMESTAMP, "timestamp outside the accepted window"
+            )
         return query
 
     def _signed(self, endpoint: _Endpoint, given: str, query: _Query, *extra: str) -> bool:
@@ -261,7 +269,9 @@ class _PushHandler:
         key = (appid, query.timestamp, query.nonce)
         seen = self._nonces.get(key)
         if seen is not None and seen != content:
-            raise PushRejected("replayed_nonce", "timestamp+nonce already used for another message")
+            raise PushRejected(
+                RejectReason.REPLAYED_NONCE, "timestamp+nonce already used for another message"
+            )
         self._nonces.put(key, content)
 
     def _reject(self, exc: PushRejected, request: web.Request) -> web.Response:

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["EVENT_LABELS", "REJECT_REASONS", "RESULTS", "GatewayMetrics", "event_label"]
+from wxsub.errors import RejectReason
+
+__all__ = ["EVENT_LABELS", "RESULTS", "GatewayMetrics", "event_label"]
 
 RESULTS = ("ok", "duplicate", "ignored", "verified", "rejected", "produce_failed")
-REJECT_REASONS = (
-    "unknown_app",
-    "too_large",
-    "missing_param",
-    "bad_signature",
-    "stale_timestamp",
-    "replayed_nonce",
-    "appid_mismatch",
-    "bad_ciphertext",
-    "malformed",
-    "forbidden_xml",
-    "invalid_event",
-)
 EVENT_LABELS = {
     "subscribe_msg_popup_event": "popup",
     "subscribe_msg_change_event": "change",
@@ -72,13 +61,13 @@ class GatewayMetrics:
         )
         for result in RESULTS:
             self.requests.labels(result)
-        for reason in REJECT_REASONS:
+        for reason in RejectReason:
             self.rejected.labels(reason)
         for label in (*EVENT_LABELS.values(), "other"):
             self.events.labels(label)
         for label in EVENT_LABELS.values():
             self.records.labels(label)
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: RejectReason) -> None:
         self.requests.labels("rejected").inc()
-        self.rejected.labels(reason if reason in REJECT_REASONS else "malformed").inc()
+        self.rejected.labels(reason).inc()

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from wxsub.errors import InputError, PushRejected
+from wxsub.errors import InputError, PushRejected, RejectReason
 from wxsub.schemas import SUBSCRIPTION, SubscriptionEvent, encode
 from wxsub.wechat.push_parse import (
     CHANGE_EVENT,
@@ -88,14 +88,14 @@ def _record(appid: str, message: PushMessage, index: int) -> dict[str, Any]:
 
 
 def to_subscription_events(appid: str, message: PushMessage) -> list[SubscriptionEvent]:
-    """One validated SubscriptionEvent per list item; PushRejected("invalid_event") if an item
+    """One validated SubscriptionEvent per list item; PushRejected(INVALID_EVENT) if an item
     does not fit the schema (WeChat then retries, and the log says why)."""
     try:
         return [
             SUBSCRIPTION.from_doc(_record(appid, message, i)) for i in range(len(message.items))
         ]
     except InputError as exc:
-        raise PushRejected("invalid_event", str(exc)) from None
+        raise PushRejected(RejectReason.INVALID_EVENT, str(exc)) from None
 
 
 def to_records(appid: str, message: PushMessage) -> list[tuple[bytes, bytes]]:

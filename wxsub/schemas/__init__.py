@@ -1,8 +1,8 @@
 """The public event contract: JSON Schemas (``json/``), typed records, decoding and encoding.
 
 Ingestion calls :func:`decode` / :func:`decode_topic`; a bad event raises
-:class:`wxsub.errors.InputError` (its ``reason`` is one of :data:`REASONS`) and goes to the DLQ
-(:mod:`wxsub.dlq`). See ``README.md`` next to this file for publishers.
+:class:`wxsub.errors.InputError` (its ``reason`` is a :class:`wxsub.errors.InputReason`) and
+goes to the DLQ (:mod:`wxsub.dlq`). See ``README.md`` next to this file for publishers.
 """
 
 from wxsub.schemas.codec import (
@@ -14,7 +14,6 @@ from wxsub.schemas.codec import (
     PRODUCT_PRICE,
     PRODUCT_STOCK,
     PROMOTION,
-    REASONS,
     SUBSCRIPTION,
     TOPICS,
     VERSION,
@@ -51,7 +50,6 @@ __all__ = [
     "PRODUCT_PRICE",
     "PRODUCT_STOCK",
     "PROMOTION",
-    "REASONS",
     "SUBSCRIPTION",
     "TOPICS",
     "VERSION",

@@ -2,7 +2,7 @@
 
 The one entry point for ingestion is :func:`decode` (one kind) or :func:`decode_topic` (a topic
 that carries several kinds, like ``products``). Either returns a record or raises
-:class:`~wxsub.errors.InputError` whose ``reason`` is one of :data:`REASONS`:
+:class:`~wxsub.errors.InputError` whose ``reason`` is an :class:`~wxsub.errors.InputReason`:
 
 * ``oversized`` - more than ``max_bytes`` bytes (checked before parsing)
 * ``bad_utf8`` - the bytes are not UTF-8
@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 from wxsub.schemas.records import (
     LogisticsUpdated,
     OrderItem,
@@ -47,7 +47,6 @@ __all__ = [
     "PRODUCT_PRICE",
     "PRODUCT_STOCK",
     "PROMOTION",
-    "REASONS",
     "SUBSCRIPTION",
     "TOPICS",
     "VERSION",
@@ -63,9 +62,6 @@ __all__ = [
 VERSION = 1
 #: the largest event accepted unless ``worker.max_event_bytes`` says otherwise (its default)
 DEFAULT_MAX_BYTES: int = 64 * 1024
-REASONS = frozenset(
-    {"oversized", "bad_utf8", "bad_json", "unknown_version", "unknown_type", "schema"}
-)
 
 
 class _Keyed(Protocol):
@@ -106,24 +102,24 @@ class Kind(Generic[R]):
     def _error(self, doc: dict[str, Any]) -> InputError:
         if doc.get("type") != self.name:  # say so first: every other error would follow from it
             shown = shorten(repr(doc["type"])) if "type" in doc else "missing"
-            return InputError("schema", f"type {shown} is not {self.name!r}", "/type")
-        return schema_error(self.name, doc) or InputError("schema", "invalid")
+            return InputError(InputReason.SCHEMA, f"type {shown} is not {self.name!r}", "/type")
+        return schema_error(self.name, doc) or InputError(InputReason.SCHEMA, "invalid")
 
 
 def parse(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """Size check, JSON parse, object check and major-version check; no schema yet."""
     if len(raw) > max_bytes:
-        raise InputError("oversized", f"{len(raw)} bytes, the limit is {max_bytes}")
+        raise InputError(InputReason.OVERSIZED, f"{len(raw)} bytes, the limit is {max_bytes}")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _json_error(raw, exc) from None
     if type(doc) is not dict:
-        raise InputError("schema", f"an event is a JSON object, not {_json_type(doc)}")
+        raise InputError(InputReason.SCHEMA, f"an event is a JSON object, not {_json_type(doc)}")
     version = doc.get("v")
     if type(version) in (int, float) and version != VERSION:
         raise InputError(
-            "unknown_version",
+            InputReason.UNKNOWN_VERSION,
             f"major version {version!r} is not supported (this build reads {VERSION})",
             "/v",
         )
@@ -147,7 +143,7 @@ def decode_topic(topic: str, raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if name not in names:
         shown = shorten(repr(name)) if "type" in doc else "missing"
         raise InputError(
-            "unknown_type",
+            InputReason.UNKNOWN_TYPE,
             f"type {shown} is not published on {topic} (one of {', '.join(names)})",
             "/type",
         )
@@ -169,7 +165,7 @@ def _time(doc: dict[str, Any], name: str) -> datetime:
         return datetime.fromisoformat(doc[name])
     except ValueError as exc:
         raise InputError(
-            "schema", f"{doc[name]!r} is not a valid time: {exc}", f"/{name}"
+            InputReason.SCHEMA, f"{doc[name]!r} is not a valid time: {exc}", f"/{name}"
         ) from None
 
 
@@ -226,7 +222,7 @@ def _watch(d: dict[str, Any]) -> Watch:
 def _promotion(d: dict[str, Any]) -> Promotion:
     starts, ends = _time(d, "starts_at"), _time(d, "ends_at")
     if ends <= starts:
-        raise InputError("schema", "ends_at must be after starts_at", "/ends_at")
+        raise InputError(InputReason.SCHEMA, "ends_at must be after starts_at", "/ends_at")
     return Promotion(
         d["event_id"], _time(d, "occurred_at"), d["appid"], d["promotion_id"], d["title"],
         starts, ends, _target(d["target"]), d.get("discount"), d.get("description"),
@@ -289,8 +285,8 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> InputError:
     try:
         bytes(raw).decode("utf-8")
     except UnicodeDecodeError as bad:
-        return InputError("bad_utf8", f"invalid UTF-8 at byte {bad.start}: {bad.reason}")
-    return InputError("bad_json", f"{exc.msg} at byte {exc.pos}")
+        return InputError(InputReason.BAD_UTF8, f"invalid UTF-8 at byte {bad.start}: {bad.reason}")
+    return InputError(InputReason.BAD_JSON, f"{exc.msg} at byte {exc.pos}")
 
 
 def _json_type(value: Any) -> str:

@@ -12,6 +12,7 @@ source key) for events that end without a send, and deliver -> ``Outcome`` for s
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Callable
 from dataclasses import field, is_dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "Delivery",
     "Intent",
     "Outcome",
+    "OutcomeReason",
     "decode_internal",
     "encode_internal",
     "notification_id",
@@ -78,19 +80,45 @@ class Intent:
     body: dict[str, Any]  # touser, template_id, page, data, miniprogram_state, lang
 
 
+class OutcomeReason(enum.StrEnum):
+    """``Outcome.reason``: how an event ended. docs/policies.md explains the rule reasons and
+    docs/delivery.md the send results; the values are what the outcomes topic, the metrics and
+    the stats rows carry."""
+
+    # decide (rules/decide.py), in the order it checks
+    NO_TEMPLATE = "no_template"
+    STALE = "stale"
+    DUPLICATE = "duplicate"  # also: an order or state event seen before
+    NOT_SUBSCRIBED_KIND = "not_subscribed_kind"
+    MUTED = "muted"
+    INVALID_DATA = "invalid_data"
+    CONTENT_BLOCKED = "content_blocked"
+    COLLAPSED = "collapsed"
+    CAPPED = "capped"
+    NO_CREDIT = "no_credit"
+    QUIET_HOURS_DEFERRED = "quiet_hours_deferred"
+    # orders, logistics, products
+    NO_RULE = "no_rule"
+    REGRESSION = "regression"  # also: a preference or watch older than the stored one
+    ORPHAN = "orphan"
+    NO_MATCH = "no_match"
+    # state events (subscription, preference, watch)
+    APPLIED = "applied"
+    # sends (rules/delivery.py)
+    SENT = "sent"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    RECONCILED_SENT = "reconciled_sent"
+    RECONCILED_FAILED = "reconciled_failed"
+
+
 @record
 class Outcome:
-    """How one input event (or one fan-out target of it) ended, when not (only) by an intent.
-
-    ``reason`` for suppressions: no_credit, muted, capped, quiet_hours_deferred, duplicate,
-    collapsed, stale, content_blocked, invalid_data, not_subscribed_kind, no_rule, orphan,
-    no_template, no_rule, no_match, regression, orphan; for state events: applied; for sends:
-    sent, failed, in_doubt, reconciled_sent, reconciled_failed.
-    """
+    """How one input event (or one fan-out target of it) ended, when not (only) by an intent."""
 
     event_id: str
     kind: str
-    reason: str
+    reason: str  # an OutcomeReason (a plain str once decoded)
     stage: str
     appid: str = ""
     openid: str = ""
@@ -106,7 +134,7 @@ class Delivery:
     """The deliveries ledger (compacted, keyed by notification id): attempt -> sent|failed."""
 
     notification_id: str
-    state: str  # attempt | retry | sent | failed | in_doubt
+    state: str  # a LedgerState of rules/delivery.py: attempt | retry | sent | failed | in_doubt
     appid: str
     openid: str
     template_id: str
@@ -123,7 +151,7 @@ class Correction:
     appid: str
     openid: str
     template_id: str
-    action: str  # zero (43101) | restore (refused for another reason: +1)
+    action: str  # a CreditEffect of the errcode table (wechat/errcodes.py): zero | restore
     notification_id: str
     at: int = 0
 

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
-from wxsub.errors import InputError
+from wxsub.errors import InputError, InputReason
 
 __all__ = ["MAX_MESSAGE_CHARS", "load_schema", "pointer", "schema_error", "validator"]
 
@@ -50,7 +50,7 @@ def schema_error(kind: str, doc: Any) -> InputError | None:
             path.append(err.kind.property)
         elif isinstance(err.kind, jsonschema_rs.ValidationErrorKind.FalseSchema):
             message = f"{path[-1] if path else 'this'} is not allowed here"
-        return InputError("schema", shorten(message), pointer(path))
+        return InputError(InputReason.SCHEMA, shorten(message), pointer(path))
     return None
 
 

@@ -21,7 +21,7 @@ import struct
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from wxsub.errors import PushRejected
+from wxsub.errors import PushRejected, RejectReason
 
 __all__ = [
     "PushCipher",
@@ -89,14 +89,16 @@ class PushCipher:
         """``(message, appid)`` from a base64 ``Encrypt`` value, or PushRejected."""
         raw = _b64(encrypted)
         if not raw or len(raw) % 32:
-            raise PushRejected("bad_ciphertext", "ciphertext is not a whole number of blocks")
+            raise PushRejected(
+                RejectReason.BAD_CIPHERTEXT, "ciphertext is not a whole number of blocks"
+            )
         dec = self._cipher().decryptor()
         padded = dec.update(raw) + dec.finalize()
         unpadder = padding.PKCS7(_BLOCK_BITS).unpadder()
         try:
             plain = unpadder.update(padded) + unpadder.finalize()
         except ValueError:
-            raise PushRejected("bad_ciphertext", "bad padding") from None
+            raise PushRejected(RejectReason.BAD_CIPHERTEXT, "bad padding") from None
         return _split(plain)
 
 
@@ -104,19 +106,19 @@ def _b64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise PushRejected("bad_ciphertext", "Encrypt is not base64") from None
+        raise PushRejected(RejectReason.BAD_CIPHERTEXT, "Encrypt is not base64") from None
 
 
 def _split(plain: bytes) -> tuple[bytes, str]:
     head = _RANDOM_LEN + _LEN_LEN
     if len(plain) < head:
-        raise PushRejected("bad_ciphertext", "plaintext too short")
+        raise PushRejected(RejectReason.BAD_CIPHERTEXT, "plaintext too short")
     (length,) = struct.unpack(">I", plain[_RANDOM_LEN:head])
     if head + length > len(plain):
-        raise PushRejected("bad_ciphertext", "declared length exceeds plaintext")
+        raise PushRejected(RejectReason.BAD_CIPHERTEXT, "declared length exceeds plaintext")
     message = plain[head : head + length]
     try:
         appid = plain[head + length :].decode("ascii")
     except UnicodeDecodeError:
-        raise PushRejected("bad_ciphertext", "appid is not ASCII") from None
+        raise PushRejected(RejectReason.BAD_CIPHERTEXT, "appid is not ASCII") from None
     return message, appid

@@ -19,7 +19,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import orjson
 
-from wxsub.errors import PushRejected
+from wxsub.errors import PushRejected, RejectReason
 
 __all__ = [
     "CHANGE_EVENT",
@@ -101,7 +101,7 @@ def parse_document(body: bytes) -> dict[str, Any]:
         return _parse_json(body)
     if head == b"<":
         return _parse_xml(body)
-    raise PushRejected("malformed", "body is neither XML nor JSON")
+    raise PushRejected(RejectReason.MALFORMED, "body is neither XML nor JSON")
 
 
 def read_message(doc: Mapping[str, Any]) -> PushMessage:
@@ -119,7 +119,7 @@ def read_message(doc: Mapping[str, Any]) -> PushMessage:
         return message
     items = tuple(_item(event, raw) for raw in _raw_items(doc, event))
     if not items:
-        raise PushRejected("malformed", f"{event} without items")
+        raise PushRejected(RejectReason.MALFORMED, f"{event} without items")
     return replace(message, items=items)
 
 
@@ -130,9 +130,9 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise PushRejected("malformed", "invalid JSON") from None
+        raise PushRejected(RejectReason.MALFORMED, "invalid JSON") from None
     if not isinstance(doc, dict):
-        raise PushRejected("malformed", "JSON body is not an object")
+        raise PushRejected(RejectReason.MALFORMED, "JSON body is not an object")
     return doc
 
 
@@ -140,12 +140,12 @@ def _parse_xml(body: bytes) -> dict[str, Any]:
     try:
         root = SafeET.fromstring(body, forbid_dtd=True)
     except defusedxml.DefusedXmlException as exc:
-        raise PushRejected("forbidden_xml", type(exc).__name__) from None
+        raise PushRejected(RejectReason.FORBIDDEN_XML, type(exc).__name__) from None
     except ParseError:
-        raise PushRejected("malformed", "invalid XML") from None
+        raise PushRejected(RejectReason.MALFORMED, "invalid XML") from None
     value = _element(root, 1)
     if not isinstance(value, dict):
-        raise PushRejected("malformed", "XML root has no fields")
+        raise PushRejected(RejectReason.MALFORMED, "XML root has no fields")
     return value
 
 
@@ -154,7 +154,7 @@ def _element(el: Element, depth: int) -> str | dict[str, Any]:
     if len(el) == 0:
         return el.text or ""
     if depth >= _MAX_DEPTH:
-        raise PushRejected("malformed", "XML nested too deep")
+        raise PushRejected(RejectReason.MALFORMED, "XML nested too deep")
     out: dict[str, Any] = {}
     for child in el:
         value = _element(child, depth + 1)
@@ -179,12 +179,12 @@ def _raw_items(doc: Mapping[str, Any], event: str) -> list[Any]:
         return [source]
     if isinstance(source, list):
         return source
-    raise PushRejected("malformed", f"{event} has no List")
+    raise PushRejected(RejectReason.MALFORMED, f"{event} has no List")
 
 
 def _item(event: str, raw: Any) -> PushItem:
     if not isinstance(raw, dict):
-        raise PushRejected("malformed", "List item is not an object")
+        raise PushRejected(RejectReason.MALFORMED, "List item is not an object")
     template_id = _text(raw, "TemplateId")
     if event == SENT_EVENT:
         return SentItem(
@@ -206,9 +206,9 @@ def _text(doc: Mapping[str, Any], key: str, *, required: bool = True) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or (required and not value.strip()):
-        raise PushRejected("malformed", f"{key} missing or not text")
+        raise PushRejected(RejectReason.MALFORMED, f"{key} missing or not text")
     if len(value) > _MAX_FIELD:
-        raise PushRejected("malformed", f"{key} too long")
+        raise PushRejected(RejectReason.MALFORMED, f"{key} too long")
     return value.strip()
 
 
@@ -216,10 +216,10 @@ def _int(doc: Mapping[str, Any], key: str, *, signed: bool = False) -> int:
     value = doc.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0 and not signed:
-            raise PushRejected("malformed", f"{key} is negative")
+            raise PushRejected(RejectReason.MALFORMED, f"{key} is negative")
         return value
     text = _text(doc, key)
     digits = text[1:] if signed and text.startswith("-") else text
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
-        raise PushRejected("malformed", f"{key} is not an integer")
+        raise PushRejected(RejectReason.MALFORMED, f"{key} is not an integer")
     return int(text)

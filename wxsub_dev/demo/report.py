@@ -15,15 +15,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from wxsub.schemas.internal import Intent, Outcome, decode_internal
+from wxsub.schemas.internal import Intent, Outcome, OutcomeReason, decode_internal
 from wxsub.streams.reading import read_topic
 
 __all__ = ["Accounting", "account", "read_intents", "read_outcomes", "read_values"]
 
 _STATE_KINDS = frozenset({"subscription", "preference", "watch"})
-_SENT = frozenset({"sent", "reconciled_sent"})
-_FAILED = frozenset({"failed", "reconciled_failed"})
-_NOT_FINAL = frozenset({"duplicate", "quiet_hours_deferred", "retry_scheduled"})
+_SENT = frozenset({OutcomeReason.SENT, OutcomeReason.RECONCILED_SENT})
+_FAILED = frozenset({OutcomeReason.FAILED, OutcomeReason.RECONCILED_FAILED})
+_NOT_FINAL = frozenset({OutcomeReason.DUPLICATE, OutcomeReason.QUIET_HOURS_DEFERRED})
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _message_label(reason: str) -> str:
         return "sent"
     if reason in _FAILED:
         return "failed"
-    return "in_doubt" if reason == "in_doubt" else ""
+    return "in_doubt" if reason == OutcomeReason.IN_DOUBT else ""
 
 
 def _classify(outs: list[Outcome], messages: set[str]) -> str:
@@ -111,7 +111,7 @@ def _classify(outs: list[Outcome], messages: set[str]) -> str:
     final = [o.reason for o in outs if o.reason not in _NOT_FINAL]
     if final:
         return "suppressed:" + Counter(final).most_common(1)[0][0]
-    if any(o.reason == "duplicate" for o in outs):
+    if any(o.reason == OutcomeReason.DUPLICATE for o in outs):
         return "suppressed:duplicate"
     return "pending" if outs else "unaccounted"
 

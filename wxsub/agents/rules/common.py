@@ -1,4 +1,5 @@
-"""Small helpers shared by the rule modules: event time in ms, outcome records, reasons."""
+"""Small helpers shared by the rule modules: event time in ms, outcome records (their reasons:
+``wxsub.schemas.internal.OutcomeReason``)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,9 @@ import datetime as dt
 
 from wxsub.schemas.internal import Outcome
 
-__all__ = ["REASONS", "STATE_REASONS", "outcome", "to_ms"]
+__all__ = ["outcome", "to_ms"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-#: every reason a rule module can give; docs/policies.md explains each
-REASONS = frozenset(
-    {
-        # decide
-        "no_template",
-        "stale",
-        "duplicate",
-        "not_subscribed_kind",
-        "muted",
-        "invalid_data",
-        "content_blocked",
-        "collapsed",
-        "capped",
-        "no_credit",
-        "quiet_hours_deferred",
-        # orders / logistics / products
-        "no_rule",
-        "regression",
-        "orphan",
-        "no_match",
-    }
-)
-#: reasons for state events (subscription, preference, watch)
-STATE_REASONS = frozenset({"applied", "duplicate", "regression"})
 
 
 def to_ms(moment: dt.datetime | int) -> int:
@@ -47,7 +23,7 @@ def to_ms(moment: dt.datetime | int) -> int:
 def outcome(
     event_id: str,
     kind: str,
-    reason: str,
+    reason: str,  # an OutcomeReason
     stage: str,
     at: int,
     *,

@@ -34,7 +34,7 @@ from wxsub.agents.rules.render import Invalid, render
 from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, add_credit, prune
 from wxsub.memo import remember
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
-from wxsub.schemas.internal import Candidate, Intent, Outcome, notification_id
+from wxsub.schemas.internal import Candidate, Intent, Outcome, OutcomeReason, notification_id
 from wxsub.schemas.struct import record
 
 __all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
@@ -60,13 +60,13 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
 
     if cfg is None or kind is None:
         what = "app" if cfg is None else f"kind {cand.kind}"
-        return Decision(state, outcomes=(out("no_template", f"{what} not configured"),))
+        return Decision(state, outcomes=(out(OutcomeReason.NO_TEMPLATE, f"{what} not configured"),))
     tpl = kind.template_id
     nid = notification_id(cand.appid, cand.openid, tpl, cand.event_id)
     if now_ms - cand.occurred_at > kind.stale_after_s * 1000:
-        return Decision(state, outcomes=(out("stale", "", nid, tpl),))
+        return Decision(state, outcomes=(out(OutcomeReason.STALE, "", nid, tpl),))
     if nid in state.seen:
-        return Decision(state, outcomes=(out("duplicate", "", nid, tpl),))
+        return Decision(state, outcomes=(out(OutcomeReason.DUPLICATE, "", nid, tpl),))
     state = prune(_with_seen(state, nid, cand.occurred_at), cfg, now_ms)
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
@@ -75,7 +75,9 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
     held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(state, held, cand.event_id)
-        return Decision(state, outcomes=(out("collapsed", "older than a held update", nid, tpl),))
+        return Decision(
+            state, outcomes=(out(OutcomeReason.COLLAPSED, "older than a held update", nid, tpl),)
+        )
     marketing = kind.marketing
     # the state as if the held intent had not been decided (credit and cap slot back)
     credits, consumed, sends = state.credits, state.consumed, state.sends
@@ -109,16 +111,16 @@ def _check(
 ) -> tuple[str, str, dict[str, object] | None]:
     """Preferences, mutes, rendering and content: (reason, detail, body or None)."""
     if cand.kind in state.muted_kinds:
-        return "not_subscribed_kind", f"{cand.kind} muted", None
+        return OutcomeReason.NOT_SUBSCRIBED_KIND, f"{cand.kind} muted", None
     if kind.template_id in state.muted_templates:
-        return "muted", "template rejected in settings", None
+        return OutcomeReason.MUTED, "template rejected in settings", None
     body = render(cand, kind, cfg.timezone)
     if isinstance(body, Invalid):
-        return "invalid_data", str(body), None
+        return OutcomeReason.INVALID_DATA, str(body), None
     data = body["data"]
     assert isinstance(data, dict)
     if cfg.sensitive_words and _blocked(matcher(cfg.sensitive_words), data.values()):
-        return "content_blocked", "sensitive word", None
+        return OutcomeReason.CONTENT_BLOCKED, "sensitive word", None
     return "", "", body
 
 
@@ -155,9 +157,9 @@ def _limits(
         used = sum(1 for s in sends if s.marketing == marketing and abs(s.at - at) < window)
         if used >= cap.max:
             label = "marketing" if marketing else "transactional"
-            return "capped", f"{label} cap {cap.max}/{cap.window_s}s"
+            return OutcomeReason.CAPPED, f"{label} cap {cap.max}/{cap.window_s}s"
     if credits.get(kind.template_id, 0) <= 0:
-        return "no_credit", ""
+        return OutcomeReason.NO_CREDIT, ""
     return "", ""
 
 
@@ -200,13 +202,13 @@ def _dispatch(
     if release is not None:
         deferred = (*deferred, Deferred(release, intent))
         detail = f"release at {release}"
-        outs = (_out(cand, "quiet_hours_deferred", now_ms, nid, tpl, detail),)
+        outs = (_out(cand, OutcomeReason.QUIET_HOURS_DEFERRED, now_ms, nid, tpl, detail),)
     elif collapse:
         keep = tuple(h for h in held_all if not _same(h, cand))
         held_all = (*keep, Held(cand.subject, now_ms + cfg.collapse_window_s * 1000, intent))
         if held is not None:
             detail = f"superseded by {cand.event_id}"
-            outs = (_out_for(held.intent, "collapsed", now_ms, detail),)
+            outs = (_out_for(held.intent, OutcomeReason.COLLAPSED, now_ms, detail),)
     else:
         intents = (intent,)
     new = UserState(

@@ -16,6 +16,7 @@ Nothing here does I/O: the stage reads the entry, calls these, and writes what t
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,20 +24,26 @@ from typing import Any
 import orjson
 
 from wxsub.errors import InDoubtError, PermanentError, QuotaExceeded, WeChatError
-from wxsub.schemas.internal import Correction, Delivery, Intent, Outcome, encode_internal
+from wxsub.schemas.internal import (
+    Correction,
+    Delivery,
+    Intent,
+    Outcome,
+    OutcomeReason,
+    encode_internal,
+)
 from wxsub.schemas.struct import from_doc, record
+from wxsub.wechat.errcodes import credit_effect
 
 __all__ = [
-    "ATTEMPT",
-    "FAILED",
-    "IN_DOUBT",
-    "RETRY",
-    "SENT",
+    "IN_DOUBT_LABELS",
     "STAGE",
     "DeliveryPolicy",
     "Entry",
+    "LedgerState",
     "Receipt",
     "Step",
+    "StepResult",
     "backoff_ms",
     "begin_attempt",
     "decode_entry",
@@ -53,8 +60,41 @@ __all__ = [
 ]
 
 STAGE = "deliver"
-ATTEMPT, RETRY, SENT, FAILED, IN_DOUBT = "attempt", "retry", "sent", "failed", "in_doubt"
-_NOT_SENT_ERRCODE = 43101  # no credit: WeChat's credit count is 0, tell decide
+
+
+class LedgerState(enum.StrEnum):
+    """``Entry.state`` (and ``Delivery.state`` on the deliveries topic)."""
+
+    NEW = "new"  # built from an intent, not yet in the ledger
+    ATTEMPT = "attempt"
+    RETRY = "retry"
+    SENT = "sent"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+
+
+class StepResult(enum.StrEnum):
+    """What a step did: the ``result`` label of ``wxsub_sends_total`` (answers to a call)."""
+
+    NONE = ""  # nothing happened
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    QUOTA = "quota"  # 45009: deferred to the end of the appid's pause
+    DEFERRED = "deferred"  # not sent now: the appid is paused
+    IN_DOUBT = "in_doubt"
+    RESEND = "resend"  # in doubt, resent (in_doubt_policy = resend)
+    RECONCILED_SENT = "reconciled_sent"
+    RECONCILED_FAILED = "reconciled_failed"
+
+
+#: the ``state`` label of ``wxsub_in_doubt_total`` for the results that concern in-doubt sends
+IN_DOUBT_LABELS: dict[str, str] = {
+    StepResult.IN_DOUBT: "detected",
+    StepResult.RESEND: "resend",
+    StepResult.RECONCILED_SENT: "reconciled_sent",
+    StepResult.RECONCILED_FAILED: "reconciled_failed",
+}
 
 
 @dataclass(frozen=True)
@@ -123,7 +163,7 @@ class Step:
     outcome: Outcome | None = None
     correction: Correction | None = None
     send: bool = False
-    result: str = ""  # metric label of what happened (sent, failed, retry, in_doubt, ...)
+    result: StepResult = StepResult.NONE
 
 
 # --- the state machine --------------------------------------------------------------------------
@@ -133,7 +173,7 @@ def entry_for(intent: Intent, now_ms: int) -> Entry:
     """A fresh entry (not yet in the ledger) for an intent."""
     return Entry(
         notification_id=intent.notification_id,
-        state="new",
+        state=LedgerState.NEW,
         appid=intent.appid,
         openid=intent.openid,
         template_id=intent.template_id,
@@ -158,7 +198,7 @@ def on_intent(
         if paused_until is not None:
             return defer(fresh, paused_until, now_ms)
         return Step(fresh, send=True)
-    if old.state == ATTEMPT:
+    if old.state == LedgerState.ATTEMPT:
         return leftover(old, now_ms, policy)
     return Step()  # final, in doubt (reported), or a retry the timer owns: nothing to do
 
@@ -169,11 +209,11 @@ def on_due(
     """The timer found ``entry`` due: send a retry, push it past a pause, or a leftover."""
     if entry is None:
         return Step()
-    if entry.state == RETRY:
+    if entry.state == LedgerState.RETRY:
         if paused_until is not None:
             return defer(entry, paused_until, now_ms)
         return Step(entry, send=True)
-    if entry.state == ATTEMPT:
+    if entry.state == LedgerState.ATTEMPT:
         return leftover(entry, now_ms, policy)
     return Step(replace(entry, due=None)) if entry.due is not None else Step()
 
@@ -182,24 +222,29 @@ def begin_attempt(entry: Entry, now_ms: int) -> Entry:
     """The durable ``attempt`` written (and committed) before the HTTP call. Its due time is now:
     should it outlive the call (crash), the next timer run finds it and reports it in doubt."""
     return replace(
-        entry, state=ATTEMPT, attempts=entry.attempts + 1, attempt_at=now_ms, due=now_ms, at=now_ms
+        entry,
+        state=LedgerState.ATTEMPT,
+        attempts=entry.attempts + 1,
+        attempt_at=now_ms,
+        due=now_ms,
+        at=now_ms,
     )
 
 
 def defer(entry: Entry, until_ms: int, now_ms: int) -> Step:
     """Not sent now (the appid is paused): a retry at ``until_ms``, no attempt used."""
-    state = RETRY if entry.intent is not None else entry.state
-    return Step(replace(entry, state=state, due=until_ms, at=now_ms), result="deferred")
+    state = LedgerState.RETRY if entry.intent is not None else entry.state
+    return Step(replace(entry, state=state, due=until_ms, at=now_ms), result=StepResult.DEFERRED)
 
 
 def leftover(entry: Entry, now_ms: int, policy: DeliveryPolicy) -> Step:
     """An attempt whose answer is unknown: in doubt, reported; resent only if the policy says."""
     failures = entry.failures + 1
     if policy.in_doubt_resend and entry.intent is not None and failures < policy.max_attempts:
-        retry = replace(entry, state=RETRY, failures=failures, due=now_ms, at=now_ms)
-        return Step(retry, result="resend")
-    doubt = replace(entry, state=IN_DOUBT, due=None, at=now_ms, intent=None)
-    return Step(doubt, _outcome(doubt, "in_doubt", now_ms), result=IN_DOUBT)
+        retry = replace(entry, state=LedgerState.RETRY, failures=failures, due=now_ms, at=now_ms)
+        return Step(retry, result=StepResult.RESEND)
+    doubt = replace(entry, state=LedgerState.IN_DOUBT, due=None, at=now_ms, intent=None)
+    return Step(doubt, _outcome(doubt, OutcomeReason.IN_DOUBT, now_ms), result=StepResult.IN_DOUBT)
 
 
 def on_result(
@@ -216,14 +261,17 @@ def on_result(
     ``draw`` in [0, 1) is the jitter's random draw; ``pause_until`` the end of the appid's quota
     pause (QuotaExceeded)."""
     if not isinstance(answer, WeChatError):
-        sent = replace(attempt, state=SENT, msgid=str(answer.msgid), errcode=0, due=None, at=now_ms)
-        return Step(replace(sent, intent=None), _outcome(sent, SENT, now_ms), result=SENT)
+        sent = replace(
+            attempt, state=LedgerState.SENT, msgid=str(answer.msgid), errcode=0, due=None, at=now_ms
+        )
+        outcome = _outcome(sent, OutcomeReason.SENT, now_ms)
+        return Step(replace(sent, intent=None), outcome, result=StepResult.SENT)
     if isinstance(answer, InDoubtError):
         return leftover(attempt, now_ms, policy)
     if isinstance(answer, QuotaExceeded):
         until = pause_until if pause_until is not None else now_ms + policy.quota_pause_ms
         step = defer(replace(attempt, errcode=answer.errcode), until, now_ms)
-        return replace(step, result="quota")
+        return replace(step, result=StepResult.QUOTA)
     if isinstance(answer, PermanentError):
         return _failed(attempt, answer.errcode, now_ms, str(answer))
     failures = attempt.failures + 1  # RetryableError: provably not sent
@@ -231,24 +279,32 @@ def on_result(
         return _failed(attempt, answer.errcode, now_ms, f"gave up after {failures} attempts")
     due = now_ms + backoff_ms(failures, policy, draw)
     retry = replace(
-        attempt, state=RETRY, failures=failures, errcode=answer.errcode, due=due, at=now_ms
+        attempt,
+        state=LedgerState.RETRY,
+        failures=failures,
+        errcode=answer.errcode,
+        due=due,
+        at=now_ms,
     )
-    return Step(retry, result="retry")
+    return Step(retry, result=StepResult.RETRY)
 
 
 def _failed(attempt: Entry, errcode: int | None, now_ms: int, detail: str) -> Step:
-    """WeChat did not send: failed, and the credit goes back (or to 0 on 43101)."""
-    failed = replace(attempt, state=FAILED, errcode=errcode, due=None, at=now_ms, intent=None)
-    action = "zero" if errcode == _NOT_SENT_ERRCODE else "restore"
+    """WeChat did not send: failed, and the credit correction the errcode table says (RESTORE,
+    or ZERO for 43101: the user has none), applied by decide (``apply_correction``)."""
+    failed = replace(
+        attempt, state=LedgerState.FAILED, errcode=errcode, due=None, at=now_ms, intent=None
+    )
     correction = Correction(
         appid=attempt.appid,
         openid=attempt.openid,
         template_id=attempt.template_id,
-        action=action,
+        action=credit_effect(errcode),
         notification_id=attempt.notification_id,
         at=now_ms,
     )
-    return Step(failed, _outcome(failed, FAILED, now_ms, detail[:200]), correction, result=FAILED)
+    outcome = _outcome(failed, OutcomeReason.FAILED, now_ms, detail[:200])
+    return Step(failed, outcome, correction, result=StepResult.FAILED)
 
 
 def backoff_ms(failures: int, policy: DeliveryPolicy, draw: float) -> int:
@@ -280,26 +336,29 @@ def match_receipt(
 
 def on_receipt(entry: Entry, receipt: Receipt, now_ms: int) -> Step:
     """Settle an in-doubt (or leftover attempt) entry from WeChat's sent receipt."""
-    if entry.state not in (IN_DOUBT, ATTEMPT):
+    if entry.state not in (LedgerState.IN_DOUBT, LedgerState.ATTEMPT):
         return Step()
     ok = receipt.error_code == 0
     settled = replace(
         entry,
-        state=SENT if ok else FAILED,
+        state=LedgerState.SENT if ok else LedgerState.FAILED,
         msgid=receipt.msgid,
         errcode=receipt.error_code,
         due=None,
         at=now_ms,
         intent=None,
     )
-    reason = "reconciled_sent" if ok else "reconciled_failed"
-    return Step(settled, _outcome(settled, reason, now_ms), result=reason)
+    if ok:
+        reason, result = OutcomeReason.RECONCILED_SENT, StepResult.RECONCILED_SENT
+    else:
+        reason, result = OutcomeReason.RECONCILED_FAILED, StepResult.RECONCILED_FAILED
+    return Step(settled, _outcome(settled, reason, now_ms), result=result)
 
 
 # --- records ------------------------------------------------------------------------------------
 
 
-def _outcome(entry: Entry, reason: str, now_ms: int, detail: str = "") -> Outcome:
+def _outcome(entry: Entry, reason: OutcomeReason, now_ms: int, detail: str = "") -> Outcome:
     return Outcome(
         event_id=entry.event_id,
         kind=entry.kind,
@@ -309,7 +368,7 @@ def _outcome(entry: Entry, reason: str, now_ms: int, detail: str = "") -> Outcom
         openid=entry.openid,
         template_id=entry.template_id,
         notification_id=entry.notification_id,
-        errcode=entry.errcode if reason != SENT else 0,
+        errcode=entry.errcode if reason != OutcomeReason.SENT else 0,
         detail=detail,
         at=now_ms,
     )

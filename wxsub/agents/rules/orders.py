@@ -21,7 +21,7 @@ from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import DEFAULT_ORPHAN_AFTER_S, MerchantConfig
-from wxsub.schemas.internal import Candidate, Outcome
+from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason
 from wxsub.schemas.records import LogisticsUpdated, OrderItem, OrderStatusChanged
 from wxsub.schemas.struct import from_doc, record
 
@@ -157,15 +157,15 @@ def apply_order_event(
         )
 
     if order is not None and order.event_id == ev.event_id:
-        return order, (), (out("duplicate"),)
+        return order, (), (out(OutcomeReason.DUPLICATE),)
     if order is not None and at < order.occurred_at:
-        return order, (), (out("regression", f"older than {order.status}"),)
+        return order, (), (out(OutcomeReason.REGRESSION, f"older than {order.status}"),)
     new = _order_state(ev, at)
     kind = cfg.kind("order_status") if cfg else None
     if kind is None:
-        return new, (), (out("no_template", "order_status not configured"),)
+        return new, (), (out(OutcomeReason.NO_TEMPLATE, "order_status not configured"),)
     if ev.status not in kind.notify_on:
-        return new, (), (out("no_rule", f"status {ev.status} does not notify"),)
+        return new, (), (out(OutcomeReason.NO_RULE, f"status {ev.status} does not notify"),)
     return new, (_order_candidate(new, ev, at, now_ms),), ()
 
 
@@ -214,7 +214,7 @@ def _join(
 ) -> LogisticsDecision:
     kind = cfg.kind("logistics") if cfg else None
     if kind is None or p.state not in kind.notify_on:
-        reason = "no_template" if kind is None else "no_rule"
+        reason = OutcomeReason.NO_TEMPLATE if kind is None else OutcomeReason.NO_RULE
         detail = "logistics not configured" if kind is None else f"state {p.state} does not notify"
         return LogisticsDecision(
             outcome=outcome(
@@ -280,7 +280,7 @@ def expire_pending(
         outcome(
             p.event_id,
             "logistics",
-            "orphan",
+            OutcomeReason.ORPHAN,
             STAGE,
             now_ms,
             appid=p.appid,

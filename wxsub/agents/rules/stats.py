@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import orjson
 
 from wxsub.merchants import MerchantConfig
-from wxsub.schemas.internal import NOTIFY_KINDS, Outcome
+from wxsub.schemas.internal import NOTIFY_KINDS, Outcome, OutcomeReason
 from wxsub.schemas.struct import record
 
 __all__ = [
@@ -117,28 +117,32 @@ def update(o: Outcome, cfg: MerchantConfig | None, last_send: int | None, window
     if o.kind == "subscription":
         return _subscription(o, key, last_send, window_ms)
     if o.stage != "deliver":
-        counter = "deferred" if o.reason == "quiet_hours_deferred" else f"suppressed:{o.reason}"
+        counter = (
+            "deferred"
+            if o.reason == OutcomeReason.QUIET_HOURS_DEFERRED
+            else f"suppressed:{o.reason}"
+        )
         return Update(key, (counter,))
     return _delivery(o, key)
 
 
 def _delivery(o: Outcome, key: RowKey) -> Update:
     failed = f"failed:{o.errcode if o.errcode is not None else 'none'}"
-    if o.reason == "sent":
+    if o.reason == OutcomeReason.SENT:
         return Update(key, ("sent",), last_send=o.at)
-    if o.reason == "reconciled_sent":
+    if o.reason == OutcomeReason.RECONCILED_SENT:
         return Update(key, ("sent", "reconciled"), last_send=o.at)
-    if o.reason == "failed":
+    if o.reason == OutcomeReason.FAILED:
         return Update(key, (failed,))
-    if o.reason == "reconciled_failed":
+    if o.reason == OutcomeReason.RECONCILED_FAILED:
         return Update(key, (failed, "reconciled"))
-    if o.reason == "in_doubt":
+    if o.reason == OutcomeReason.IN_DOUBT:
         return Update(key, ("in_doubt",))
-    return Update(key)  # e.g. retry_scheduled: not an end
+    return Update(key)  # not a send result
 
 
 def _subscription(o: Outcome, key: RowKey, last_send: int | None, window_ms: int) -> Update:
-    if o.reason != "applied":
+    if o.reason != OutcomeReason.APPLIED:
         return Update(key)  # a duplicate push changes nothing
     # the decide stage writes "<event> <status>" (rules.subscriptions.apply_subscription)
     event, _, status = o.detail.partition(" ")

@@ -33,9 +33,17 @@ import orjson
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.memo import remember
 from wxsub.merchants import MerchantConfig
-from wxsub.schemas.internal import NOTIFY_KINDS, Correction, Intent, Outcome, encode_internal
+from wxsub.schemas.internal import (
+    NOTIFY_KINDS,
+    Correction,
+    Intent,
+    Outcome,
+    OutcomeReason,
+    encode_internal,
+)
 from wxsub.schemas.records import PreferenceChanged, SubscriptionEvent
 from wxsub.schemas.struct import from_doc, record
+from wxsub.wechat.errcodes import CreditEffect
 
 __all__ = [
     "DEFAULT_RETENTION_S",
@@ -267,7 +275,7 @@ def apply_subscription(
     """Apply a popup/change/sent event; a repeated event id is ``duplicate`` (no double credit)."""
     detail = f"{ev.event} {ev.status or ''}".strip()
     if ev.event_id in state.events:
-        return state, _state_outcome(ev, "subscription", "duplicate", now_ms, detail)
+        return state, _state_outcome(ev, "subscription", OutcomeReason.DUPLICATE, now_ms, detail)
     at = to_ms(ev.occurred_at)
     state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
     if ev.event == "popup" and ev.status == "accept":
@@ -282,7 +290,7 @@ def apply_subscription(
             state, muted_templates=_toggle(state.muted_templates, ev.template_id, False)
         )
     # popup reject: no credit, nothing to change; sent: a receipt for the deliver stage
-    return state, _state_outcome(ev, "subscription", "applied", now_ms, detail)
+    return state, _state_outcome(ev, "subscription", OutcomeReason.APPLIED, now_ms, detail)
 
 
 def apply_preference(
@@ -291,25 +299,27 @@ def apply_preference(
     """Mute or unmute a kind (``all``: every kind); an older change than the last is ignored."""
     detail = f"{ev.op} {ev.kind}"
     if ev.event_id in state.events:
-        return state, _state_outcome(ev, "preference", "duplicate", now_ms, detail)
+        return state, _state_outcome(ev, "preference", OutcomeReason.DUPLICATE, now_ms, detail)
     at = to_ms(ev.occurred_at)
     state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
     kinds = NOTIFY_KINDS if ev.kind == "all" else (ev.kind,)
     if any(at < state.pref_at.get(k, at) for k in kinds):
-        return state, _state_outcome(ev, "preference", "regression", now_ms, detail)
+        return state, _state_outcome(ev, "preference", OutcomeReason.REGRESSION, now_ms, detail)
     muted = state.muted_kinds
     for kind in kinds:
         muted = _toggle(muted, kind, ev.op == "mute")
     pref_at = {**state.pref_at, **dict.fromkeys(kinds, at)}
     new = replace(state, muted_kinds=muted, pref_at=pref_at)
-    return new, _state_outcome(ev, "preference", "applied", now_ms, detail)
+    return new, _state_outcome(ev, "preference", OutcomeReason.APPLIED, now_ms, detail)
 
 
 def apply_correction(state: UserState, corr: Correction) -> UserState:
-    """43101 (``zero``) -> credits 0; ``restore`` -> +1 once, for a send that took a credit."""
-    if corr.action == "zero":
+    """A failed send's credit effect (the errcode table's ``credit`` column, via
+    ``rules/delivery._failed``): ZERO (43101) -> credits 0; RESTORE -> +1 once, for a send that
+    took a credit."""
+    if corr.action == CreditEffect.ZERO:
         return state.with_credit(corr.template_id, -state.credit(corr.template_id))
-    if corr.action == "restore" and corr.notification_id in state.consumed:
+    if corr.action == CreditEffect.RESTORE and corr.notification_id in state.consumed:
         consumed = {k: t for k, t in state.consumed.items() if k != corr.notification_id}
         return replace(state.with_credit(corr.template_id, +1), consumed=consumed)
     return state

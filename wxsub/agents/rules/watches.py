@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from wxsub.agents.rules.common import outcome, to_ms
-from wxsub.schemas.internal import Candidate, Outcome, encode_internal
+from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason, encode_internal
 from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
 from wxsub.schemas.struct import from_doc
 
@@ -113,8 +113,9 @@ def apply_watch(existing: WatchState | None, ev: Watch) -> WatchState | None:
 def watch_outcome(existing: WatchState | None, ev: Watch, now_ms: int) -> Outcome:
     """The outcome of a watch event: ``applied``, or ``regression`` when it was older."""
     older = existing is not None and to_ms(ev.occurred_at) < existing.occurred_at
+    reason = OutcomeReason.REGRESSION if older else OutcomeReason.APPLIED
     return outcome(
-        ev.event_id, "watch", "regression" if older else "applied", STAGE, now_ms,
+        ev.event_id, "watch", reason, STAGE, now_ms,
         appid=ev.appid, openid=ev.openid, detail=f"{ev.op} {ev.kind}",
     )  # fmt: skip
 
@@ -194,7 +195,7 @@ def no_match_outcome(ev: ProductEvent, now_ms: int) -> Outcome:
     kind = {ProductPriceChanged: "price_drop", ProductStockChanged: "restock"}.get(
         type(ev), "promotion"
     )
-    return outcome(ev.event_id, kind, "no_match", STAGE, now_ms, appid=ev.appid)
+    return outcome(ev.event_id, kind, OutcomeReason.NO_MATCH, STAGE, now_ms, appid=ev.appid)
 
 
 # stand-ins for the per-watcher fields while a candidate's bytes are cut into a template
