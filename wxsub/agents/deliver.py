@@ -11,8 +11,9 @@ offsets, and its calls start only then (``ctx.on_commit``) and run while the par
 next batch: their finals are written by the partition's next turn (a batch, the timer, or a
 ``settle`` turn the runtime gives it when idle or before it gives the partition up). So a batch
 costs one transaction, and the partition does not wait for WeChat between batches. Retries and
-crash leftovers are handled by ``on_timer`` through a DueIndex. Every decision is in
-``wxsub.agents.rules.delivery``; ``docs/delivery.md`` explains the guarantees.
+crash leftovers are handled by ``on_timer`` through the ledger's DueIndex. Every decision is in
+``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the 45009 pauses
+``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import DueIndex, StageEnv, count, labelled
+from wxsub.agents.base import StageEnv, count, labelled
+from wxsub.agents.delivery_ledger import DueBacklog, Ledger
+from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
-from wxsub.agents.rules.delivery import ATTEMPT, IN_DOUBT, SENT, Entry, Receipt, Step
+from wxsub.agents.rules.delivery import SENT, Entry, Receipt, Step
 from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
@@ -39,66 +42,12 @@ from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 from wxsub.wechat.client import SendResult, WeChatClient
 
-__all__ = ["DeliverStage", "Ledger"]
+__all__ = ["DeliverStage"]
 
 log = logging.getLogger(__name__)
 
 Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
 Answer = SendResult | WeChatError
-_COUNT_RATE = 10_000  # due entries per second of gauge staleness (see _count_backlog)
-
-
-class Ledger:
-    """The ``ledger`` store: entries by notification id, plus three indexes kept in step.
-
-    ``n|nid`` -> entry; the DueIndex (retries, and attempts so a leftover is found by the
-    timer); ``u|appid:openid|template|attempt_at|nid`` for attempt/in-doubt entries (receipt
-    matching, oldest first); ``m|msgid`` -> nid for sent entries (a receipt of a known send).
-    """
-
-    def __init__(self, store: PartitionStore) -> None:
-        self.store = store
-        self.due = DueIndex(store)
-
-    def get(self, nid: str) -> Entry | None:
-        raw = self.store.get(b"n|" + nid.encode())
-        return rules.decode_entry(raw) if raw is not None else None
-
-    def write(self, old: Entry | None, new: Entry) -> None:
-        self.store.put(b"n|" + new.notification_id.encode(), rules.encode_entry(new))
-        nid = new.notification_id.encode()
-        self.due.set(nid, old.due if old else None, new.due)
-        old_key, new_key = _user_index(old), _user_index(new)
-        if old_key != new_key:
-            if old_key is not None:
-                self.store.delete(old_key)
-            if new_key is not None:
-                self.store.put(new_key, b"")
-        if new.state == SENT and new.msgid and (old is None or old.msgid != new.msgid):
-            self.store.put(b"m|" + new.msgid.encode(), nid)
-
-    def open_attempts(self, appid: str, openid: str, template_id: str) -> list[tuple[int, str]]:
-        """(attempt_at, nid) of the user's attempt/in-doubt entries for a template, oldest first."""
-        prefix = _user_prefix(appid, openid, template_id)
-        out = []
-        for key, _ in self.store.scan(prefix):
-            at, _, nid = key[len(prefix) :].partition(b"|")
-            out.append((int(at), nid.decode()))
-        return out
-
-    def known_msgid(self, msgid: str) -> bool:
-        return self.store.get(b"m|" + msgid.encode()) is not None
-
-
-def _user_prefix(appid: str, openid: str, template_id: str) -> bytes:
-    return f"u|{user_key(appid, openid)}|{template_id}|".encode()
-
-
-def _user_index(entry: Entry | None) -> bytes | None:
-    if entry is None or entry.state not in (ATTEMPT, IN_DOUBT):
-        return None
-    prefix = _user_prefix(entry.appid, entry.openid, entry.template_id)
-    return prefix + b"%013d|" % entry.attempt_at + entry.notification_id.encode()
 
 
 class _InFlight:
@@ -132,9 +81,8 @@ class DeliverStage:
             timer_interval_s=self.policy.timer_interval_s,
         )
         self._slots = asyncio.Semaphore(env.settings.worker.max_in_flight)
-        self._paused: dict[str, int] = {}  # appid -> wall ms when the 45009 pause ends
-        # partition -> (monotonic time counted, due entries): the deferred gauge
-        self._backlog: dict[int, tuple[float, int]] = {}
+        self._pauses = QuotaPauses(env.metrics, self.policy.quota_pause_ms)
+        self._backlog = DueBacklog(env.metrics)
         self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
         self._in_flight: dict[int, _InFlight] = {}  # partition -> calls started after a commit
 
@@ -156,45 +104,33 @@ class DeliverStage:
                     await self._reconcile(ctx, ledger, receipt, now)
         pending: list[Pending] = []
         seen: set[str] = set()
+        paused_until = self._pauses.until
         for intent in intents:
             if intent.notification_id in seen:
                 continue
             seen.add(intent.notification_id)
             old = ledger.get(intent.notification_id)
-            paused = self._pause(intent.appid, now)
+            paused = paused_until(intent.appid, now)
             step = rules.on_intent(old, intent, now, paused, self.policy)
             await self._step(ctx, ledger, old, step, pending)
         await self._deliver(ctx, ledger, pending)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
-        self._resume(now_ms)
+        self._pauses.resume_due(now_ms)
         ledger = Ledger(ctx.stores["ledger"])
         await self._settle(ctx, ledger)
         pending: list[Pending] = []
         limit = self.env.settings.worker.max_in_flight
+        paused_until = self._pauses.until
         for due_ms, raw in list(ledger.due.due(now_ms, limit)):
             entry = ledger.get(raw.decode())
             if entry is None or entry.due != due_ms:
                 ledger.due.set(raw, due_ms, None)  # a stale index key
                 continue
-            step = rules.on_due(entry, now_ms, self._pause(entry.appid, now_ms), self.policy)
+            step = rules.on_due(entry, now_ms, paused_until(entry.appid, now_ms), self.policy)
             await self._step(ctx, ledger, entry, step, pending)
         await self._deliver(ctx, ledger, pending)
-        self._count_backlog(ctx.partition, ledger)
-
-    def _count_backlog(self, partition: int, ledger: Ledger) -> None:
-        """Recount a partition's due entries for the gauge, less often the more there are.
-
-        Counting scans the index; after a count of n it is repeated no sooner than n / 10 000
-        seconds (every timer run below 10 000), so a large backlog costs at most ~1% of a core.
-        """
-        counted_at, n = self._backlog.get(partition, (0.0, 0))
-        now = time.monotonic()
-        if now - counted_at < n / _COUNT_RATE:
-            return
-        self._backlog[partition] = (now, ledger.due.count())
-        total = sum(n for _, n in self._backlog.values())
-        self.env.metrics.deferred.labels(rules.STAGE).set(total)
+        self._backlog.recount(ctx.partition, ledger)
 
     # --- work in flight (the runtime's Settling protocol) -----------------------------------------
 
@@ -231,11 +167,12 @@ class DeliverStage:
         """Send in waves: at most one call per user at a time, attempts durable first. The last
         wave's calls start once the turn has committed (see the module docstring)."""
         waves = _waves(pending)
+        paused_until = self._pauses.until
         for n, wave in enumerate(waves, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
-                paused = self._pause(base.appid, now)
+                paused = paused_until(base.appid, now)
                 if paused is not None:
                     await self._apply(ctx, ledger, old, rules.defer(base, paused, now))
                     continue
@@ -261,7 +198,7 @@ class DeliverStage:
         now = self.env.clock()
         out = []
         for attempt, answer in zip(calls, answers, strict=True):
-            pause = self._on_quota(attempt.appid, now) if _quota(answer) else None
+            pause = self._pauses.on_quota(attempt.appid, now) if _quota(answer) else None
             step = rules.on_result(
                 attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
             )
@@ -354,30 +291,6 @@ class DeliverStage:
         entry = ledger.get(nid) if nid is not None else None
         if entry is not None:
             await self._apply(ctx, ledger, entry, rules.on_receipt(entry, receipt, now))
-
-    # --- quota pauses ---------------------------------------------------------------------------
-
-    def _pause(self, appid: str, now: int) -> int | None:
-        until = self._paused.get(appid)
-        return until if until is not None and until > now else None
-
-    def _on_quota(self, appid: str, now: int) -> int:
-        until = self._pause(appid, now)
-        if until is None:
-            until = self._paused[appid] = now + self.policy.quota_pause_ms
-            self.env.metrics.quota_paused.labels(appid).set(1)
-            log.warning(
-                "ALERT: daily send quota reached (45009); sends of this appid paused",
-                extra={"appid": appid, "resume_at_ms": until},
-            )
-        return until
-
-    def _resume(self, now: int) -> None:
-        for appid, until in list(self._paused.items()):
-            if until <= now:
-                del self._paused[appid]
-                self.env.metrics.quota_paused.labels(appid).set(0)
-                log.info("sends resumed after the quota pause", extra={"appid": appid})
 
     # --- metrics --------------------------------------------------------------------------------
 
