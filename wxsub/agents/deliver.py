@@ -25,12 +25,11 @@ import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
 
-from wxsub.agents.base import StageEnv, count, labelled
+from wxsub.agents.base import StageEnv, labelled, tally
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
@@ -48,6 +47,7 @@ log = logging.getLogger(__name__)
 
 Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
 Answer = SendResult | WeChatError
+Answered = tuple[Entry, Step, str]  # (attempt, the step its answer leads to, errcode label)
 
 
 class _InFlight:
@@ -60,7 +60,7 @@ class _InFlight:
     def __init__(self, store: PartitionStore, calls: list[tuple[Entry, asyncio.Task[Answer]]]):
         self.store = store
         self.calls = calls
-        self.steps: list[tuple[Entry, Step]] | None = None  # kept if the writing turn aborts
+        self.answered: list[Answered] | None = None  # kept if the writing turn aborts
 
 
 class DeliverStage:
@@ -149,11 +149,10 @@ class DeliverStage:
         if flight.store is not ledger.store:
             del self._in_flight[ctx.partition]  # started under an earlier ownership
             return
-        if flight.steps is None:
+        if flight.answered is None:
             answers = await _answers(task for _, task in flight.calls)
-            flight.steps = self._results([a for a, _ in flight.calls], answers)
-        for attempt, step in flight.steps:
-            await self._apply(ctx, ledger, attempt, step)
+            flight.answered = self._results([a for a, _ in flight.calls], answers)
+        await self._write_answers(ctx, ledger, flight.answered)
 
         def forget() -> None:
             if self._in_flight.get(ctx.partition) is flight:
@@ -186,24 +185,28 @@ class DeliverStage:
                 return
             await ctx.commit()  # the attempts are durable before any request leaves
             answers = await _answers(self._call(a) for a in calls)
-            for attempt, step in self._results(calls, answers):
-                await self._apply(ctx, ledger, attempt, step)
+            await self._write_answers(ctx, ledger, self._results(calls, answers))
 
     def _start_calls(self, partition: int, store: PartitionStore, calls: list[Entry]) -> None:
         tasks = [(a, asyncio.ensure_future(self._call(a))) for a in calls]
         self._in_flight[partition] = _InFlight(store, tasks)
 
-    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[tuple[Entry, Step]]:
-        """The step each answer leads to (metrics counted here, once)."""
+    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[Answered]:
+        """The step each answer leads to, and its errcode label (latency observed here, once;
+        the send is counted by ``_write_answers``, with the transaction that writes it)."""
         now = self.env.clock()
-        out = []
+        e2e = self.env.metrics.e2e_latency
+        out: list[Answered] = []
         for attempt, answer in zip(calls, answers, strict=True):
             pause = self._pauses.on_quota(attempt.appid, now) if _quota(answer) else None
             step = rules.on_result(
                 attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
             )
-            self._count_send(attempt, answer, step, now)
-            out.append((attempt, step))
+            errcode = 0 if isinstance(answer, SendResult) else answer.errcode
+            if step.result == SENT:
+                seconds = max(0.0, (now - attempt.occurred_at) / 1000)
+                labelled(e2e, attempt.kind).observe(seconds)
+            out.append((attempt, step, "none" if errcode is None else str(errcode)))
         return out
 
     async def _call(self, attempt: Entry) -> Answer:
@@ -219,6 +222,15 @@ class DeliverStage:
                 labelled(self.env.metrics.wechat_latency, "send").observe(latency)
 
     # --- writing --------------------------------------------------------------------------------
+
+    async def _write_answers(
+        self, ctx: PartitionContext, ledger: Ledger, answered: list[Answered]
+    ) -> None:
+        """Write the answers' steps; each send is counted once the transaction commits."""
+        sends = self.env.metrics.sends
+        for attempt, step, errcode in answered:
+            await self._apply(ctx, ledger, attempt, step)
+            tally(ctx, sends, step.result, errcode, attempt.template_id)
 
     async def _step(
         self,
@@ -248,10 +260,10 @@ class DeliverStage:
         if corr is not None:
             key = user_key(corr.appid, corr.openid).encode()
             await ctx.send(env.topic("corrections"), key, encode_internal(corr))
-            env.metrics.credits.labels("zeroed" if corr.action == "zero" else "restored").inc()
+            tally(ctx, env.metrics.credits, "zeroed" if corr.action == "zero" else "restored")
         if step.result in ("in_doubt", "resend", "reconciled_sent", "reconciled_failed"):
             label = "detected" if step.result == "in_doubt" else step.result
-            env.metrics.in_doubt.labels(label).inc()
+            tally(ctx, env.metrics.in_doubt, label)
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -291,17 +303,6 @@ class DeliverStage:
         entry = ledger.get(nid) if nid is not None else None
         if entry is not None:
             await self._apply(ctx, ledger, entry, rules.on_receipt(entry, receipt, now))
-
-    # --- metrics --------------------------------------------------------------------------------
-
-    def _count_send(self, attempt: Entry, answer: Any, step: Step, now: int) -> None:
-        metrics = self.env.metrics
-        errcode = 0 if isinstance(answer, SendResult) else answer.errcode
-        label = "none" if errcode is None else str(errcode)
-        count(metrics.sends, step.result, label, attempt.template_id)
-        if step.result == SENT:
-            seconds = max(0.0, (now - attempt.occurred_at) / 1000)
-            labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
 
 
 async def _answers(calls: Iterable[Awaitable[Answer]]) -> list[Answer]:
