@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import orjson
@@ -37,11 +37,12 @@ from wxsub.agents.rules.delivery import SENT, Entry, Receipt, Step
 from wxsub.errors import InDoubtError, InputError, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
+from wxsub.settings import DeliverySettings
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 from wxsub.wechat.client import SendResult, WeChatClient
 
-__all__ = ["DeliverStage"]
+__all__ = ["DeliverStage", "delivery_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,15 @@ class _InFlight:
         self.answered: list[Answered] | None = None  # kept if the writing turn aborts
 
 
+def delivery_policy(settings: DeliverySettings) -> rules.DeliveryPolicy:
+    """The policy the ``[delivery]`` settings describe (``in_doubt_resend`` is the stage's)."""
+    return rules.DeliveryPolicy(**asdict(settings))
+
+
 class DeliverStage:
-    """Built by the worker as ``DeliverStage(env, client)``; ``policy`` overrides the retry
-    knobs (``in_doubt_resend`` always follows ``settings.worker.in_doubt_policy``)."""
+    """Built by the worker as ``DeliverStage(env, client, delivery_policy(settings.delivery))``;
+    ``policy`` defaults to ``DeliveryPolicy()`` (``in_doubt_resend`` always follows
+    ``settings.worker.in_doubt_policy``)."""
 
     def __init__(
         self, env: StageEnv, client: WeChatClient, policy: rules.DeliveryPolicy | None = None
