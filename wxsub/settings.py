@@ -24,6 +24,7 @@ from wxsub.tomlfile import read_toml
 
 __all__ = [
     "AppCredentials",
+    "DeliverySettings",
     "GatewaySettings",
     "KafkaSettings",
     "PushEndpoint",
@@ -172,11 +173,41 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    """The deliver stage's retry, pause and reconciliation knobs (``DeliveryPolicy``; its
+    ``in_doubt_resend`` follows ``worker.in_doubt_policy``). ``docs/delivery.md`` explains them."""
+
+    max_attempts: int = 5  # retryable refusals before a send is failed
+    backoff_base_ms: int = 2_000  # first retry delay; doubles per refusal
+    backoff_max_ms: int = 300_000
+    jitter: float = 0.25  # +- this fraction of the delay
+    quota_pause_ms: int = 600_000  # 45009: the appid's sends pause this long
+    receipt_skew_ms: int = 5_000  # a receipt may carry a time this much before our attempt
+    receipt_window_ms: int = 120_000  # ... and settles an attempt at most this much older
+    timer_interval_s: float = 1.0  # how often due retries and crash leftovers are looked at
+
+    def __post_init__(self) -> None:
+        _check(self.max_attempts >= 1, "delivery.max_attempts", "must be >= 1")
+        _check(self.backoff_base_ms >= 0, "delivery.backoff_base_ms", "must be >= 0")
+        _check(
+            self.backoff_max_ms >= self.backoff_base_ms,
+            "delivery.backoff_max_ms",
+            "must be >= delivery.backoff_base_ms",
+        )
+        _check(0 <= self.jitter < 1, "delivery.jitter", "must be >= 0 and < 1")
+        _check(self.quota_pause_ms >= 1, "delivery.quota_pause_ms", "must be >= 1")
+        _check(self.receipt_skew_ms >= 0, "delivery.receipt_skew_ms", "must be >= 0")
+        _check(self.receipt_window_ms >= 0, "delivery.receipt_window_ms", "must be >= 0")
+        _check(self.timer_interval_s > 0, "delivery.timer_interval_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     wechat: WeChatSettings = field(default_factory=WeChatSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some scalar fields replaced, validated like any other source."""

@@ -138,12 +138,12 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         agents.append(StatsStage(env))
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
-        from wxsub.agents.deliver import DeliverStage
+        from wxsub.agents.deliver import DeliverStage, delivery_policy
         from wxsub.wechat.client import WeChatClient
 
         client = WeChatClient(settings.wechat)
         closers.append(client.aclose)
-        agents.append(DeliverStage(env, client))
+        agents.append(DeliverStage(env, client, delivery_policy(settings.delivery)))
         max_batch["deliver"] = settings.worker.max_in_flight
     for agent in agents:
         env.metrics.stage_started(agent.spec.name)

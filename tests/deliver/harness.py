@@ -252,9 +252,10 @@ def build_stage(
     settings: Settings,
     policy: DeliveryPolicy = FAST,
     client_class: type[WeChatClient] = WeChatClient,
+    env_class: type[StageEnv] = StageEnv,
 ) -> tuple[DeliverStage, WeChatClient, WorkerMetrics]:
     metrics = WorkerMetrics()
-    env = StageEnv(settings, Merchants({}), metrics)
+    env = env_class(settings, Merchants({}), metrics)
     client = client_class(settings.wechat)
     return DeliverStage(env, client, policy), client, metrics
 
@@ -278,9 +279,10 @@ async def run_stage(
     state_dir: Path,
     policy: DeliveryPolicy = FAST,
     client_class: type[WeChatClient] = WeChatClient,
+    env_class: type[StageEnv] = StageEnv,
 ) -> AsyncIterator[tuple[DeliverStage, WorkerMetrics]]:
     """The deliver stage running in this process until the block ends."""
-    stage, client, metrics = build_stage(settings, policy, client_class)
+    stage, client, metrics = build_stage(settings, policy, client_class, env_class)
     runner = make_runner(settings, stage, state_dir)
     task = asyncio.create_task(runner.run())
     try:

@@ -1,9 +1,13 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from wxsub.worker import create_worker
 
+from wxsub.agents.deliver import DeliverStage, delivery_policy
+from wxsub.agents.rules.delivery import DeliveryPolicy
 from wxsub.errors import ConfigError
-from wxsub.settings import Secret, Settings, load_settings
+from wxsub.settings import DeliverySettings, Secret, Settings, load_settings
 
 
 def test_defaults_are_valid() -> None:
@@ -68,3 +72,80 @@ def test_overrides_validate() -> None:
     assert s.kafka.partitions == 3
     with pytest.raises(ConfigError):
         Settings().with_overrides(kafka={"partitions": "0"})
+
+
+async def test_delivery_section_from_toml_and_env_reaches_the_deliver_stage(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "wxsub.toml"
+    cfg.write_text(
+        "[delivery]\nmax_attempts = 3\nbackoff_base_ms = 500\njitter = 0.1\n"
+        "quota_pause_ms = 60000\ntimer_interval_s = 0.5\n"
+    )
+    s = load_settings(cfg, env={"WXSUB_DELIVERY_RECEIPT_WINDOW_MS": "30000"})
+    assert s.delivery == DeliverySettings(
+        max_attempts=3,
+        backoff_base_ms=500,
+        jitter=0.1,
+        quota_pause_ms=60_000,
+        receipt_window_ms=30_000,
+        timer_interval_s=0.5,
+    )
+    resend = replace(s, worker=replace(s.worker, in_doubt_policy="resend"))
+    worker = create_worker(resend, ["deliver"])  # the composition root
+    try:
+        (runner,) = worker.runners
+        stage = runner.stage
+        assert isinstance(stage, DeliverStage)
+        assert stage.policy == replace(delivery_policy(s.delivery), in_doubt_resend=True)
+        assert (stage.policy.max_attempts, stage.policy.receipt_window_ms) == (3, 30_000)
+        assert stage.spec.timer_interval_s == 0.5
+    finally:
+        await worker.client.aclose()
+
+
+def test_delivery_defaults_are_the_policy_defaults() -> None:
+    assert load_settings(env={}).delivery == DeliverySettings()
+    assert delivery_policy(DeliverySettings()) == DeliveryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "message"),
+    [
+        ({"WXSUB_DELIVERY_MAX_ATTEMPTS": "many"}, "delivery.max_attempts", "must be an integer"),
+        ({"WXSUB_DELIVERY_MAX_ATTEMPTS": "0"}, "delivery.max_attempts", "must be >= 1"),
+        ({"WXSUB_DELIVERY_BACKOFF_BASE_MS": "-1"}, "delivery.backoff_base_ms", ">= 0"),
+        (
+            {"WXSUB_DELIVERY_BACKOFF_BASE_MS": "5000", "WXSUB_DELIVERY_BACKOFF_MAX_MS": "1000"},
+            "delivery.backoff_max_ms",
+            "must be >= delivery.backoff_base_ms",
+        ),
+        ({"WXSUB_DELIVERY_JITTER": "1"}, "delivery.jitter", "must be >= 0 and < 1"),
+        ({"WXSUB_DELIVERY_QUOTA_PAUSE_MS": "0"}, "delivery.quota_pause_ms", "must be >= 1"),
+        ({"WXSUB_DELIVERY_RECEIPT_SKEW_MS": "-5"}, "delivery.receipt_skew_ms", ">= 0"),
+        ({"WXSUB_DELIVERY_RECEIPT_WINDOW_MS": "2m"}, "delivery.receipt_window_ms", "integer"),
+        ({"WXSUB_DELIVERY_TIMER_INTERVAL_S": "0"}, "delivery.timer_interval_s", "must be > 0"),
+    ],
+)
+def test_bad_delivery_values_name_the_key(env: dict[str, str], key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    assert err.value.key.startswith(key)
+    assert key in str(err.value)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("line", ["max_attempt = 3", "in_doubt_resend = true"])
+def test_unknown_delivery_keys_are_rejected(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "wxsub.toml"
+    cfg.write_text(f"[delivery]\n{line}\n")
+    name = line.split(" ", 1)[0]
+    with pytest.raises(ConfigError, match=rf"delivery\.{name}: unknown setting"):
+        load_settings(cfg, env={})
+
+
+def test_bad_delivery_value_in_toml_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "wxsub.toml"
+    cfg.write_text('[delivery]\njitter = "lots"\n')
+    with pytest.raises(ConfigError, match=r"delivery\.jitter: must be a number; got 'lots'"):
+        load_settings(cfg, env={})

@@ -11,8 +11,9 @@ offsets, and its calls start only then (``ctx.on_commit``) and run while the par
 next batch: their finals are written by the partition's next turn (a batch, the timer, or a
 ``settle`` turn the runtime gives it when idle or before it gives the partition up). So a batch
 costs one transaction, and the partition does not wait for WeChat between batches. Retries and
-crash leftovers are handled by ``on_timer`` through a DueIndex. Every decision is in
-``wxsub.agents.rules.delivery``; ``docs/delivery.md`` explains the guarantees.
+crash leftovers are handled by ``on_timer`` through the ledger's DueIndex. Every decision is in
+``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the 45009 pauses
+``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees.
 """
 
 from __future__ import annotations
@@ -22,86 +23,34 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
-from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.delivery_ledger import DueBacklog, Ledger
+from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
-from wxsub.agents.rules.delivery import Entry, LedgerState, Receipt, Step, StepResult
+from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
-from wxsub.streams.due import DueIndex
-from wxsub.streams.metering import count, labelled
+from wxsub.settings import DeliverySettings
+from wxsub.streams.metering import labelled, tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 from wxsub.wechat.client import SendResult, WeChatClient
 from wxsub.wechat.errcodes import CreditEffect
 
-__all__ = ["DeliverStage", "Ledger"]
+__all__ = ["DeliverStage", "delivery_policy"]
 
 log = logging.getLogger(__name__)
 
 Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
 Answer = SendResult | WeChatError
-_COUNT_RATE = 10_000  # due entries per second of gauge staleness (see _count_backlog)
-
-
-class Ledger:
-    """The ``ledger`` store: entries by notification id, plus three indexes kept in step.
-
-    ``n|nid`` -> entry; the DueIndex (retries, and attempts so a leftover is found by the
-    timer); ``u|appid:openid|template|attempt_at|nid`` for attempt/in-doubt entries (receipt
-    matching, oldest first); ``m|msgid`` -> nid for sent entries (a receipt of a known send).
-    """
-
-    def __init__(self, store: PartitionStore) -> None:
-        self.store = store
-        self.due = DueIndex(store)
-
-    def get(self, nid: str) -> Entry | None:
-        raw = self.store.get(b"n|" + nid.encode())
-        return rules.decode_entry(raw) if raw is not None else None
-
-    def write(self, old: Entry | None, new: Entry) -> None:
-        self.store.put(b"n|" + new.notification_id.encode(), rules.encode_entry(new))
-        nid = new.notification_id.encode()
-        self.due.set(nid, old.due if old else None, new.due)
-        old_key, new_key = _user_index(old), _user_index(new)
-        if old_key != new_key:
-            if old_key is not None:
-                self.store.delete(old_key)
-            if new_key is not None:
-                self.store.put(new_key, b"")
-        if new.state == LedgerState.SENT and new.msgid and (old is None or old.msgid != new.msgid):
-            self.store.put(b"m|" + new.msgid.encode(), nid)
-
-    def open_attempts(self, appid: str, openid: str, template_id: str) -> list[tuple[int, str]]:
-        """(attempt_at, nid) of the user's attempt/in-doubt entries for a template, oldest first."""
-        prefix = _user_prefix(appid, openid, template_id)
-        out = []
-        for key, _ in self.store.scan(prefix):
-            at, _, nid = key[len(prefix) :].partition(b"|")
-            out.append((int(at), nid.decode()))
-        return out
-
-    def known_msgid(self, msgid: str) -> bool:
-        return self.store.get(b"m|" + msgid.encode()) is not None
-
-
-def _user_prefix(appid: str, openid: str, template_id: str) -> bytes:
-    return f"u|{user_key(appid, openid)}|{template_id}|".encode()
-
-
-def _user_index(entry: Entry | None) -> bytes | None:
-    if entry is None or entry.state not in (LedgerState.ATTEMPT, LedgerState.IN_DOUBT):
-        return None
-    prefix = _user_prefix(entry.appid, entry.openid, entry.template_id)
-    return prefix + b"%013d|" % entry.attempt_at + entry.notification_id.encode()
+Answered = tuple[Entry, Step, str]  # (attempt, the step its answer leads to, errcode label)
 
 
 class _InFlight:
@@ -114,12 +63,18 @@ class _InFlight:
     def __init__(self, store: PartitionStore, calls: list[tuple[Entry, asyncio.Task[Answer]]]):
         self.store = store
         self.calls = calls
-        self.steps: list[tuple[Entry, Step]] | None = None  # kept if the writing turn aborts
+        self.answered: list[Answered] | None = None  # kept if the writing turn aborts
+
+
+def delivery_policy(settings: DeliverySettings) -> rules.DeliveryPolicy:
+    """The policy the ``[delivery]`` settings describe (``in_doubt_resend`` is the stage's)."""
+    return rules.DeliveryPolicy(**asdict(settings))
 
 
 class DeliverStage:
-    """Built by the worker as ``DeliverStage(env, client)``; ``policy`` overrides the retry
-    knobs (``in_doubt_resend`` always follows ``settings.worker.in_doubt_policy``)."""
+    """Built by the worker as ``DeliverStage(env, client, delivery_policy(settings.delivery))``;
+    ``policy`` defaults to ``DeliveryPolicy()`` (``in_doubt_resend`` always follows
+    ``settings.worker.in_doubt_policy``)."""
 
     def __init__(
         self, env: StageEnv, client: WeChatClient, policy: rules.DeliveryPolicy | None = None
@@ -135,9 +90,8 @@ class DeliverStage:
             timer_interval_s=self.policy.timer_interval_s,
         )
         self._slots = asyncio.Semaphore(env.settings.worker.max_in_flight)
-        self._paused: dict[str, int] = {}  # appid -> wall ms when the 45009 pause ends
-        # partition -> (monotonic time counted, due entries): the deferred gauge
-        self._backlog: dict[int, tuple[float, int]] = {}
+        self._pauses = QuotaPauses(env.metrics, self.policy.quota_pause_ms)
+        self._backlog = DueBacklog(env.metrics)
         self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
         self._in_flight: dict[int, _InFlight] = {}  # partition -> calls started after a commit
 
@@ -159,45 +113,33 @@ class DeliverStage:
                     await self._reconcile(ctx, ledger, receipt, now)
         pending: list[Pending] = []
         seen: set[str] = set()
+        paused_until = self._pauses.until
         for intent in intents:
             if intent.notification_id in seen:
                 continue
             seen.add(intent.notification_id)
             old = ledger.get(intent.notification_id)
-            paused = self._pause(intent.appid, now)
+            paused = paused_until(intent.appid, now)
             step = rules.on_intent(old, intent, now, paused, self.policy)
             await self._step(ctx, ledger, old, step, pending)
         await self._deliver(ctx, ledger, pending)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
-        self._resume(now_ms)
+        self._pauses.resume_due(now_ms)
         ledger = Ledger(ctx.stores["ledger"])
         await self._settle(ctx, ledger)
         pending: list[Pending] = []
         limit = self.env.settings.worker.max_in_flight
+        paused_until = self._pauses.until
         for due_ms, raw in list(ledger.due.due(now_ms, limit)):
             entry = ledger.get(raw.decode())
             if entry is None or entry.due != due_ms:
                 ledger.due.set(raw, due_ms, None)  # a stale index key
                 continue
-            step = rules.on_due(entry, now_ms, self._pause(entry.appid, now_ms), self.policy)
+            step = rules.on_due(entry, now_ms, paused_until(entry.appid, now_ms), self.policy)
             await self._step(ctx, ledger, entry, step, pending)
         await self._deliver(ctx, ledger, pending)
-        self._count_backlog(ctx.partition, ledger)
-
-    def _count_backlog(self, partition: int, ledger: Ledger) -> None:
-        """Recount a partition's due entries for the gauge, less often the more there are.
-
-        Counting scans the index; after a count of n it is repeated no sooner than n / 10 000
-        seconds (every timer run below 10 000), so a large backlog costs at most ~1% of a core.
-        """
-        counted_at, n = self._backlog.get(partition, (0.0, 0))
-        now = time.monotonic()
-        if now - counted_at < n / _COUNT_RATE:
-            return
-        self._backlog[partition] = (now, ledger.due.count())
-        total = sum(n for _, n in self._backlog.values())
-        self.env.metrics.deferred.labels(rules.STAGE).set(total)
+        self._backlog.recount(ctx.partition, ledger)
 
     # --- work in flight (the runtime's Settling protocol) -----------------------------------------
 
@@ -216,11 +158,10 @@ class DeliverStage:
         if flight.store is not ledger.store:
             del self._in_flight[ctx.partition]  # started under an earlier ownership
             return
-        if flight.steps is None:
+        if flight.answered is None:
             answers = await _answers(task for _, task in flight.calls)
-            flight.steps = self._results([a for a, _ in flight.calls], answers)
-        for attempt, step in flight.steps:
-            await self._apply(ctx, ledger, attempt, step)
+            flight.answered = self._results([a for a, _ in flight.calls], answers)
+        await self._write_answers(ctx, ledger, flight.answered)
 
         def forget() -> None:
             if self._in_flight.get(ctx.partition) is flight:
@@ -234,11 +175,12 @@ class DeliverStage:
         """Send in waves: at most one call per user at a time, attempts durable first. The last
         wave's calls start once the turn has committed (see the module docstring)."""
         waves = _waves(pending)
+        paused_until = self._pauses.until
         for n, wave in enumerate(waves, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
-                paused = self._pause(base.appid, now)
+                paused = paused_until(base.appid, now)
                 if paused is not None:
                     await self._apply(ctx, ledger, old, rules.defer(base, paused, now))
                     continue
@@ -252,24 +194,28 @@ class DeliverStage:
                 return
             await ctx.commit()  # the attempts are durable before any request leaves
             answers = await _answers(self._call(a) for a in calls)
-            for attempt, step in self._results(calls, answers):
-                await self._apply(ctx, ledger, attempt, step)
+            await self._write_answers(ctx, ledger, self._results(calls, answers))
 
     def _start_calls(self, partition: int, store: PartitionStore, calls: list[Entry]) -> None:
         tasks = [(a, asyncio.ensure_future(self._call(a))) for a in calls]
         self._in_flight[partition] = _InFlight(store, tasks)
 
-    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[tuple[Entry, Step]]:
-        """The step each answer leads to (metrics counted here, once)."""
+    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[Answered]:
+        """The step each answer leads to, and its errcode label (latency observed here, once;
+        the send is counted by ``_write_answers``, with the transaction that writes it)."""
         now = self.env.clock()
-        out = []
+        e2e = self.env.metrics.e2e_latency
+        out: list[Answered] = []
         for attempt, answer in zip(calls, answers, strict=True):
-            pause = self._on_quota(attempt.appid, now) if _quota(answer) else None
+            pause = self._pauses.on_quota(attempt.appid, now) if _quota(answer) else None
             step = rules.on_result(
                 attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
             )
-            self._count_send(attempt, answer, step, now)
-            out.append((attempt, step))
+            errcode = 0 if isinstance(answer, SendResult) else answer.errcode
+            if step.result == StepResult.SENT:
+                seconds = max(0.0, (now - attempt.occurred_at) / 1000)
+                labelled(e2e, attempt.kind).observe(seconds)
+            out.append((attempt, step, "none" if errcode is None else str(errcode)))
         return out
 
     async def _call(self, attempt: Entry) -> Answer:
@@ -285,6 +231,15 @@ class DeliverStage:
                 labelled(self.env.metrics.wechat_latency, "send").observe(latency)
 
     # --- writing --------------------------------------------------------------------------------
+
+    async def _write_answers(
+        self, ctx: PartitionContext, ledger: Ledger, answered: list[Answered]
+    ) -> None:
+        """Write the answers' steps; each send is counted once the transaction commits."""
+        sends = self.env.metrics.sends
+        for attempt, step, errcode in answered:
+            await self._apply(ctx, ledger, attempt, step)
+            tally(ctx, sends, step.result, errcode, attempt.template_id)
 
     async def _step(
         self,
@@ -315,10 +270,10 @@ class DeliverStage:
             key = user_key(corr.appid, corr.openid).encode()
             await ctx.send(env.topic("corrections"), key, encode_internal(corr))
             change = "zeroed" if corr.action == CreditEffect.ZERO else "restored"
-            env.metrics.credits.labels(change).inc()
+            tally(ctx, env.metrics.credits, change)
         label = rules.IN_DOUBT_LABELS.get(step.result)
         if label is not None:
-            env.metrics.in_doubt.labels(label).inc()
+            tally(ctx, env.metrics.in_doubt, label)
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -358,41 +313,6 @@ class DeliverStage:
         entry = ledger.get(nid) if nid is not None else None
         if entry is not None:
             await self._apply(ctx, ledger, entry, rules.on_receipt(entry, receipt, now))
-
-    # --- quota pauses ---------------------------------------------------------------------------
-
-    def _pause(self, appid: str, now: int) -> int | None:
-        until = self._paused.get(appid)
-        return until if until is not None and until > now else None
-
-    def _on_quota(self, appid: str, now: int) -> int:
-        until = self._pause(appid, now)
-        if until is None:
-            until = self._paused[appid] = now + self.policy.quota_pause_ms
-            self.env.metrics.quota_paused.labels(appid).set(1)
-            log.warning(
-                "ALERT: daily send quota reached (45009); sends of this appid paused",
-                extra={"appid": appid, "resume_at_ms": until},
-            )
-        return until
-
-    def _resume(self, now: int) -> None:
-        for appid, until in list(self._paused.items()):
-            if until <= now:
-                del self._paused[appid]
-                self.env.metrics.quota_paused.labels(appid).set(0)
-                log.info("sends resumed after the quota pause", extra={"appid": appid})
-
-    # --- metrics --------------------------------------------------------------------------------
-
-    def _count_send(self, attempt: Entry, answer: Any, step: Step, now: int) -> None:
-        metrics = self.env.metrics
-        errcode = 0 if isinstance(answer, SendResult) else answer.errcode
-        label = "none" if errcode is None else str(errcode)
-        count(metrics.sends, step.result, label, attempt.template_id)
-        if step.result == StepResult.SENT:
-            seconds = max(0.0, (now - attempt.occurred_at) / 1000)
-            labelled(metrics.e2e_latency, attempt.kind).observe(seconds)
 
 
 async def _answers(calls: Iterable[Awaitable[Answer]]) -> list[Answer]:
