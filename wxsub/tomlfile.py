@@ -1,4 +1,5 @@
-"""Reading a TOML config file: the one loader of the settings and the merchant config."""
+"""Reading a TOML config file: the one loader of the settings, the merchant config and the
+sandbox's world."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ import copy
 import logging
 import random
 import string
-import tomllib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from wxsub.errors import ConfigError
 from wxsub.settings import Secret
+from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES
 from wxsub.wechat.templates import TemplateKeyword, parse_content
 from wxsub_sandbox.tokens import TokenConfig
@@ -231,13 +231,7 @@ def load_world(source: str | Path | Mapping[str, Any]) -> World:
     """A world from a TOML file path or an already-parsed dict. ConfigError names bad keys."""
     if isinstance(source, Mapping):
         return _world(source)
-    try:
-        doc = tomllib.loads(Path(source).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("world", f"file not found: {source}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("world", f"{source} is not valid TOML: {exc}") from None
-    return _world(doc)
+    return _world(read_toml(source, "world"))
 
 
 def _world(doc: Mapping[str, Any]) -> World:

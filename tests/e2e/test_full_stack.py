@@ -22,6 +22,7 @@ from wxsub.gateway.app import create_gateway_app
 from wxsub.gateway.producer import SubscriptionProducer
 from wxsub.schemas.internal import Outcome
 from wxsub.settings import Settings, load_settings
+from wxsub.streams.outbox import partition_for
 from wxsub.streams.topics import ensure_topics
 from wxsub_dev.promcheck import GATEWAY_JOB, WORKER_JOB, panels_without_data, run_prometheus
 from wxsub_sandbox.push import EventPusher
@@ -212,4 +213,7 @@ async def _steady_traffic(dep: Deployment, admin: httpx.AsyncClient) -> None:
                 "/admin/faults", json={"endpoints": ["send"], "next": [{"errcode": 45168}]}
             )
         await dep.publish(events)
+        if n % 3 == 0:  # a publisher whose partitioner is not murmur2: moved, then processed
+            wrong = [order_event(30_000 + n, f"M{n}", "shipped")]
+            await dep.publish(wrong, lambda key, parts: (partition_for(key, parts) + 1) % parts)
         await asyncio.sleep(0.5)

@@ -2,12 +2,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from wxsub.worker import create_worker
 
 from wxsub.agents.deliver import DeliverStage, delivery_policy
 from wxsub.agents.rules.delivery import DeliveryPolicy
 from wxsub.errors import ConfigError
 from wxsub.settings import DeliverySettings, Secret, Settings, load_settings
+from wxsub.worker import create_worker
 
 
 def test_defaults_are_valid() -> None:
