@@ -76,7 +76,8 @@ def _judge(world: World, app: App, body: dict[str, Any]) -> WeChatReply | None:
     touser = body.get("touser")
     if not isinstance(touser, str) or not world.has_user(app.appid, touser):
         return error(40003)
-    template = app.templates.get(body.get("template_id"))  # type: ignore[arg-type]
+    tid = body.get("template_id")
+    template = app.templates.get(tid) if isinstance(tid, str) else None
     if template is None:
         return error(40037)
     if template.banned:

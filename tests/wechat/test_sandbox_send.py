@@ -55,6 +55,7 @@ ERRORS = [
     ("unknown template", setting("template_id", "NOPE"), 40037, "template_id"),
     ("template of another app", setting("template_id", B_TID), 40037, "template_id"),
     ("no template_id", without("template_id"), 40037, "template_id"),
+    ("template_id a list", setting("template_id", [ORDER_TID]), 40037, "template_id"),
     ("banned template", setting("template_id", BANNED_TID), 43107, "banned"),
     ("page not in the app", setting("page", "pages/admin/secret"), 41030, "page"),
     ("page not a string", setting("page", 5), 41030, "page"),
