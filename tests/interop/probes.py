@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = ["SDKS", "LineProbe", "ProbeError", "Sdk", "WechatpyProbe"]
 
 Answer = dict[str, Any]
@@ -80,8 +82,6 @@ class LineProbe:
         return self._proc
 
     def _exchange(self, line: bytes) -> Answer:
-        import orjson
-
         with self._lock:
             proc = self._process()
             assert proc.stdin is not None and proc.stdout is not None
@@ -94,8 +94,6 @@ class LineProbe:
         return answer
 
     async def call(self, op: str, **fields: Any) -> Answer:
-        import orjson
-
         line = orjson.dumps({"op": op, **fields})
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._exchange, line), READ_TIMEOUT_S)
