@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for wxsub: a virtualenv with the project and its dev tools, and Apache
 # Kafka's jars resolved from Maven Central into a cache outside the repo. Idempotent and quick
-# when nothing changed. Needs: python3 >= 3.11, Java 17, Maven (see README).
+# when nothing changed. Needs: python3 >= 3.11, Java 17, Maven, Go (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${WXSUB_VENV:-.venv}
@@ -28,5 +28,11 @@ if [ -f deploy/kafka/fetch-jars.sh ]; then
 fi
 if [ -f deploy/prometheus/install.sh ]; then
   bash deploy/prometheus/install.sh
+fi
+# The SDK interop probes (tests/interop: silenceper/wechat in Go, WxJava via Maven), built once
+# into ~/.cache/wxsub/interop keyed by their sources' hash: instant when nothing changed. A
+# missing toolchain is reported here and fails only the interop tests that need it.
+if [ -f tests/interop/builds.py ]; then
+  "$VENV/bin/python" -m tests.interop.builds || echo "wxsub setup: an interop probe was not built (see above)" >&2
 fi
 echo "==> setup done"

@@ -4,6 +4,15 @@ Order: body (47001) -> api authorized (48001) -> touser (40003) -> template_id (
 banned (43107) -> page (41030) -> miniprogram_state, lang, data (47003 naming the field) ->
 sensitive words (45168) -> credit (43101) -> sent. The token and the per-openid concurrency
 rule (43108) are checked by the HTTP layer (``api.py``) before this runs.
+
+Leniency, as WeChat (and the SDKs' long practice against it) has it; docs/sandbox.md lists each
+decision under "Differences from WeChat":
+- ``page``, ``miniprogram_state`` and ``lang`` absent, null or ``""`` mean the default (no jump,
+  ``formal``, ``zh_CN``): silenceper/wechat sends ``""`` for unset fields and always has.
+- fields WeChat does not know are ignored, at the top level (``emphasis_keyword``, ``form_id``)
+  and in data items (``color``, from the old template messages).
+- a keyword value sent as a JSON number is judged as its decimal text (silenceper's
+  ``DataItem.Value`` is ``interface{}``); ``true``/``false``, objects and arrays stay invalid.
 """
 
 from __future__ import annotations
@@ -67,7 +76,8 @@ def _judge(world: World, app: App, body: dict[str, Any]) -> WeChatReply | None:
     touser = body.get("touser")
     if not isinstance(touser, str) or not world.has_user(app.appid, touser):
         return error(40003)
-    template = app.templates.get(body.get("template_id"))  # type: ignore[arg-type]
+    tid = body.get("template_id")
+    template = app.templates.get(tid) if isinstance(tid, str) else None
     if template is None:
         return error(40037)
     if template.banned:
@@ -78,7 +88,7 @@ def _judge(world: World, app: App, body: dict[str, Any]) -> WeChatReply | None:
     ):
         return error(41030)
     for name, allowed in (("miniprogram_state", STATES), ("lang", LANGS)):
-        if name in body and body[name] not in allowed:
+        if body.get(name) not in (None, "") and body[name] not in allowed:  # "" = the default
             return error(47003, f"{name} invalid")
     return _judge_data(template, body.get("data")) or _judge_words(app, body["data"])
 
@@ -88,7 +98,7 @@ def _judge_data(template: Template, data: Any) -> WeChatReply | None:
         return error(47003, "data invalid")
     for kw in template.keywords:
         item = data.get(kw.name)
-        value = item.get("value") if isinstance(item, dict) else None
+        value = _text(item.get("value")) if isinstance(item, dict) else None
         if value is None or value == "":
             return error(47003, f"data.{kw.name}.value is empty")
         if check(kw.type, value, template.enums.get(kw.name)) is not None:
@@ -98,6 +108,13 @@ def _judge_data(template: Template, data: Any) -> WeChatReply | None:
         if name not in names:
             return error(47003, f"data.{name} invalid")
     return None
+
+
+def _text(value: Any) -> Any:
+    """A JSON number as its decimal text (``3`` -> ``"3"``, ``3.5`` -> ``"3.5"``); else as is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 def _judge_words(app: App, data: dict[str, Any]) -> WeChatReply | None:

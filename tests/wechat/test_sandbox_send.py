@@ -55,6 +55,7 @@ ERRORS = [
     ("unknown template", setting("template_id", "NOPE"), 40037, "template_id"),
     ("template of another app", setting("template_id", B_TID), 40037, "template_id"),
     ("no template_id", without("template_id"), 40037, "template_id"),
+    ("template_id a list", setting("template_id", [ORDER_TID]), 40037, "template_id"),
     ("banned template", setting("template_id", BANNED_TID), 43107, "banned"),
     ("page not in the app", setting("page", "pages/admin/secret"), 41030, "page"),
     ("page not a string", setting("page", 5), 41030, "page"),
@@ -68,7 +69,11 @@ ERRORS = [
     ("thing too long", data_value("thing3", "长" * 21), 47003, "data.thing3.value invalid"),
     ("phrase too long", data_value("phrase2", "正在配送中途"), 47003, "data.phrase2.value invalid"),
     ("newline", data_value("thing3", "耳机\n"), 47003, "data.thing3.value invalid"),
-    ("value not a string", data_value("character_string1", 12), 47003, "character_string1"),
+    ("value a boolean", data_value("character_string1", True), 47003, "character_string1"),
+    ("value an object", data_value("character_string1", {"v": 1}), 47003, "character_string1"),
+    ("number not a valid value", data_value("phrase2", 12), 47003, "data.phrase2.value invalid"),
+    ("state case differs", setting("miniprogram_state", "Formal"), 47003, "miniprogram_state"),
+    ("state blank", setting("miniprogram_state", " "), 47003, "miniprogram_state"),
     ("sensitive word", data_value("thing3", "违禁词耳机"), 45168, "sensitive"),
     ("sensitive any case", data_value("thing3", "casino night"), 45168, "sensitive"),
 ]
@@ -166,6 +171,53 @@ async def test_success_returns_exact_int64_msgid(
     assert record.page == "pages/order/detail?id=1&from=msg"
     assert (record.miniprogram_state, record.lang) == ("trial", "en_US")
     assert record.data == body["data"]
+
+
+def data_extra(name: str, **extra: Any) -> Callable[[Body], None]:
+    return lambda body: body["data"][name].update(extra)
+
+
+# What WeChat tolerates and SDKs rely on (docs/sandbox.md, "Differences from WeChat"): each is
+# a change to a valid body that must still send.
+TOLERATED = [
+    # silenceper/wechat sends every unset field as "" (no omitempty)
+    ("empty miniprogram_state and lang", lambda b: b.update(miniprogram_state="", lang="")),
+    ("empty page", setting("page", "")),
+    ("null state, lang and page", lambda b: b.update(miniprogram_state=None, lang=None, page=None)),
+    # the old template messages' colour, still sent by SDKs; WeChat ignores it
+    ("color in a data item", data_extra("thing3", color="#173177")),
+    ("empty color", data_extra("thing3", color="")),
+    ("unknown top-level fields", lambda b: b.update(emphasis_keyword="", form_id="x")),
+    # a keyword value sent as a JSON number (silenceper's Value is interface{})
+    ("number value", data_value("character_string1", 2024050112345)),
+]
+
+
+@pytest.mark.parametrize(
+    "change", [case[1] for case in TOLERATED], ids=[case[0] for case in TOLERATED]
+)
+async def test_send_tolerates_what_wechat_tolerates(
+    sandbox: Sandbox, sandbox_http: httpx.AsyncClient, change: Callable[[Body], None]
+) -> None:
+    body = send_body(sandbox.world, OPENID, ORDER_TID)
+    change(body)
+    reply = await send(sandbox_http, await get_token(sandbox_http), body)
+    assert reply["errcode"] == 0, reply
+    assert sandbox.world.credits(APPID, OPENID)[ORDER_TID] == 0
+
+
+async def test_a_number_value_is_judged_as_its_text(
+    sandbox: Sandbox, sandbox_http: httpx.AsyncClient
+) -> None:
+    token = await get_token(sandbox_http)
+    template = sandbox.world.app(APPID).templates[ALL_TYPES_TID]
+    body = send_body(sandbox.world, OPENID, ALL_TYPES_TID)
+    body["data"]["number2"] = {"value": 3.5}
+    assert (await send(sandbox_http, token, body))["errcode"] == 0
+    body["data"]["number2"] = {"value": 10**40}  # 41 digits: over the 32 a number may have
+    reply = await send(sandbox_http, token, body)
+    assert (reply["errcode"], "data.number2.value invalid" in reply["errmsg"]) == (47003, True)
+    assert [kw.name for kw in template.keywords][1] == "number2"
 
 
 async def test_a_send_consumes_exactly_one_credit(
