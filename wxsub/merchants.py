@@ -153,10 +153,12 @@ class KindConfig:
     status_text: Mapping[str, str] = field(default_factory=dict)
     enum_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     stale_after_s: int = _DAY_S
+    #: the kind's class (derived from ``kind``; a field, not a property: decide reads it per
+    #: candidate, and a slot read is the cheapest)
+    marketing: bool = field(init=False, repr=False)
 
-    @property
-    def marketing(self) -> bool:
-        return self.kind in MARKETING_KINDS
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "marketing", self.kind in MARKETING_KINDS)
 
 
 @dataclass(frozen=True, slots=True)

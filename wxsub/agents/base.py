@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from murmurhash2 import murmurhash2
 
 from wxsub.dlq import dead_letter
 from wxsub.errors import InputError, InputReason
@@ -22,7 +23,7 @@ from wxsub.schemas.internal import Outcome, encode_internal, user_key
 from wxsub.settings import Settings
 from wxsub.streams.metering import tally
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub.streams.outbox import partition_for
+from wxsub.streams.outbox import KAFKA_SEED
 from wxsub.streams.stage import PartitionContext
 
 __all__ = ["Misrouted", "StageEnv", "wall_ms"]
@@ -56,6 +57,11 @@ class StageEnv:
     # the stages' topics, a finite set
     _topics: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _logicals: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # kafka.partitions, read per input event (the partition check in keyed_event)
+    _partitions: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_partitions", self.settings.kafka.partitions)
 
     def topic(self, logical: str) -> str:
         name = self._topics.get(logical)
@@ -102,7 +108,8 @@ class StageEnv:
             return InputError(
                 InputReason.WRONG_KEY, f"record key must be the event key {event.key!r}"
             )
-        home = partition_for(key, self.settings.kafka.partitions)
+        # partition_for(key, partitions), inlined: it runs for every input event
+        home = (murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % self._partitions
         if home != rec.partition:
             return Misrouted(home)
         return event

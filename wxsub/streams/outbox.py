@@ -22,10 +22,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
 
-__all__ = ["Outbox", "partition_for"]
+__all__ = ["KAFKA_SEED", "Outbox", "partition_for"]
 
 # Kafka's murmur2 is MurmurHash2 (32-bit) with this seed (Utils.murmur2 in the Java client)
-_KAFKA_SEED = 0x9747B28C
+KAFKA_SEED = 0x9747B28C
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -34,7 +34,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     aiokafka's ``murmur2`` is pure Python (~15-35 µs a key); the ``murmurhash2`` package
     computes the same hash natively in ~0.5 µs (tests/streams/test_outbox.py checks they agree).
     """
-    return (murmurhash2(key, _KAFKA_SEED) & 0x7FFFFFFF) % partitions
+    return (murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % partitions
 
 
 class Outbox:
@@ -69,7 +69,7 @@ class Outbox:
             if key is None:
                 partition = random.randrange(n)  # noqa: S311 (not security: spreading records)
             else:
-                partition = (murmurhash2(key, _KAFKA_SEED) & 0x7FFFFFFF) % n  # partition_for
+                partition = (murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % n  # partition_for
         slot = (topic, partition)
         builder = self._builders.get(slot)
         if builder is None:
