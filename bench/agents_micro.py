@@ -1,6 +1,6 @@
 """Micro-benchmark of the agents' own per-event work, without a broker: CPU µs per event.
 
-The orders and decide agents process the pipeline benchmark's workload (order-status events,
+The orders and decide stages process the pipeline benchmark's workload (order-status events,
 users with credits) in this process, on real RocksDB stores, with a producer stand-in that
 only builds the record batches (aiokafka's own ``BatchBuilder``) and keeps them. What it
 measures is everything the agents, the rules, the codecs, the stores and the outbox cost per

@@ -1,6 +1,6 @@
-"""The decide agent (per user): candidates + subscription state -> intents or outcomes.
+"""The decide stage (per user): candidates + subscription state -> intents or outcomes.
 
-Inputs, all keyed by user and co-partitioned: candidates (from the orders and products agents),
+Inputs, all keyed by user and co-partitioned: candidates (from the orders and products stages),
 subscriptions (from the gateway), preferences (from shops), corrections (from delivery). The
 ``users`` store holds one UserState per user; the due index holds users with held (collapse) or
 deferred (quiet hours) intents, released by the timer. Within a batch, states are cached and

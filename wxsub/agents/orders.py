@@ -1,4 +1,4 @@
-"""The orders agent: order-status and logistics (co-partitioned by order key) -> candidates.
+"""The orders stage: order-status and logistics (co-partitioned by order key) -> candidates.
 
 State per order key in the ``orders`` store: the order (owner, latest status) and the logistics
 events waiting for it. Pending events past ``orphan_after_s`` end as ``orphan`` on a timer.

@@ -1,4 +1,4 @@
-"""The products agent: watches and product events (co-partitioned by target key) -> candidates.
+"""The products stage: watches and product events (co-partitioned by target key) -> candidates.
 
 Watches live in the ``watches`` store, one entry per (target, user, kind) under the target's
 prefix, so a SKU with a million watchers is a million small entries, never one big value. A

@@ -1,4 +1,4 @@
-"""The stats agent (per user): outcomes -> counters per (appid, template, day) -> ``stats`` topic.
+"""The stats stage (per user): outcomes -> counters per (appid, template, day) -> ``stats`` topic.
 
 Input: the outcomes topic. Per-user outcomes (sends, suppressions, subscription state events) are
 keyed by user, so a user's send and a later reject meet on one partition; outcomes without a
