@@ -26,6 +26,7 @@ _COMMANDS: list[str] = [
     "wxsub.gateway.cli",
     "wxsub.worker",
     "wxsub.stats",
+    "wxsub.config_cli",
     "wxsub_dev.demo.cli",
 ]
 

@@ -16,7 +16,7 @@ import datetime as dt
 import re
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -153,12 +153,28 @@ class KindConfig:
     status_text: Mapping[str, str] = field(default_factory=dict)
     enum_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     stale_after_s: int = _DAY_S
+    #: status -> the variant used for candidates of that status (its own template and data;
+    #: ``by_status`` in the TOML). Chosen by the pure decision rules (``for_status``)
+    variants: Mapping[str, KindConfig] = field(default_factory=dict)
+    #: why the kind (or this variant) cannot send: its template at WeChat does not fit the
+    #: mapping (``wxsub.liveconfig.check_kind``); "" = it may send
+    disabled: str = ""
     #: the kind's class (derived from ``kind``; a field, not a property: decide reads it per
     #: candidate, and a slot read is the cheapest)
     marketing: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "marketing", self.kind in MARKETING_KINDS)
+
+    def for_status(self, status: object) -> KindConfig:
+        """The variant for ``status`` (order or logistics state), or the kind itself."""
+        if self.variants and type(status) is str:
+            return self.variants.get(status, self)
+        return self
+
+    def all_templates(self) -> tuple[KindConfig, ...]:
+        """The kind itself and its variants: every (template, mapping) it may send with."""
+        return (self, *self.variants.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +191,9 @@ class MerchantConfig:
     orphan_after_s: int = DEFAULT_ORPHAN_AFTER_S
     dedupe_retention_s: int = 2 * _DAY_S
     sensitive_words: tuple[str, ...] = ()  # matched by wxsub.agents.rules.content
+    #: the live-config version that carried this config (``wxsub merchants apply``); 0 = the
+    #: ``worker.merchants`` file
+    version: int = 0
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -272,7 +291,21 @@ _KIND_KEYS = {
     "status_text",
     "enum_values",
     "stale_after_s",
+    "by_status",
 }
+#: what a ``by_status`` variant may set; page, state, lang, status_text and staleness are
+#: inherited from its kind unless given
+_VARIANT_KEYS = {
+    "template_id",
+    "content",
+    "keywords",
+    "data",
+    "page",
+    "miniprogram_state",
+    "lang",
+    "enum_values",
+}
+_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s")
 
 
 def _kind(key: str, kind: str, raw: Any) -> KindConfig:
@@ -280,6 +313,25 @@ def _kind(key: str, kind: str, raw: Any) -> KindConfig:
     if kind not in NOTIFY_KINDS:
         raise ConfigError(key, f"unknown kind; one of {', '.join(NOTIFY_KINDS)}")
     _only(raw, key, _KIND_KEYS)
+    base = _one_kind(key, kind, {k: v for k, v in raw.items() if k != "by_status"})
+    if "by_status" not in raw:
+        return base
+    if kind not in _STATES:
+        raise ConfigError(f"{key}.by_status", "only order_status and logistics have states")
+    table = _table(raw["by_status"], f"{key}.by_status")
+    variants = {}
+    for status, vraw in table.items():
+        vkey = f"{key}.by_status.{status}"
+        if status not in base.notify_on:
+            raise ConfigError(vkey, f"{status!r} is not in notify_on: it would never be used")
+        vraw = _table(vraw, vkey)
+        _only(vraw, vkey, _VARIANT_KEYS)
+        merged = {k: raw[k] for k in _INHERITED if k in raw} | dict(vraw)
+        variants[status] = _one_kind(vkey, kind, merged)
+    return replace(base, variants=variants)
+
+
+def _one_kind(key: str, kind: str, raw: Mapping[str, Any]) -> KindConfig:
     template_id = _str(raw, key, "template_id", required=True)
     data_raw = _table(raw.get("data"), f"{key}.data")
     data = {name: _str(data_raw, f"{key}.data", name, required=True) for name in data_raw}

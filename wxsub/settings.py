@@ -96,7 +96,10 @@ class WorkerSettings:
     # Streams' commit.interval.ms): fewer, larger transactions, at most this much added latency
     commit_interval_ms: int = 100
     in_doubt_policy: Literal["report", "resend"] = "report"
-    merchants: Path | None = None
+    merchants: Path | None = None  # bootstrap: used until the merchants topic holds a config
+    # the worker that owns deliver partition 0 pulls every app's template list this often
+    # (wxsub.liveconfig); 0 = never (pull with ``wxsub templates pull``)
+    templates_pull_interval_s: float = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_event_bytes: int = DEFAULT_MAX_BYTES
     session_timeout_ms: int = 10_000
@@ -107,6 +110,9 @@ class WorkerSettings:
         _check(self.max_batch >= 1, "worker.max_batch", "must be >= 1")
         _check(self.commit_interval_ms >= 0, "worker.commit_interval_ms", "must be >= 0")
         _check(self.max_event_bytes >= 256, "worker.max_event_bytes", "must be >= 256")
+        _check(
+            self.templates_pull_interval_s >= 0, "worker.templates_pull_interval_s", "must be >= 0"
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from wxsub.agents.decide import DecideStage
 from wxsub.agents.orders import OrdersStage
 from wxsub.agents.products import ProductsStage
 from wxsub.agents.stats import StatsStage
+from wxsub.config_follow import LiveConfig
 from wxsub.errors import ConfigError, SetupError
 from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
@@ -49,11 +50,16 @@ class Worker:
     runners: list[StageRunner]
     closers: list[Any] = field(default_factory=list)
     client: Any = None  # the WeChat client when this worker delivers
+    live: LiveConfig | None = None  # the live merchant config and template lists
     _token_counts: tuple[int, int] = (0, 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         await ensure_topics(settings.kafka, settings.worker.app_id)
+        follow: asyncio.Task[None] | None = None
+        if self.live is not None:  # the config live now, before any decision
+            await self.live.start()
+            follow = asyncio.create_task(self.live.run(), name="live-config")
         site_runner = web.AppRunner(self.web_app(), access_log=None)
         await site_runner.setup()
         site = web.TCPSite(site_runner, settings.worker.web_host, settings.worker.web_port)
@@ -71,6 +77,11 @@ class Worker:
             _, pending = await asyncio.wait(tasks, timeout=15)
             for t in pending:
                 t.cancel()
+            if follow is not None and self.live is not None:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await follow
+                await self.live.stop()
             for closer in self.closers:
                 with contextlib.suppress(Exception):
                     await closer()
@@ -125,6 +136,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     merchants = load_merchants(path) if path is not None else Merchants({})
     env = StageEnv(settings, merchants, WorkerMetrics())
     env.metrics.known_apps(settings.wechat.apps)
+    live = LiveConfig(env, merchants)
     closers: list[Any] = []
     client = None
     agents: list[Stage] = []
@@ -139,11 +151,14 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage, delivery_policy
+        from wxsub.agents.templates_pull import TemplatePuller
         from wxsub.wechat.client import WeChatClient
 
         client = WeChatClient(settings.wechat)
         closers.append(client.aclose)
-        agents.append(DeliverStage(env, client, delivery_policy(settings.delivery)))
+        interval = settings.worker.templates_pull_interval_s
+        puller = TemplatePuller(env, client, live.live_templates, interval)
+        agents.append(DeliverStage(env, client, delivery_policy(settings.delivery), puller))
         max_batch["deliver"] = settings.worker.max_in_flight
     for agent in agents:
         env.metrics.stage_started(agent.spec.name)
@@ -151,7 +166,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         _runner(settings, env, agent, max_batch.get(agent.spec.name, settings.worker.max_batch))
         for agent in agents
     ]
-    return Worker(settings, env, runners, closers, client)
+    return Worker(settings, env, runners, closers, client, live)
 
 
 def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:

@@ -13,6 +13,10 @@ POST /admin/tokens/expire         {appid?}: every live token expires now (42001 
 GET  /admin/calls?endpoint=&appid=&openid=&template_id=&errcode=&dropped=&processed=&since=
 GET  /admin/counters
 GET|POST|DELETE /admin/faults     see wxsub_sandbox.faults
+POST /admin/templates             {appid, id, title, content, enums?, type?, banned?}: add or
+                                  change a template at run time (gettemplate lists it next call)
+DELETE /admin/templates?appid=&id= the template is gone (gettemplate no longer lists it, a send
+                                  with it gets 40037)
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from wxsub.errors import ConfigError
 from wxsub_sandbox.faults import FaultSpec
 from wxsub_sandbox.state import SandboxState
+from wxsub_sandbox.world import make_template
 
 __all__ = ["AdminApi"]
 
@@ -72,6 +78,8 @@ class AdminApi:
         r.add_get("/admin/faults", self.get_faults)
         r.add_post("/admin/faults", self.set_faults)
         r.add_delete("/admin/faults", self.clear_faults)
+        r.add_post("/admin/templates", self.put_template)
+        r.add_delete("/admin/templates", self.delete_template)
 
     # --- world and users -------------------------------------------------------------------
 
@@ -115,6 +123,26 @@ class AdminApi:
         return _json(
             {"appid": appid, "openid": openid, "credits": self.state.world.credits(appid, openid)}
         )
+
+    # --- templates -------------------------------------------------------------------------
+
+    async def put_template(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        appid = self._appid(body.get("appid"))
+        raw = {k: v for k, v in body.items() if k != "appid"}
+        try:
+            template = make_template(raw)
+        except ConfigError as exc:
+            raise AdminError(400, str(exc)) from None
+        self.state.world.put_template(appid, template)
+        return _json({"appid": appid, "template": template.to_api()})
+
+    async def delete_template(self, request: web.Request) -> web.Response:
+        appid = self._appid(request.query.get("appid"))
+        tid = request.query.get("id", "")
+        if not self.state.world.delete_template(appid, tid):
+            raise AdminError(404, f"unknown template_id {tid!r} for {appid}")
+        return _json({"appid": appid, "deleted": tid})
 
     # --- subscriptions ---------------------------------------------------------------------
 

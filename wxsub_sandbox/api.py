@@ -16,9 +16,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from wxsub.wechat.templates import parse_content
+from wxsub_sandbox import library
 from wxsub_sandbox import send as send_rules
 from wxsub_sandbox.state import SandboxState
 from wxsub_sandbox.tokens import WeChatReply, error
+from wxsub_sandbox.world import Template
 
 __all__ = ["WeChatApi"]
 
@@ -44,6 +47,9 @@ class WeChatApi:
         app.router.add_post("/cgi-bin/stable_token", self.stable_token)
         app.router.add_post("/cgi-bin/message/subscribe/send", self.send)
         app.router.add_get("/wxaapi/newtmpl/gettemplate", self.gettemplate)
+        app.router.add_get("/wxaapi/newtmpl/getpubtemplatekeywords", self.pub_keywords)
+        app.router.add_post("/wxaapi/newtmpl/addtemplate", self.addtemplate)
+        app.router.add_post("/wxaapi/newtmpl/deltemplate", self.deltemplate)
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -113,6 +119,71 @@ class WeChatApi:
             return send_rules.SendOutcome(doc, {"appid": appid}, processed=True)
 
         return await self._serve(request, "gettemplate", await request.read(), {}, process)
+
+    async def pub_keywords(self, request: web.Request) -> web.StreamResponse:
+        token, tid = request.query.get("access_token"), request.query.get("tid", "")
+
+        def process(appid: str, _body: dict[str, Any]) -> WeChatReply:
+            title = library.LIBRARY.get(int(tid)) if tid.isdigit() else None
+            if title is None:
+                return error(200014)
+            data = [k.to_api() for k in title.keywords]
+            return {"errcode": 0, "errmsg": "ok", "count": len(data), "data": data}
+
+        return await self._template_call(request, "getpubtemplatekeywords", token, process)
+
+    async def addtemplate(self, request: web.Request) -> web.StreamResponse:
+        def process(appid: str, body: dict[str, Any]) -> WeChatReply:
+            world = self.state.world
+            tid, kids = body.get("tid"), body.get("kidList")
+            held = len(world.app(appid).templates)
+            code = library.add_errcode(tid, kids, body.get("sceneDesc"), held)
+            if code:
+                return error(code)
+            title = library.LIBRARY[int(str(tid))]
+            assert isinstance(kids, list)  # add_errcode checked it
+            content, enums = library.private_content(title, kids)
+            pid = library.private_id(appid, title.tid, kids, held)
+            world.put_template(appid, Template(pid, title.title, content, type=title.type,
+                               enums=enums, keywords=tuple(parse_content(content))))  # fmt: skip
+            return {"errcode": 0, "errmsg": "ok", "priTmplId": pid}
+
+        token = request.query.get("access_token")
+        return await self._template_call(request, "addtemplate", token, process)
+
+    async def deltemplate(self, request: web.Request) -> web.StreamResponse:
+        def process(appid: str, body: dict[str, Any]) -> WeChatReply:
+            pid = body.get("priTmplId")
+            if not isinstance(pid, str) or not self.state.world.delete_template(appid, pid):
+                return error(20002)
+            return {"errcode": 0, "errmsg": "ok"}
+
+        token = request.query.get("access_token")
+        return await self._template_call(request, "deltemplate", token, process)
+
+    async def _template_call(
+        self,
+        request: web.Request,
+        endpoint: str,
+        token: str | None,
+        handle: Callable[[str, dict[str, Any]], WeChatReply],
+    ) -> web.StreamResponse:
+        """A template-library call: token -> appid, JSON body (47001 when a POST's is not an
+        object), then ``handle``."""
+        raw = await request.read()
+
+        def process(_raw: bytes) -> send_rules.SendOutcome:
+            appid, refused = self.state.tokens.resolve(token)
+            if appid is None:
+                return send_rules.SendOutcome(refused or error(40001))
+            body = _json_object(raw) if request.method == "POST" else {}
+            if body is None:
+                return send_rules.SendOutcome(error(47001), {"appid": appid})
+            doc = handle(appid, body)
+            ok = doc.get("errcode") == 0
+            return send_rules.SendOutcome(doc, {"appid": appid}, processed=ok)
+
+        return await self._serve(request, endpoint, raw, {}, process)
 
     # --- the common path -------------------------------------------------------------------
 

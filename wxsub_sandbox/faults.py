@@ -31,7 +31,8 @@ from wxsub_sandbox.clock import Clock
 
 __all__ = ["ENDPOINTS", "FaultSpec", "Faults", "Latency", "Plan"]
 
-ENDPOINTS = frozenset({"token", "stable_token", "send", "gettemplate"})
+ENDPOINTS = frozenset({"token", "stable_token", "send", "gettemplate", "getpubtemplatekeywords",
+                       "addtemplate", "deltemplate"})  # fmt: skip
 
 Action = Literal["reset", "drop", "error"]
 

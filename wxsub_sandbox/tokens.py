@@ -50,6 +50,11 @@ ERRMSG = {
     47001: "data format error",
     47003: "argument invalid!",
     48001: "api unauthorized",
+    20002: "invalid args",
+    200012: "private template count reached the limit",
+    200014: "invalid tid",
+    200020: "invalid kidList",
+    200021: "invalid sceneDesc",
 }
 
 _DAY_OFFSET = 8 * 3600  # WeChat's days start at midnight Beijing time

@@ -26,7 +26,7 @@ import logging
 import random
 import string
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,15 @@ from wxsub.wechat.keywords import TYPES
 from wxsub.wechat.templates import TemplateKeyword, parse_content
 from wxsub_sandbox.tokens import TokenConfig
 
-__all__ = ["App", "EventHook", "Template", "World", "default_world", "load_world"]
+__all__ = [
+    "App",
+    "EventHook",
+    "Template",
+    "World",
+    "default_world",
+    "load_world",
+    "make_template",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,7 @@ class World:
         tokens: TokenConfig | None = None,
     ) -> None:
         self.apps: dict[str, App] = {app.appid: app for app in apps}
+        self._loaded_apps = dict(self.apps)
         self.seed = seed
         self.token_config = tokens or TokenConfig()
         self.on_event: list[EventHook] = []
@@ -112,7 +121,8 @@ class World:
     # --- users and credits ---------------------------------------------------------------
 
     def reset(self) -> None:
-        """Users and credits back to what was loaded; the msgid sequence restarts."""
+        """Users, credits and templates back to what was loaded; the msgid sequence restarts."""
+        self.apps = dict(self._loaded_apps)
         self.users = {appid: {} for appid in self.apps}
         for appid, users in copy.deepcopy(self._initial).items():
             self.users.setdefault(appid, {}).update(users)
@@ -122,6 +132,22 @@ class World:
     def app(self, appid: str) -> App:
         """The app, or KeyError."""
         return self.apps[appid]
+
+    # --- templates (addtemplate/deltemplate, and the admin API's run-time changes) -----------
+
+    def put_template(self, appid: str, template: Template) -> None:
+        """Add or replace a template of the app (KeyError: no app)."""
+        app = self.apps[appid]
+        self.apps[appid] = replace(app, templates={**app.templates, template.id: template})
+
+    def delete_template(self, appid: str, template_id: str) -> bool:
+        """Remove a template; False when the app has no such template."""
+        app = self.apps[appid]
+        if template_id not in app.templates:
+            return False
+        rest = {k: v for k, v in app.templates.items() if k != template_id}
+        self.apps[appid] = replace(app, templates=rest)
+        return True
 
     def has_user(self, appid: str, openid: str) -> bool:
         return openid in self.users.get(appid, {})
@@ -270,6 +296,12 @@ def _app(key: str, raw: Mapping[str, Any]) -> App:
         send_authorized=bool(raw.get("send_authorized", True)),
         templates={t.id: t for t in templates},
     )
+
+
+def make_template(raw: Mapping[str, Any], key: str = "template") -> Template:
+    """A template from a table like the world file's (id, title, content, enums, type,
+    banned); ConfigError names the bad key."""
+    return _template(key, raw)
 
 
 def _template(key: str, raw: Mapping[str, Any]) -> Template:

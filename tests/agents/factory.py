@@ -246,3 +246,8 @@ def cand(
         "promotion": {"promotion_id": subject, "title": "五一大促", "starts_at": t},
     }
     return Candidate(kind, APPID, openid, event_id, t, t, subject, {**defaults[kind], **values})
+
+
+def CFG_TPL_CONTENT(kind: Any) -> str:
+    """The template ``content`` WeChat would list for a kind config's keywords."""
+    return "\n".join(f"k{i}:{{{{{name}.DATA}}}}" for i, name in enumerate(kind.keywords))

@@ -68,6 +68,9 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.lag.labels("orders").set(42)
     m.quota_paused.labels("wxA").set(1)
     m.quota_paused.labels("wxB").set(0)
+    m.config_version.set(7)
+    m.kind_disabled.labels("wxA", "logistics").set(1)
+    m.template_pulls.labels("ok").inc()
 
 
 def drive_gateway(m: GatewayMetrics) -> None:

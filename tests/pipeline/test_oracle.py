@@ -66,7 +66,9 @@ def test_every_reason_occurs(exp: Expected) -> None:
     """Every reason but the send results (the oracle stops at the intents)."""
     R = OutcomeReason
     sends = {R.SENT, R.FAILED, R.IN_DOUBT, R.RECONCILED_SENT, R.RECONCILED_FAILED}
-    assert set(exp.reasons()) == set(R) - sends
+    # template_unfit needs a pulled template list, which the generated log has none of: it is
+    # covered by tests/agents/test_liveconfig.py and tests/e2e/test_live_config.py
+    assert set(exp.reasons()) == set(R) - sends - {R.TEMPLATE_UNFIT}
 
 
 def test_intents_are_valid_sends(exp: Expected, merchants: Merchants) -> None:

@@ -63,6 +63,11 @@ class StageEnv:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_partitions", self.settings.kafka.partitions)
 
+    def set_merchants(self, merchants: Merchants) -> None:
+        """Swap the merchant config (live config, ``wxsub.liveconfig``): stages read
+        ``env.merchants`` per batch or per event, so decisions made after this use the new one."""
+        object.__setattr__(self, "merchants", merchants)
+
     def topic(self, logical: str) -> str:
         name = self._topics.get(logical)
         if name is None:

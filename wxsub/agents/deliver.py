@@ -34,6 +34,7 @@ from wxsub.agents.delivery_ledger import DueBacklog, Ledger
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
+from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
@@ -77,10 +78,15 @@ class DeliverStage:
     ``settings.worker.in_doubt_policy``)."""
 
     def __init__(
-        self, env: StageEnv, client: WeChatClient, policy: rules.DeliveryPolicy | None = None
+        self,
+        env: StageEnv,
+        client: WeChatClient,
+        policy: rules.DeliveryPolicy | None = None,
+        puller: TemplatePuller | None = None,
     ) -> None:
         self.env = env
         self.client = client
+        self.puller = puller  # the scheduled template pull (partition 0's timer)
         resend = env.settings.worker.in_doubt_policy == "resend"
         self.policy = replace(policy or rules.DeliveryPolicy(), in_doubt_resend=resend)
         self.spec = StageSpec(
@@ -140,6 +146,8 @@ class DeliverStage:
             await self._step(ctx, ledger, entry, step, pending)
         await self._deliver(ctx, ledger, pending)
         self._backlog.recount(ctx.partition, ledger)
+        if self.puller is not None:
+            await self.puller.maybe_pull(ctx, now_ms)
 
     # --- work in flight (the runtime's Settling protocol) -----------------------------------------
 

@@ -78,6 +78,7 @@ class Intent:
     received_at: int
     decided_at: int
     body: dict[str, Any]  # touser, template_id, page, data, miniprogram_state, lang
+    config_version: int = 0  # the merchant-config version that decided it (0: the file)
 
 
 class OutcomeReason(enum.StrEnum):
@@ -87,6 +88,7 @@ class OutcomeReason(enum.StrEnum):
 
     # decide (rules/decide.py), in the order it checks
     NO_TEMPLATE = "no_template"
+    TEMPLATE_UNFIT = "template_unfit"  # the kind's template at WeChat does not fit its mapping
     STALE = "stale"
     DUPLICATE = "duplicate"  # also: an order or state event seen before
     NOT_SUBSCRIBED_KIND = "not_subscribed_kind"
@@ -127,6 +129,7 @@ class Outcome:
     errcode: int | None = None
     detail: str = ""
     at: int = 0
+    config_version: int = 0  # the merchant-config version that decided it (0: the file)
 
 
 @record

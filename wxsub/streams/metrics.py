@@ -116,6 +116,24 @@ class WorkerMetrics:
         self.quota_paused = Gauge(
             "wxsub_quota_paused", "1 while an appid is paused on 45009", ["appid"], registry=r
         )
+        self.config_version = Gauge(
+            "wxsub_config_version",
+            "The live merchant-config version this worker decides with (0: the bootstrap file)",
+            registry=r,
+        )
+        self.kind_disabled = Gauge(
+            "wxsub_kind_disabled",
+            "1 while a configured kind (or one of its by_status templates) is disabled because "
+            "its template at WeChat does not fit the mapping, by appid and kind",
+            ["appid", "kind"],
+            registry=r,
+        )
+        self.template_pulls = Counter(
+            "wxsub_template_pulls",
+            "Template-list pulls from WeChat (gettemplate), by result",
+            ["result"],
+            registry=r,
+        )
         # Rare events start at 0: increase() does not count a series whose first sample is 1.
         for state in ("detected", "resend", "reconciled_sent", "reconciled_failed"):
             self.in_doubt.labels(state)
@@ -123,6 +141,8 @@ class WorkerMetrics:
             self.token_refreshes.labels(result)
         for stage in ("orders", "products", "decide", "deliver"):
             self.dlq.labels(stage)
+        for result in ("ok", "failed"):
+            self.template_pulls.labels(result)
 
     def known_apps(self, appids: Iterable[str]) -> None:
         """Create the per-appid series at 0 for the apps this worker sends for."""

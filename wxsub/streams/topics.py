@@ -28,6 +28,9 @@ class TopicDef:
     key: str  # what the record key is
     compacted: bool = False
     retention_ms: int | None = None
+    #: one partition, not joined with anything (the live-config tables: one apply is one
+    #: ordered transaction, and every worker reads them whole)
+    single: bool = False
 
 
 TOPICS: tuple[TopicDef, ...] = (
@@ -48,6 +51,9 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("deliveries", "notification id", compacted=True),
     TopicDef("dlq", "source record key", retention_ms=30 * 24 * 3600 * 1000),
     TopicDef("stats", "appid|template|day|partition", compacted=True),
+    # live configuration (wxsub.liveconfig): followed whole by every worker
+    TopicDef("merchants", "appid", compacted=True, single=True),
+    TopicDef("templates", "appid", compacted=True, single=True),
 )
 
 # stage -> stores; each has a compacted changelog topic
@@ -72,7 +78,7 @@ def _all_topics(kafka: KafkaSettings, app_id: str) -> list[NewTopic]:
             configs["cleanup.policy"] = "compact"
         if t.retention_ms is not None:
             configs["retention.ms"] = str(t.retention_ms)
-        out.append(_new(kafka, kafka.topic(t.name), configs))
+        out.append(_new(kafka, kafka.topic(t.name), configs, 1 if t.single else None))
     for stage, stores in CHANGELOG_STORES.items():
         for store in stores:
             name = changelog_name(kafka, app_id, stage, store)
@@ -80,10 +86,12 @@ def _all_topics(kafka: KafkaSettings, app_id: str) -> list[NewTopic]:
     return out
 
 
-def _new(kafka: KafkaSettings, name: str, configs: dict[str, str]) -> NewTopic:
+def _new(
+    kafka: KafkaSettings, name: str, configs: dict[str, str], partitions: int | None = None
+) -> NewTopic:
     return NewTopic(
         name=name,
-        num_partitions=kafka.partitions,
+        num_partitions=partitions or kafka.partitions,
         replication_factor=kafka.replication_factor,
         topic_configs=configs,
     )
@@ -117,7 +125,9 @@ async def ensure_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         wanted = _all_topics(kafka, app_id)
-        await _check_partitions(admin, kafka, [t.name for t in wanted if t.name in existing])
+        single = {kafka.topic(t.name) for t in TOPICS if t.single}
+        joined = [t.name for t in wanted if t.name in existing and t.name not in single]
+        await _check_partitions(admin, kafka, joined)
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:

@@ -32,11 +32,12 @@ def outcome(
     template_id: str = "",
     notification_id: str = "",
     detail: str = "",
+    config_version: int = 0,
 ) -> Outcome:
     """An Outcome record (one place, so every stage fills the fields the same way)."""
     # by position (half the cost of keywords, struct.py): Outcome(event_id, kind, reason,
-    # stage, appid, openid, template_id, notification_id, errcode, detail, at)
+    # stage, appid, openid, template_id, notification_id, errcode, detail, at, config_version)
     return Outcome(
         event_id, kind, reason, stage, appid, openid, template_id, notification_id, None,
-        detail, at,
+        detail, at, config_version,
     )  # fmt: skip

@@ -2,7 +2,9 @@
 
 Checks run in this order (docs/policies.md explains each); the first that fails is the outcome:
 
-1. ``no_template``       the app or the kind is not configured
+1. ``no_template``       the app or the kind is not configured; then the candidate's status
+                         picks the kind's template (``by_status`` variants), and
+   ``template_unfit``    that template at WeChat does not fit the mapping (kind disabled)
 2. ``stale``             now - occurred_at > the kind's stale_after_s (wall clock)
 3. ``duplicate``         the notification id was decided before (any result)
 4. ``not_subscribed_kind`` the user muted the kind (PreferenceChanged)
@@ -54,14 +56,21 @@ class Decision:
 def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
     """Decide one candidate for one user (pure: same inputs, same result)."""
     kind = cfg.kind(cand.kind) if cfg is not None else None
+    version = cfg.version if cfg is not None else 0
 
     def out(reason: str, detail: str = "", nid: str = "", template: str = "") -> Outcome:
-        return _out(cand, reason, now_ms, nid, template, detail)
+        return _out(cand, reason, now_ms, nid, template, detail, version)
 
     if cfg is None or kind is None:
         what = "app" if cfg is None else f"kind {cand.kind}"
         return Decision(state, outcomes=(out(OutcomeReason.NO_TEMPLATE, f"{what} not configured"),))
+    if kind.variants:  # several templates per kind: the candidate's status picks one
+        kind = kind.for_status(cand.values.get("status"))
     tpl = kind.template_id
+    if kind.disabled:  # the template at WeChat does not fit the mapping: never send
+        return Decision(
+            state, outcomes=(out(OutcomeReason.TEMPLATE_UNFIT, kind.disabled, "", tpl),)
+        )
     nid = notification_id(cand.appid, cand.openid, tpl, cand.event_id)
     if now_ms - cand.occurred_at > kind.stale_after_s * 1000:
         return Decision(state, outcomes=(out(OutcomeReason.STALE, "", nid, tpl),))
@@ -89,7 +98,7 @@ def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms
     reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
     if reason:
         return Decision(state, outcomes=(out(reason, detail, nid, tpl),))
-    intent = _intent(cand, kind, nid, body, now_ms, held)
+    intent = _intent(cand, kind, nid, body, now_ms, held, version)
     # consume: one credit, the id for restore corrections, the send for the caps
     credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: cand.occurred_at}
@@ -170,11 +179,12 @@ def _intent(
     body: dict[str, object],
     now_ms: int,
     held: Held | None,
+    version: int,
 ) -> Intent:
     event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
     return Intent(
         nid, cand.appid, cand.openid, kind.template_id, cand.kind, event_ids, cand.occurred_at,
-        cand.received_at, now_ms, body,
+        cand.received_at, now_ms, body, version,
     )  # fmt: skip
 
 
@@ -202,13 +212,15 @@ def _dispatch(
     if release is not None:
         deferred = (*deferred, Deferred(release, intent))
         detail = f"release at {release}"
-        outs = (_out(cand, OutcomeReason.QUIET_HOURS_DEFERRED, now_ms, nid, tpl, detail),)
+        outs = (
+            _out(cand, OutcomeReason.QUIET_HOURS_DEFERRED, now_ms, nid, tpl, detail, cfg.version),
+        )
     elif collapse:
         keep = tuple(h for h in held_all if not _same(h, cand))
         held_all = (*keep, Held(cand.subject, now_ms + cfg.collapse_window_s * 1000, intent))
         if held is not None:
             detail = f"superseded by {cand.event_id}"
-            outs = (_out_for(held.intent, OutcomeReason.COLLAPSED, now_ms, detail),)
+            outs = (_out_for(held.intent, OutcomeReason.COLLAPSED, now_ms, detail, cfg.version),)
     else:
         intents = (intent,)
     new = UserState(
@@ -218,19 +230,21 @@ def _dispatch(
     return Decision(new, intents, outs)
 
 
-def _out(cand: Candidate, reason: str, now_ms: int, nid: str, tpl: str, detail: str) -> Outcome:
+def _out(
+    cand: Candidate, reason: str, now_ms: int, nid: str, tpl: str, detail: str, version: int
+) -> Outcome:
     return outcome(
         cand.event_id, cand.kind, reason, STAGE, now_ms, appid=cand.appid, openid=cand.openid,
-        template_id=tpl, notification_id=nid, detail=detail,
+        template_id=tpl, notification_id=nid, detail=detail, config_version=version,
     )  # fmt: skip
 
 
-def _out_for(intent: Intent, reason: str, now_ms: int, detail: str) -> Outcome:
+def _out_for(intent: Intent, reason: str, now_ms: int, detail: str, version: int) -> Outcome:
     """An outcome for the primary (latest) event of an intent."""
     return outcome(
         intent.event_ids[-1], intent.kind, reason, STAGE, now_ms, appid=intent.appid,
         openid=intent.openid, template_id=intent.template_id,
-        notification_id=intent.notification_id, detail=detail,
+        notification_id=intent.notification_id, detail=detail, config_version=version,
     )  # fmt: skip
 
 

@@ -154,6 +154,7 @@ def apply_order_event(
             appid=ev.appid,
             openid=ev.openid,
             detail=detail,
+            config_version=cfg.version if cfg is not None else 0,
         )
 
     if order is not None and order.event_id == ev.event_id:
@@ -226,6 +227,7 @@ def _join(
                 appid=order.appid,
                 openid=order.openid,
                 detail=detail,
+                config_version=cfg.version if cfg is not None else 0,
             )
         )
     values = order.values()
