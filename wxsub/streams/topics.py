@@ -48,6 +48,10 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("deliveries", "notification id", compacted=True),
     TopicDef("dlq", "source record key", retention_ms=30 * 24 * 3600 * 1000),
     TopicDef("stats", "appid|template|day|partition", compacted=True),
+    # service cards (docs/service-cards.md)
+    TopicDef("card-ops", "user key appid:openid"),
+    TopicDef("card-events", "user key appid:openid"),  # produced by the gateway
+    TopicDef("card-results", "order key appid:order_id"),
 )
 
 # stage -> stores; each has a compacted changelog topic
@@ -57,6 +61,7 @@ CHANGELOG_STORES: dict[str, tuple[str, ...]] = {
     "decide": ("users",),
     "deliver": ("ledger",),
     "stats": ("stats",),
+    "cards": ("cards",),
 }
 
 
