@@ -68,6 +68,10 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.lag.labels("orders").set(42)
     m.quota_paused.labels("wxA").set(1)
     m.quota_paused.labels("wxB").set(0)
+    m.cards.labels("activated", "").inc()
+    m.cards.labels("fallback", "85433").inc()
+    m.card_failures.labels("-1004").inc()
+    m.card_saved.labels("order_status").inc()
 
 
 def drive_gateway(m: GatewayMetrics) -> None:
