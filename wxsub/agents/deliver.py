@@ -33,6 +33,7 @@ from wxsub.agents.base import StageEnv
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
+from wxsub.agents.rules import guards
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
 from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
@@ -184,10 +185,15 @@ class DeliverStage:
         wave's calls start once the turn has committed (see the module docstring)."""
         waves = _waves(pending)
         paused_until = self._pauses.until
+        merchants = self.env.merchants
         for n, wave in enumerate(waves, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
+                held = guards.at_send(base, merchants.app(base.appid), now)  # every send
+                if held is not None:
+                    await self._apply(ctx, ledger, old, held)
+                    continue
                 paused = paused_until(base.appid, now)
                 if paused is not None:
                     await self._apply(ctx, ledger, old, rules.defer(base, paused, now))

@@ -112,6 +112,9 @@ class OutcomeReason(enum.StrEnum):
     IN_DOUBT = "in_doubt"
     RECONCILED_SENT = "reconciled_sent"
     RECONCILED_FAILED = "reconciled_failed"
+    # send-time guards (rules/guards.py): the deliver stage also ends sends as ``stale`` and
+    # defers them as ``quiet_hours_deferred``
+    PAUSED = "paused"  # the app's kind is paused (feedback, 43107, 45168): nothing sent
 
 
 @record
