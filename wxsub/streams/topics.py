@@ -54,6 +54,8 @@ TOPICS: tuple[TopicDef, ...] = (
     # live configuration (wxsub.liveconfig): followed whole by every worker
     TopicDef("merchants", "appid", compacted=True, single=True),
     TopicDef("templates", "appid", compacted=True, single=True),
+    # kind pauses (wxsub.agents.rules.pauses): followed whole by every worker
+    TopicDef("pauses", "appid|kind", compacted=True, single=True),
 )
 
 # stage -> stores; each has a compacted changelog topic
