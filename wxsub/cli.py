@@ -27,6 +27,7 @@ _COMMANDS: list[str] = [
     "wxsub.worker",
     "wxsub.stats",
     "wxsub.config_cli",
+    "wxsub.pauses_cli",
     "wxsub_dev.demo.cli",
 ]
 

@@ -51,6 +51,7 @@ class Worker:
     closers: list[Any] = field(default_factory=list)
     client: Any = None  # the WeChat client when this worker delivers
     live: LiveConfig | None = None  # the live merchant config and template lists
+    kind_pauses: Any = None  # the pauses in force (KindPauses), when this worker delivers
     _token_counts: tuple[int, int] = (0, 0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -60,6 +61,10 @@ class Worker:
         if self.live is not None:  # the config live now, before any decision
             await self.live.start()
             follow = asyncio.create_task(self.live.run(), name="live-config")
+        pauses: asyncio.Task[None] | None = None
+        if self.kind_pauses is not None:  # the pauses in force, before any send
+            await self.kind_pauses.start()
+            pauses = asyncio.create_task(self.kind_pauses.run(), name="kind-pauses")
         site_runner = web.AppRunner(self.web_app(), access_log=None)
         await site_runner.setup()
         site = web.TCPSite(site_runner, settings.worker.web_host, settings.worker.web_port)
@@ -82,6 +87,11 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await follow
                 await self.live.stop()
+            if pauses is not None:
+                pauses.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pauses
+                await self.kind_pauses.stop()
             for closer in self.closers:
                 with contextlib.suppress(Exception):
                     await closer()
@@ -139,6 +149,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     live = LiveConfig(env, merchants)
     closers: list[Any] = []
     client = None
+    kind_pauses = None
     agents: list[Stage] = []
     if "orders" in stages:
         agents.append(OrdersStage(env))
@@ -151,6 +162,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage, delivery_policy
+        from wxsub.agents.kind_pauses import KindPauses
         from wxsub.agents.templates_pull import TemplatePuller
         from wxsub.wechat.client import WeChatClient
 
@@ -158,7 +170,9 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         closers.append(client.aclose)
         interval = settings.worker.templates_pull_interval_s
         puller = TemplatePuller(env, client, live.live_templates, interval)
-        agents.append(DeliverStage(env, client, delivery_policy(settings.delivery), puller))
+        kind_pauses = KindPauses(env)
+        policy = delivery_policy(settings.delivery)
+        agents.append(DeliverStage(env, client, policy, puller, kind_pauses))
         max_batch["deliver"] = settings.worker.max_in_flight
     if "cards" in stages:
         from wxsub.agents.cards import CardStage
@@ -174,7 +188,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         _runner(settings, env, agent, max_batch.get(agent.spec.name, settings.worker.max_batch))
         for agent in agents
     ]
-    return Worker(settings, env, runners, closers, client, live)
+    return Worker(settings, env, runners, closers, client, live, kind_pauses)
 
 
 def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:

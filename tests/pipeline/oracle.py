@@ -24,6 +24,10 @@ Which parts depend on the wall clock, and how a test drives them:
 - quiet hours are decided on event time; the release time is in the past for generated logs,
   so the pipeline releases them at its first timer tick;
 - orphans: the pipeline needs ``orphan_after_s`` + a tick after the last logistics event;
+- the deliver stage's send-time guards (rules/guards.py: paused kinds, staleness and quiet
+  hours on the wall clock of the send) act after the intents it predicts: generated logs are
+  fresh by days and their quiet window ended hours before ``now_ms``, so every intent passes
+  them; tests/deliver/test_deliver_guards.py and test_deliver_pauses.py check them;
 - corrections from delivery (43101, refused sends) are not modelled: the sandbox must accept
   every send during the comparison, or the comparison must stop at intents before delivery
   feeds corrections back (they only matter to later candidates of the same user).

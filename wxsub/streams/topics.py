@@ -58,6 +58,8 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("card-ops", "user key appid:openid"),
     TopicDef("card-events", "user key appid:openid"),  # produced by the gateway
     TopicDef("card-results", "order key appid:order_id"),
+    # kind pauses (wxsub.agents.rules.pauses): followed whole by every worker
+    TopicDef("pauses", "appid|kind", compacted=True, single=True),
 )
 
 # stage -> stores; each has a compacted changelog topic
