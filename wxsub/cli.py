@@ -26,6 +26,8 @@ _COMMANDS: list[str] = [
     "wxsub.gateway.cli",
     "wxsub.worker",
     "wxsub.stats",
+    "wxsub.support.trace",
+    "wxsub.support.replay",
     "wxsub_dev.demo.cli",
 ]
 
