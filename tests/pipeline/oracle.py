@@ -91,6 +91,8 @@ class Expected:
     outcomes: Counter[OutcomeKey] = field(default_factory=Counter)
     dlq: int = 0
     all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
+    # user key -> the decisions kept in the user's state (rules/history.py), timer releases last
+    histories: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
         """Notification id -> (send body, source event ids): what intents are compared by."""
@@ -228,5 +230,11 @@ class _Sim:
             appid = key.split(":", 1)[0]
             decision = dec.on_timer(state, self.m.app(appid), _FOREVER)
             self.users[key] = decision.state
+            # (the history as of the log's now, plus the releases: at _FOREVER the history's
+            # retention would forget the rest)
+            released = [e for e in decision.state.history if e[4] == "released"]
+            self.out.histories[key] = (
+                (*state.history, *released) if decision.intents else state.history
+            )
             for i in decision.intents:
                 self.intent(i)
