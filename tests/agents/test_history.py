@@ -64,7 +64,7 @@ def test_corrections_are_noted_and_the_history_is_bounded() -> None:
     )  # fmt: skip
     for i in range(hist.HISTORY_MAX + 5):
         state = decide(state, cand(event_id=f"x{i}"), CFG, T0 + i).state
-    assert len(state.history) == hist.HISTORY_MAX
+    assert len(hist.decisions(state.history)) == hist.HISTORY_MAX
     assert hist.decisions(state.history)[-1].event_id == f"x{hist.HISTORY_MAX + 4}"
     # entries older than the app's dedupe retention go when the next one comes
     later = T0 + CFG.dedupe_retention_s * 1000 + 10 * MIN

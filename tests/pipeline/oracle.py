@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules import orders, subscriptions, watches
+from wxsub.agents.rules.history import Decided
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
@@ -92,7 +93,7 @@ class Expected:
     dlq: int = 0
     all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
     # user key -> the decisions kept in the user's state (rules/history.py), timer releases last
-    histories: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    histories: dict[str, list[Decided]] = field(default_factory=dict)
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
         """Notification id -> (send body, source event ids): what intents are compared by."""
@@ -232,9 +233,7 @@ class _Sim:
             self.users[key] = decision.state
             # (the history as of the log's now, plus the releases: at _FOREVER the history's
             # retention would forget the rest)
-            released = [e for e in decision.state.history if e[4] == "released"]
-            self.out.histories[key] = (
-                (*state.history, *released) if decision.intents else state.history
-            )
+            released = [d for d in decisions(decision.state.history) if d.reason == "released"]
+            self.out.histories[key] = decisions(state.history) + released
             for i in decision.intents:
                 self.intent(i)

@@ -59,7 +59,7 @@ def _expected_rows(exp: Expected) -> dict[str, Counter[Row]]:
     out = {}
     for key, history in exp.histories.items():
         if len(history) < hist.HISTORY_MAX:
-            out[key] = Counter(_row(d) for d in hist.decisions(history))
+            out[key] = Counter(_row(d) for d in history)
     return out
 
 

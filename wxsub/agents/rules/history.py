@@ -3,12 +3,15 @@
 Each ``UserState`` keeps its last :data:`HISTORY_MAX` decisions, oldest first, in
 ``UserState.history``: every candidate decided (an intent, a hold, or a suppression with its
 reason and detail), every held or deferred intent released by the timer, every state event
-(subscription, preference) and every credit correction from delivery. An entry is stored as a
-short list (a record per entry would cost more to decode for every user read than the whole
-history costs to keep, bench/RESULTS.md):
+(subscription, preference) and every credit correction from delivery. An entry is a JSON
+array, and the history is the entries' JSON text joined by newlines, kept as one string:
 
     [at, event_id, kind, subject, reason, template_id, notification_id, detail]
 
+One string, not a list of lists: the decide stage reads and writes a user's state for every
+candidate, and parsing 20 entries into Python objects each time (to append one) cost ~6% of the
+agents' instructions per event; a string is one object to read and write, and appending, trimming
+and expiring are string operations (bench/RESULTS.md, "support").
 ``at`` is the wall-clock time of the decision (epoch ms); ``reason`` is an ``OutcomeReason``
 or one of :data:`INTENT`, :data:`HELD`, :data:`RELEASED`, :data:`CORRECTION`.
 :func:`decisions` gives them as :class:`Decided` tuples.
@@ -19,8 +22,10 @@ retention (the state's own memory of what it decided) is dropped when the next o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+import orjson
 
 __all__ = [
     "CORRECTION",
@@ -39,8 +44,6 @@ INTENT = "intent"  # decided: the intent went to delivery
 HELD = "held"  # a logistics intent held for collapse (detail: until when)
 RELEASED = "released"  # a held or deferred intent the timer released to delivery
 CORRECTION = "correction"  # a credit correction from delivery (detail: zero | restore)
-
-History = tuple[Sequence[Any], ...]
 
 
 class Decided(NamedTuple):
@@ -70,18 +73,33 @@ def entry(
     return [at, event_id, kind, subject, reason, template_id, notification_id, detail]
 
 
-def add(history: History, entries: Sequence[Sequence[Any]], horizon_ms: int) -> History:
+def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
     """``history`` with ``entries`` appended, the oldest dropped past :data:`HISTORY_MAX`, and
     entries decided before ``horizon_ms`` forgotten."""
-    out = (*history, *entries)
-    if len(out) > HISTORY_MAX:
-        out = out[-HISTORY_MAX:]
-    if out and out[0][0] < horizon_ms:
-        out = tuple(e for e in out if e[0] >= horizon_ms)
+    if not entries:
+        return history
+    text = "\n".join([orjson.dumps(e).decode() for e in entries])
+    out = f"{history}\n{text}" if history else text
+    n = out.count("\n") + 1
+    if n > HISTORY_MAX:
+        out = out.split("\n", n - HISTORY_MAX)[-1]
+    if _at(out) < horizon_ms:
+        out = "\n".join([line for line in out.split("\n") if _at(line) >= horizon_ms])
     return out
 
 
-def decisions(history: Iterable[Sequence[Any]]) -> list[Decided]:
+def _at(line: str) -> int:
+    """The ``at`` of the (first) entry of ``line``: the number after its ``[``."""
+    return int(line[1 : line.index(",")])
+
+
+def decisions(history: str) -> list[Decided]:
     """The entries as :class:`Decided` tuples, oldest first (entries of another length are
     skipped: a newer writer's)."""
-    return [Decided(*e) for e in history if len(e) == len(Decided._fields)]
+    width = len(Decided._fields)
+    out = []
+    for line in history.split("\n") if history else ():
+        e = orjson.loads(line)
+        if len(e) == width:
+            out.append(Decided(*e))
+    return out

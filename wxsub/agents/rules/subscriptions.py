@@ -121,7 +121,7 @@ class UserState:
     held: tuple[Held, ...] = ()
     deferred: tuple[Deferred, ...] = ()
     # the last decisions, oldest first, in their stored form (rules/history.py)
-    history: tuple[Any, ...] = ()
+    history: str = ""
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> UserState:
@@ -141,7 +141,7 @@ class UserState:
             tuple([_send(s) for s in sends]) if sends else (),
             tuple([Held.from_dict(h) for h in held]) if held else (),
             tuple([Deferred.from_dict(d) for d in deferred]) if deferred else (),
-            tuple(history) if history else (),
+            history or "",
         )
 
     def credit(self, template_id: str) -> int:
