@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules import orders, subscriptions, watches
-from wxsub.agents.rules.history import Decided
+from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
