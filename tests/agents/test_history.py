@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.agents.factory import MIN, T0, TPL, cand, config, pref, sub
+from tests.agents.factory import APPID, MIN, OPENID, T0, TPL, cand, config, pref, sub
 from wxsub.agents.rules import history as hist
 from wxsub.agents.rules.decide import decide, on_timer
 from wxsub.agents.rules.subscriptions import (
@@ -29,7 +29,7 @@ def test_every_decision_is_noted_with_its_reason_in_order() -> None:
     d3 = decide(d2.state, cand(event_id="e1"), CFG, T0)  # the same event again
     state, _ = apply_preference(d3.state, pref("order_status"), CFG, T0)
     d4 = decide(state, cand(event_id="e3"), CFG, T0 + 1)
-    got = [(d.event_id, d.kind, d.reason) for d in hist.decisions(d4.state.history)]
+    got = [(d.event_id, d.kind, d.reason) for d in hist.decisions(d4.state.history, APPID, OPENID)]
     assert got == [
         ("s1", "subscription", "applied"),
         ("e1", "order_status", "intent"),
@@ -38,10 +38,10 @@ def test_every_decision_is_noted_with_its_reason_in_order() -> None:
         (pref("order_status").event_id, "preference", "applied"),
         ("e3", "order_status", "not_subscribed_kind"),
     ]
-    sent = hist.decisions(d4.state.history)[1]
+    sent = hist.decisions(d4.state.history, APPID, OPENID)[1]
     assert sent.notification_id == d1.intents[0].notification_id
     assert sent.template_id == TPL["order_status"] and sent.subject == "o1"
-    assert hist.decisions(d4.state.history)[-1].detail == "order_status muted"
+    assert hist.decisions(d4.state.history, APPID, OPENID)[-1].detail == "order_status muted"
     assert decode_user(encode_user(d4.state)).history == d4.state.history
 
 
@@ -50,9 +50,12 @@ def test_held_collapsed_and_released_are_noted() -> None:
     d1 = decide(state, _logi("l1", T0), CFG, T0)
     d2 = decide(d1.state, _logi("l2", T0 + MIN), CFG, T0 + 1000)
     d3 = on_timer(d2.state, CFG, T0 + 10 * MIN)
-    got = [(d.event_id, d.reason) for d in hist.decisions(d3.state.history)]
+    got = [(d.event_id, d.reason) for d in hist.decisions(d3.state.history, APPID, OPENID)]
     assert got == [("l1", "held"), ("l1", "collapsed"), ("l2", "held"), ("l2", "released")]
-    assert hist.decisions(d3.state.history)[-1].notification_id == d3.intents[0].notification_id
+    assert (
+        hist.decisions(d3.state.history, APPID, OPENID)[-1].notification_id
+        == d3.intents[0].notification_id
+    )
 
 
 def test_corrections_are_noted_and_the_history_is_bounded() -> None:

@@ -233,7 +233,9 @@ class _Sim:
             self.users[key] = decision.state
             # (the history as of the log's now, plus the releases: at _FOREVER the history's
             # retention would forget the rest)
-            released = [d for d in decisions(decision.state.history) if d.reason == "released"]
-            self.out.histories[key] = decisions(state.history) + released
+            appid, openid = key.split(":", 1)
+            now = decisions(state.history, appid, openid)
+            later = decisions(decision.state.history, appid, openid)
+            self.out.histories[key] = now + [d for d in later if d.reason == "released"]
             for i in decision.intents:
                 self.intent(i)

@@ -79,14 +79,14 @@ class Local:
             return None
         key = part_key(part, params).encode()
         if part == "user":
-            doc = self._user(view, key, params["appid"])
+            doc = self._user(view, key, params["appid"], params["openid"])
         elif part == "ledger":
             doc = self._ledger(view, params.get("nids", ""))
         else:
             doc = self._order(view, key)
         return {"partition": p, **doc}
 
-    def _user(self, view: CommittedView, key: bytes, appid: str) -> dict[str, Any]:
+    def _user(self, view: CommittedView, key: bytes, appid: str, openid: str) -> dict[str, Any]:
         raw = view.get(key)
         state = decode_user(raw) if raw else UserState()
         cfg = self._merchants.app(appid)
@@ -114,7 +114,7 @@ class Local:
             "deferred": [
                 {**_intent_summary(d.intent), "due_at": d.release_at} for d in state.deferred
             ],
-            "decisions": [d._asdict() for d in hist.decisions(state.history)],
+            "decisions": [d._asdict() for d in hist.decisions(state.history, appid, openid)],
         }
 
     @staticmethod

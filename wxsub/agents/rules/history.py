@@ -6,12 +6,16 @@ reason and detail), every held or deferred intent released by the timer, every s
 (subscription, preference) and every credit correction from delivery. An entry is a JSON
 array, and the history is the entries' JSON text joined by newlines, kept as one string:
 
-    [at, event_id, kind, subject, reason, template_id, notification_id, detail]
+    [at, event_id, kind, subject, reason, template_id, detail]
+
+The notification id is not stored: it is ``notification_id(appid, openid, template_id,
+event_id)`` for every candidate decision, and :func:`decisions` computes it (a correction keeps
+its notification id in the ``event_id`` place).
 
 One string, not a list of lists: the decide stage reads and writes a user's state for every
-candidate, and parsing 20 entries into Python objects each time (to append one) cost ~6% of the
-agents' instructions per event; a string is one object to read and write, and appending, trimming
-and expiring are string operations (bench/RESULTS.md, "support").
+candidate, and parsing the entries into Python objects each time (to append one) would cost
+more than keeping them; a string is one object to read and write, and appending, trimming and
+expiring are string operations. The cost per event is in bench/RESULTS.md ("support").
 ``at`` is the wall-clock time of the decision (epoch ms); ``reason`` is an ``OutcomeReason``
 or one of :data:`INTENT`, :data:`HELD`, :data:`RELEASED`, :data:`CORRECTION`.
 :func:`decisions` gives them as :class:`Decided` tuples.
@@ -26,6 +30,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
+
+from wxsub.schemas.internal import NOTIFY_KINDS, notification_id
 
 __all__ = [
     "CORRECTION",
@@ -66,11 +72,13 @@ def entry(
     subject: str,
     reason: str,
     template_id: str = "",
-    notification_id: str = "",
+    nid: str = "",
     detail: str = "",
 ) -> list[Any]:
-    """An entry in its stored form."""
-    return [at, event_id, kind, subject, reason, template_id, notification_id, detail]
+    """An entry in its stored form (``nid`` is kept only for a correction, see above)."""
+    if reason == CORRECTION:
+        event_id = nid
+    return [at, event_id, kind, subject, reason, template_id, detail]
 
 
 def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
@@ -80,12 +88,16 @@ def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
         return history
     text = "\n".join([orjson.dumps(e).decode() for e in entries])
     out = f"{history}\n{text}" if history else text
-    n = out.count("\n") + 1
-    if n > HISTORY_MAX:
-        out = out.split("\n", n - HISTORY_MAX)[-1]
+    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries)
+        n = out.count("\n") + 1
+        if n > HISTORY_MAX:
+            out = out.split("\n", n - HISTORY_MAX)[-1]
     if _at(out) < horizon_ms:
         out = "\n".join([line for line in out.split("\n") if _at(line) >= horizon_ms])
     return out
+
+
+_MIN_ENTRY = len('[0,"","","","","",""]') + 1
 
 
 def _at(line: str) -> int:
@@ -93,13 +105,19 @@ def _at(line: str) -> int:
     return int(line[1 : line.index(",")])
 
 
-def decisions(history: str) -> list[Decided]:
-    """The entries as :class:`Decided` tuples, oldest first (entries of another length are
-    skipped: a newer writer's)."""
-    width = len(Decided._fields)
+def decisions(history: str, appid: str = "", openid: str = "") -> list[Decided]:
+    """The entries of the history of user ``appid:openid`` as :class:`Decided` tuples, oldest
+    first (entries of another length, a newer writer's, are skipped)."""
     out = []
     for line in history.split("\n") if history else ():
         e = orjson.loads(line)
-        if len(e) == width:
-            out.append(Decided(*e))
+        if len(e) != 7:
+            continue
+        at, event_id, kind, subject, reason, template_id, detail = e
+        nid = ""
+        if reason == CORRECTION:
+            nid, event_id = event_id, ""
+        elif template_id and kind in NOTIFY_KINDS:
+            nid = notification_id(appid, openid, template_id, event_id)
+        out.append(Decided(at, event_id, kind, subject, reason, template_id, nid, detail))
     return out
