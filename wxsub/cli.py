@@ -28,6 +28,8 @@ _COMMANDS: list[str] = [
     "wxsub.stats",
     "wxsub.config_cli",
     "wxsub.pauses_cli",
+    "wxsub.support.trace",
+    "wxsub.support.replay",
     "wxsub_dev.demo.cli",
 ]
 

@@ -30,6 +30,7 @@ __all__ = [
     "PushEndpoint",
     "Secret",
     "Settings",
+    "SupportSettings",
     "WeChatSettings",
     "WorkerSettings",
     "load_settings",
@@ -207,6 +208,38 @@ class DeliverySettings:
         _check(self.timer_interval_s > 0, "delivery.timer_interval_s", "must be > 0")
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class SupportSettings:
+    """The support query API and console on each worker (docs/support.md). They show personal
+    data, so they are off by default, on loopback unless configured, and need ``token``
+    (``Authorization: Bearer``; give it as ``env:NAME``) on any other interface."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 6067
+    token: Secret | None = None
+    # how the other workers reach this one (default http://host:port); in its group metadata
+    advertised_url: str = ""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "support.port", "must be a TCP port (1-65535)")
+        _check(
+            not self.enabled or self.host in _LOOPBACK or bool(self.token),
+            "support.token",
+            "required when support.host is not a loopback address",
+        )
+
+    @property
+    def url(self) -> str:
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -214,6 +247,7 @@ class Settings:
     wechat: WeChatSettings = field(default_factory=WeChatSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    support: SupportSettings = field(default_factory=SupportSettings)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some scalar fields replaced, validated like any other source."""
@@ -277,6 +311,9 @@ def _load_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> A
             values[f.name] = _coerce(key, hints[f.name], env[env_name], env_name)
         elif f.name in table:
             values[f.name] = _coerce(key, hints[f.name], table[f.name])
+        value = values.get(f.name)
+        if isinstance(value, Secret) and value.reveal().startswith("env:"):
+            values[f.name] = _secret(key, value.reveal(), env)  # a secret named, not given
     extra = set(table) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
     if extra:
         raise ConfigError(f"{name}.{sorted(extra)[0]}", "unknown setting")

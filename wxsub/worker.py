@@ -52,6 +52,7 @@ class Worker:
     client: Any = None  # the WeChat client when this worker delivers
     live: LiveConfig | None = None  # the live merchant config and template lists
     kind_pauses: Any = None  # the pauses in force (KindPauses), when this worker delivers
+    support: Any = None  # the SupportServer when support.enabled (docs/support.md)
     _token_counts: tuple[int, int] = (0, 0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -73,6 +74,9 @@ class Worker:
             "worker started",
             extra={"stages": [r.spec.name for r in self.runners], "port": settings.worker.web_port},
         )
+        if self.support is not None:
+            await self.support.start()
+            self.closers.append(self.support.stop)
         tasks = [asyncio.create_task(r.run(), name=f"stage-{r.spec.name}") for r in self.runners]
         try:
             await stop.wait()
@@ -188,7 +192,15 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         _runner(settings, env, agent, max_batch.get(agent.spec.name, settings.worker.max_batch))
         for agent in agents
     ]
-    return Worker(settings, env, runners, closers, client, live, kind_pauses)
+    worker = Worker(settings, env, runners, closers, client, live, kind_pauses)
+    if settings.support.enabled:
+        from wxsub.support.local import Local
+        from wxsub.support.web import SupportServer
+
+        by_stage = {r.spec.name: r for r in runners}
+        local = Local(by_stage, lambda: env.merchants, settings.kafka.partitions, env.clock)
+        worker.support = SupportServer(settings, local)
+    return worker
 
 
 def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:
@@ -213,6 +225,8 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         session_timeout_ms=settings.worker.session_timeout_ms,
         on_commit=on_commit,
         guarantee=settings.worker.processing_guarantee,
+        # where support queries for this member's partitions go (wxsub.support.routing)
+        member_data=settings.support.url.encode() if settings.support.enabled else b"",
     )
 
 

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules import orders, subscriptions, watches
+from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
@@ -95,6 +96,8 @@ class Expected:
     outcomes: Counter[OutcomeKey] = field(default_factory=Counter)
     dlq: int = 0
     all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
+    # user key -> the decisions kept in the user's state (rules/history.py), timer releases last
+    histories: dict[str, list[Decided]] = field(default_factory=dict)
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
         """Notification id -> (send body, source event ids): what intents are compared by."""
@@ -232,5 +235,11 @@ class _Sim:
             appid = key.split(":", 1)[0]
             decision = dec.on_timer(state, self.m.app(appid), _FOREVER)
             self.users[key] = decision.state
+            # (the history as of the log's now, plus the releases: at _FOREVER the history's
+            # retention would forget the rest)
+            appid, openid = key.split(":", 1)
+            now = decisions(state.history, appid, openid)
+            later = decisions(decision.state.history, appid, openid)
+            self.out.histories[key] = now + [d for d in later if d.reason == "released"]
             for i in decision.intents:
                 self.intent(i)

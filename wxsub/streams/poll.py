@@ -15,9 +15,9 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from wxsub.streams.flow import InputFlow
+from wxsub.streams.membership import assignor_with
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.stage import StageSpec
 from wxsub.streams.turns import Turns
@@ -45,6 +45,7 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         session_timeout_ms: int,
         ready: asyncio.Event,
         stopping: asyncio.Event,
+        member_data: bytes = b"",
     ) -> None:
         self._spec = spec
         self._state = state
@@ -59,6 +60,8 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._ready = ready  # set once partitions are assigned and restored
         self._stopping = stopping
         self._lock = asyncio.Lock()
+        # the range assignor; ``member_data`` rides in the group metadata (membership.py)
+        self._assignor = assignor_with(member_data)
 
     async def run_once(self) -> None:
         """Join the group and poll until stopped or a turn failed (raised)."""
@@ -111,7 +114,7 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(self._assignor,),
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(500, self._session_timeout_ms // 4),
             rebalance_timeout_ms=120_000,

@@ -59,6 +59,7 @@ from wxsub.streams.flow import InputFlow
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.poll import PollLoop
 from wxsub.streams.stage import Stage
+from wxsub.streams.store import CommittedView
 from wxsub.streams.transaction import Transactor
 from wxsub.streams.turns import Turns
 
@@ -87,6 +88,7 @@ class StageRunner:
         session_timeout_ms: int = 10000,
         on_commit: Callable[[int, int], None] | None = None,
         guarantee: Guarantee = "exactly_once",
+        member_data: bytes = b"",
     ) -> None:
         self.stage = stage
         self.spec = stage.spec
@@ -126,6 +128,7 @@ class StageRunner:
             session_timeout_ms=session_timeout_ms,
             ready=self.ready,
             stopping=self._stopping,
+            member_data=member_data,
         )
 
     @property
@@ -149,6 +152,16 @@ class StageRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    def committed_store(self, partition: int, name: str) -> CommittedView | None:
+        """A read-only view of store ``name`` of ``partition`` as of its last commit, while this
+        runner has the partition open and restored (else None). Reads never see a batch's
+        uncommitted writes (store.py); read it without awaiting in between, as the partition
+        may be closed at any ``await``."""
+        unit = self._state.units.get(partition)
+        if unit is None or name not in unit.stores:
+            return None
+        return unit.stores[name].committed()
 
     def lag(self) -> int:
         """Records behind the input's high watermark, over this runner's partitions (from the
