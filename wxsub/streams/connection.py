@@ -10,6 +10,7 @@ hold the revealed SASL password: pass them to aiokafka, never log them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from wxsub.settings import KafkaSettings
 __all__ = [
     "AUTH_ERRORS",
     "AccessDenied",
+    "KafkaProbe",
     "access_denied",
     "client_kwargs",
     "principal_of",
@@ -120,6 +122,60 @@ def _ssl_context(
 ) -> ssl.SSLContext:
     from aiokafka.helpers import create_ssl_context
 
-    ctx = create_ssl_context(cafile=cafile, certfile=certfile, keyfile=keyfile, password=password)
+    ctx: ssl.SSLContext = create_ssl_context(
+        cafile=cafile, certfile=certfile, keyfile=keyfile, password=password
+    )
     ctx.check_hostname = check_hostname  # the CA is checked either way
     return ctx
+
+
+class KafkaProbe:
+    """Is Kafka reachable right now? One metadata round trip, cached for ``max_age_s``.
+
+    What the worker's and the gateway's ``/health/ready`` ask. Never raises: a failed probe is
+    ``(False, reason)``, the reason naming the error class only (never a credential)."""
+
+    def __init__(
+        self, kafka: KafkaSettings, timeout_s: float = 3.0, max_age_s: float = 1.0
+    ) -> None:
+        self._kw = client_kwargs(kafka)
+        self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._client: Any = None
+        self._last: tuple[float, bool, str] = (-1e9, False, "not probed yet")
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> tuple[bool, str]:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            at, ok, why = self._last
+            if now - at < self._max_age_s:
+                return ok, why
+            ok, why = await self._probe()
+            self._last = (asyncio.get_running_loop().time(), ok, why)
+            return ok, why
+
+    async def _probe(self) -> tuple[bool, str]:
+        from aiokafka.client import AIOKafkaClient
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if self._client is None:
+                    client = AIOKafkaClient(client_id="wxsub-health", **self._kw)
+                    try:
+                        await client.bootstrap()
+                    except BaseException:
+                        await client.close()
+                        raise
+                    self._client = client
+                await self._client.fetch_all_metadata()
+        except TimeoutError:
+            return False, "kafka: no metadata answer in time"
+        except (KafkaError, OSError) as exc:
+            return False, f"kafka: {type(exc).__name__}"
+        return True, "ok"
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
