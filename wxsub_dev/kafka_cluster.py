@@ -82,9 +82,6 @@ _CLUSTER_DEFAULTS: dict[str, str] = {
     "log.cleaner.backoff.ms": "500",
     "replica.lag.time.max.ms": "10000",
     "controlled.shutdown.enable": "true",
-    # a killed broker is fenced (its partitions get new leaders) within ~3 s, not 9
-    "broker.session.timeout.ms": "3000",
-    "broker.heartbeat.interval.ms": "1000",
 }
 
 
