@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from wxsub.agents.rules.pauses import PauseRecord, decode_pause, encode_pause, paused_table
 from wxsub.settings import Settings, load_settings
+from wxsub.streams.connection import client_kwargs
 from wxsub.streams.reading import read_topic
 from wxsub.streams.topics import ensure_topics
 
@@ -37,7 +38,7 @@ async def write_pause(settings: Settings, appid: str, kind: str, paused: bool, r
     """Write an operator's pause (or lift) record, acks=all."""
     await ensure_topics(settings.kafka, settings.worker.app_id)
     rec = PauseRecord(appid, kind, paused, reason, "operator", int(time.time() * 1000))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(settings.kafka.topic("pauses"), encode_pause(rec), rec.key)

@@ -71,11 +71,49 @@ class KafkaSettings:
     replication_factor: int = 1
     producer_linger_s: float = 0.01
     request_timeout_s: float = 30.0
+    # connecting like a production client (docs/operations.md, "Securing Kafka")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: Secret | None = None  # "env:NAME" keeps it out of the file
+    ssl_cafile: Path | None = None  # PEM CA bundle (default: the system's)
+    ssl_certfile: Path | None = None  # PEM client certificate (mutual TLS)
+    ssl_keyfile: Path | None = None  # its PEM private key
+    ssl_key_password: Secret | None = None
+    ssl_check_hostname: bool = True
+    # false: the operator creates the topics; the worker only checks them (and says which lack)
+    create_topics: bool = True
+    min_insync_replicas: int | None = None  # topic config for wxsub's topics (None: broker's)
 
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "kafka.partitions", "must be >= 1")
         _check(self.replication_factor >= 1, "kafka.replication_factor", "must be >= 1")
         _check(bool(self.bootstrap.strip()), "kafka.bootstrap", "must not be empty")
+        if self.min_insync_replicas is not None:
+            _check(
+                1 <= self.min_insync_replicas <= self.replication_factor,
+                "kafka.min_insync_replicas",
+                "must be >= 1 and <= kafka.replication_factor",
+            )
+        if self.security_protocol.startswith("SASL_"):
+            _check(
+                bool(self.sasl_username),
+                "kafka.sasl_username",
+                f"required with security_protocol {self.security_protocol}",
+            )
+            _check(
+                bool(self.sasl_password),
+                "kafka.sasl_password",
+                f"required with security_protocol {self.security_protocol} (a string or env:NAME)",
+            )
+        _check(
+            self.ssl_keyfile is None or self.ssl_certfile is not None,
+            "kafka.ssl_certfile",
+            "required when kafka.ssl_keyfile is set",
+        )
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, key)
+            _check(path is None or path.is_file(), f"kafka.{key}", f"no such file: {path}")
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical one (``topic('intents')`` -> ``wxsub.intents``)."""

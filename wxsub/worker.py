@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
 from wxsub.settings import Settings, load_settings
 from wxsub.stats import read_stats
+from wxsub.streams.connection import KafkaProbe, security_kwargs
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import Stage
@@ -54,6 +56,7 @@ class Worker:
     kind_pauses: Any = None  # the pauses in force (KindPauses), when this worker delivers
     support: Any = None  # the SupportServer when support.enabled (docs/support.md)
     _token_counts: tuple[int, int] = (0, 0)
+    probe: KafkaProbe | None = None  # /health/ready: is Kafka reachable now
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -78,9 +81,15 @@ class Worker:
             await self.support.start()
             self.closers.append(self.support.stop)
         tasks = [asyncio.create_task(r.run(), name=f"stage-{r.spec.name}") for r in self.runners]
+        stopped = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # a stage's run() only returns early with a fatal error (AccessDenied): stop all
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise typing.cast(BaseException, t.exception())
         finally:
+            stopped.cancel()
             for r in self.runners:
                 await r.stop()
             _, pending = await asyncio.wait(tasks, timeout=15)
@@ -96,6 +105,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pauses
                 await self.kind_pauses.stop()
+            if self.probe is not None:
+                with contextlib.suppress(Exception):
+                    await self.probe.close()
             for closer in self.closers:
                 with contextlib.suppress(Exception):
                     await closer()
@@ -106,6 +118,8 @@ class Worker:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/health/live", self._live)
+        app.router.add_get("/health/ready", self._ready)
         app.router.add_get("/stats", self._stats)
         return app
 
@@ -136,6 +150,20 @@ class Worker:
             metrics.token_refreshes.labels("failed").inc(failed)
             metrics.token_refreshes.labels("ok").inc(fetches - old_fetches - failed)
             self._token_counts = (fetches, failures)
+
+    async def _live(self, request: web.Request) -> web.Response:
+        """Liveness: the process and its event loop answer (restart it when this fails)."""
+        return web.json_response({"live": True})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        """Readiness: every stage assigned and restored, and Kafka reachable now."""
+        stages = {r.spec.name: r.ready.is_set() for r in self.runners}
+        if self.probe is None:
+            self.probe = KafkaProbe(self.settings.kafka)
+        kafka_ok, why = await self.probe.check()
+        ok = kafka_ok and all(stages.values())
+        body = {"ready": ok, "kafka": why, "stages": stages}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _health(self, request: web.Request) -> web.Response:
         stages = {r.spec.name: r.ready.is_set() for r in self.runners}
@@ -227,6 +255,7 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         guarantee=settings.worker.processing_guarantee,
         # where support queries for this member's partitions go (wxsub.support.routing)
         member_data=settings.support.url.encode() if settings.support.enabled else b"",
+        security=security_kwargs(settings.kafka),
     )
 
 

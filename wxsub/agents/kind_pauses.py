@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.rules.pauses import PauseRecord, decode_pause, paused_table
+from wxsub.streams.connection import security_kwargs
 from wxsub.streams.follow import TableFollower
 
 __all__ = ["KindPauses"]
@@ -33,7 +34,12 @@ class KindPauses:
         self._series: set[tuple[str, str]] = set()
         self._merchants: object = None
         self.follower = (
-            TableFollower(env.settings.kafka.bootstrap, env.topic("pauses"), self._on_table)
+            TableFollower(
+                env.settings.kafka.bootstrap,
+                env.topic("pauses"),
+                self._on_table,
+                security=security_kwargs(env.settings.kafka),
+            )
             if follow
             else None
         )

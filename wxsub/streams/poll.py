@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -46,7 +48,9 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         ready: asyncio.Event,
         stopping: asyncio.Event,
         member_data: bytes = b"",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        self._security = dict(security or {})  # connection.security_kwargs
         self._spec = spec
         self._state = state
         self._opener = opener
@@ -121,6 +125,7 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self._poll_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self._security,
         )
 
     # --- rebalancing --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from wxsub.dlq import DLQ_TOPIC, DeadLetter, parse_dead_letter
 from wxsub.settings import KafkaSettings, load_settings
+from wxsub.streams.connection import client_kwargs
 from wxsub.streams.reading import read_topic
 from wxsub.streams.topics import TOPICS
 
@@ -116,7 +117,7 @@ async def replay(
         report.replayed = len(todo)
         return report
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap, transactional_id=f"{app_id}-dlq-replay", acks="all"
+        **client_kwargs(kafka), transactional_id=f"{app_id}-dlq-replay", acks="all"
     )
     await producer.start()  # fences an earlier run of the command still in flight
     try:
@@ -141,7 +142,7 @@ async def replay(
 
 async def _ensure_replayed_topic(kafka: KafkaSettings, name: str) -> None:
     retention = next(t.retention_ms for t in TOPICS if t.name == DLQ_TOPIC)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka))
     await admin.start()
     try:
         if name in set(await admin.list_topics()):

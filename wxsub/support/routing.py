@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from wxsub.settings import Settings
+from wxsub.streams.connection import client_kwargs
 from wxsub.streams.membership import partition_owners
 from wxsub.support.local import PARTS, Local
 
@@ -99,7 +100,7 @@ class Router:
         topic = self._settings.kafka.topic(PARTS_INPUT[stage])
         try:
             if self._admin is None:
-                self._admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka.bootstrap)
+                self._admin = AIOKafkaAdminClient(**client_kwargs(self._settings.kafka))
                 await self._admin.start()
             state, raw = await partition_owners(self._admin, group, topic)
         except KafkaError as exc:
