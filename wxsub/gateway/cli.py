@@ -52,7 +52,9 @@ async def serve(
     stop = stop or _signal_event()
     producer = SubscriptionProducer.from_settings(settings)
     await producer.start()
-    runner = web.AppRunner(create_gateway_app(settings, producer, registry), access_log=None)
+    cards = producer.to_topic(settings.kafka.topic("card-events"))
+    app = create_gateway_app(settings, producer, registry, card_sink=cards)
+    runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
         gw = settings.gateway
