@@ -84,7 +84,7 @@ async def _read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
 
 # --- the table ----------------------------------------------------------------------------------
 
-_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "rejects", "feedback")
+_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "card", "rejects", "feedback")
 
 
 def format_table(table: StatsTable) -> str:
@@ -111,7 +111,7 @@ def format_table(table: StatsTable) -> str:
     out = [_row(head, widths), _row(["-" * w for w in widths], widths)]
     out += [_row(r, widths) for r in lines]
     if notes:
-        out += ["", "breakdown (failed by errcode, suppressed by reason):", *notes]
+        out += ["", "breakdown (failed by errcode, suppressed by reason, card results):", *notes]
     return "\n".join(out)
 
 
@@ -122,6 +122,7 @@ def _sum(value: int | Mapping[str, int]) -> int:
 def _detail(doc: Mapping[str, Any]) -> str:
     parts = [f"failed {code}={n}" for code, n in doc["failed"].items()]
     parts += [f"{reason}={n}" for reason, n in doc["suppressed"].items()]
+    parts += [f"card {result}={n}" for result, n in doc.get("card", {}).items()]
     return ", ".join(parts)
 
 
