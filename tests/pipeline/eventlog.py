@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from tests.pipeline import cards_log
 from wxsub.schemas.codec import KINDS, encode
 from wxsub.schemas.records import (
     LogisticsUpdated,
@@ -161,7 +162,8 @@ def merchants_doc(knobs: Knobs) -> dict[str, Any]:
     end = dt.datetime.fromtimestamp((knobs.now_ms - 3 * HOUR) / 1000, tz)
     main = _app_doc(knobs, caps=1000)
     main["quiet_hours"] = {"start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
-    return {"apps": {APP_MAIN: main, APP_TIGHT: _app_doc(knobs, caps=2)}}
+    cards = cards_log.card_apps(lambda: _app_doc(knobs, caps=1000))  # WeChat Pay orders: cards
+    return {"apps": {APP_MAIN: main, APP_TIGHT: _app_doc(knobs, caps=2), **cards}}
 
 
 def merchants_toml(knobs: Knobs) -> str:
@@ -315,6 +317,7 @@ class _Gen:
         self.orders()
         self.products()
         self.tight()
+        cards_log.build(self, TEMPLATES)
         self.subscriptions()
         self.bad_inputs()
 
@@ -342,16 +345,8 @@ class _Gen:
         self.emit(0, old, "watch-regression")
 
     def watch(self, appid: str, openid: str, target: Target, kind: str, price: int | None) -> None:
-        rec = Watch(
-            self.eid("w"),
-            _at(self.k.now_ms - 6 * HOUR),
-            appid,
-            openid,
-            "watch",
-            target,
-            kind,
-            price,
-        )
+        at = _at(self.k.now_ms - 6 * HOUR)
+        rec = Watch(self.eid("w"), at, appid, openid, "watch", target, kind, price)
         self.emit(0, rec, "watch")
         self.watchers[(appid, target.type, target.id)].add((openid, kind))
 
