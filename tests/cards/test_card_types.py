@@ -25,7 +25,7 @@ TABLES: dict[int, dict[int, tuple[bool, set[int]]]] = {
     },
     2006: {
         1: (True, {10}), 2: (True, {1, 2, 10}), 3: (False, {1, 2, 10}),
-        5: (False, {2, 3, 5, 10}), 8: (False, {3, 5, 10}), 9: (False, {1, 2, 3, 5, 8, 10}),
+        5: (False, {1, 2, 3, 5, 10}), 8: (False, {3, 5, 10}), 9: (False, {1, 2, 3, 5, 8, 10}),
         10: (False, {1, 2, 3, 5, 8}), 11: (False, {1, 2, 10}),
     },
 }  # fmt: skip
