@@ -98,6 +98,9 @@ class OrdersStage:
         if new is not order:
             doc["order"] = new
             store.put(rec.key, encode_internal(doc))
+            refused = card_rules.refusal_outcome(new, result, self.env.clock()) if new else None
+            if refused is not None:
+                await self.env.emit_outcomes(ctx, (refused,))
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["orders"]
