@@ -362,6 +362,7 @@ async def run_peers(
                 print(f"  {kind:<14} {g:<4} not run: {str(exc).strip().splitlines()[-1][:200]}")
                 continue
             res["check"] = await _check(bootstrap, out, expect[size], g)
+            res["round"] = r
             runs[(kind, g)].append(res)
             print(f"  round {r + 1}  {kind:<14} {g:<4} {res['per_s']:>8.0f} events/s "
                   f"{res['cpu_us']:>7.1f} µs CPU/event  (n={res['n']}) output {res['check']}",
@@ -370,24 +371,28 @@ async def run_peers(
 
 
 def _summary(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
-    med = {
-        f"{k} {g}": {
+    """Medians per engine; ``vs raw`` and ``CPU x raw``: medians of each run's ratio to the raw
+    aiokafka loop of its own round."""
+    raws = {x["round"]: x for x in runs.get(("raw-aiokafka", "none"), [])}
+    med: dict[str, dict[str, Any]] = {}
+    for (k, g), rs in runs.items():
+        m: dict[str, Any] = {
             "per_s": statistics.median(x["per_s"] for x in rs),
             "cpu_us": statistics.median(x["cpu_us"] for x in rs),
             "n": rs[0]["n"],
             "runs": len(rs),
             "check": ", ".join(sorted({x["check"] for x in rs})),
         }
-        for (k, g), rs in runs.items()
-    }
-    raw = med.get("raw-aiokafka none")
-    print(f"  medians{' (each run against the raw loop of its round)' if raw else ''}:")
+        paired = [(x, raws[x["round"]]) for x in rs if x["round"] in raws]
+        if paired:
+            m["vs_raw"] = statistics.median(x["per_s"] / b["per_s"] for x, b in paired)
+            m["cpu_x_raw"] = statistics.median(x["cpu_us"] / b["cpu_us"] for x, b in paired)
+        med[f"{k} {g}"] = m
+    print("  medians (ratios: each run against the raw aiokafka loop of its own round):")
     print(f"  {'engine':<22} {'events/s':>9} {'µs CPU/event':>13} {'vs raw':>7} {'CPU x raw':>9}")
     for name, m in med.items():
-        vs = cpu = ""
-        if raw:
-            vs, cpu = ratio(m["per_s"], raw["per_s"]), ratio(m["cpu_us"], raw["cpu_us"])
-            m["vs_raw"], m["cpu_x_raw"] = m["per_s"] / raw["per_s"], m["cpu_us"] / raw["cpu_us"]
+        vs = f"{m['vs_raw']:.2f}x" if "vs_raw" in m else ""
+        cpu = f"{m['cpu_x_raw']:.2f}x" if "cpu_x_raw" in m else ""
         print(f"  {name:<22} {m['per_s']:>9.0f} {m['cpu_us']:>13.1f} {vs:>7} {cpu:>9}"
               f"  output {m['check']}")  # fmt: skip
     for engine in ("wxsub", "quix", "faust", "faust-fast"):
