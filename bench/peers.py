@@ -424,9 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=os.environ.get("WXSUB_KAFKA_BOOTSTRAP"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.events, args.faust_events, args.rounds = 400, 200, 1
     engines = list(ENGINES)
+    if args.tiny:  # the smoke test: every engine once, Faust's fast path has tests of its own
+        args.events, args.faust_events, args.rounds = 400, 200, 1
+        engines = [e for e in engines if e[0] != "faust-fast"]
     if args.engines:
         engines = [tuple(e.split(":", 1)) for e in args.engines.split(",")]  # type: ignore[misc]
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
