@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from wxsub.errors import ConfigError
+from wxsub.retention import DEFAULT_RETENTION, Retention, parse_retention
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
@@ -175,6 +176,7 @@ class MerchantConfig:
     orphan_after_s: int = DEFAULT_ORPHAN_AFTER_S
     dedupe_retention_s: int = 2 * _DAY_S
     sensitive_words: tuple[str, ...] = ()  # matched by wxsub.agents.rules.content
+    retention: Retention = DEFAULT_RETENTION  # [apps.<appid>.retention] (wxsub.retention)
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -229,6 +231,7 @@ _APP_KEYS = {
     "dedupe_retention_s",
     "sensitive_words",
     "sensitive_words_file",
+    "retention",
 }
 
 
@@ -257,6 +260,7 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         orphan_after_s=_int(raw, key, "orphan_after_s", DEFAULT_ORPHAN_AFTER_S, minimum=1),
         dedupe_retention_s=retention,
         sensitive_words=_words(key, raw, base_dir),
+        retention=parse_retention(f"{key}.retention", raw.get("retention"), stale_s=stale),
     )
 
 

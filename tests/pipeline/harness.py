@@ -65,6 +65,7 @@ class Deployment:
             "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
             "WXSUB_WORKER_WEB_PORT": str(self.web_ports.setdefault(index, free_port())),
             "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
+            "WXSUB_WORKER_SWEEP_INTERVAL_S": "1",  # expiry runs all the time (docs/lifecycle.md)
             **self.extra_env,
         }
 
