@@ -67,6 +67,10 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.records.labels("orders").inc(5)
     m.lag.labels("orders").set(42)
     m.quota_paused.labels("wxA").set(1)
+    m.store_entries.labels("orders", "orders").set(120)
+    m.store_entries.labels("deliver", "ledger").set(40)
+    m.expired.labels("orders", "order_final").inc(3)
+    m.expired.labels("users", "user_empty").inc()
     m.quota_paused.labels("wxB").set(0)
 
 
