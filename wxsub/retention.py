@@ -48,10 +48,13 @@ class Retention:
     #: an unwatch is remembered this long (event time); a watch event older than this is refused
     #: as ``stale``, so a late watch older than a forgotten unwatch cannot bring the watch back
     unwatch_s: int = 7 * _DAY
+    #: a day's statistics row (store and ``stats`` topic) is forgotten this many days after
+    #: that day (in the app's time zone)
+    stats_days: int = 400
 
 
 DEFAULT_RETENTION = Retention()
-_KEYS = ("order_s", "order_idle_s", "delivery_s", "watch_ttl_s", "unwatch_s")
+_KEYS = ("order_s", "order_idle_s", "delivery_s", "watch_ttl_s", "unwatch_s", "stats_days")
 
 
 def parse_retention(key: str, raw: Any, *, stale_s: int) -> Retention:
@@ -87,6 +90,12 @@ def parse_retention(key: str, raw: Any, *, stale_s: int) -> Retention:
             f"{key}.unwatch_s",
             f"must be <= watch_ttl_s ({out.watch_ttl_s}): a watch event young enough to be "
             "accepted must not be past its time-to-live already",
+        )
+    if out.stats_days < 2:
+        raise ConfigError(
+            f"{key}.stats_days",
+            "must be >= 2: a day's row is still counted until the day is over (and its late "
+            "outcomes in)",
         )
     return out
 

@@ -36,6 +36,7 @@ def test_defaults_and_example_values() -> None:
         ({"delivery_s": 600}, "delivery_s", "at most one send"),
         ({"watch_ttl_s": 100, "unwatch_s": 200}, "unwatch_s", "watch_ttl_s"),
         ({"unwatch_s": 0}, "unwatch_s", ">= 1"),
+        ({"stats_days": 1}, "stats_days", "until the day is over"),
         ({"watch_ttl_s": "1d"}, "watch_ttl_s", "integer"),
         ({"forever": 1}, "forever", "unknown"),
     ],
@@ -110,3 +111,11 @@ def test_a_remembered_unwatch_beats_a_late_older_watch_and_too_late_is_stale() -
     assert stale.outcome.reason == "stale" and stale.watch is None
     assert r.unwatch_expired(NOW - 7 * DAY, None, NOW) == "unwatch_memory"
     assert r.watch_expired({"occurred_at": NOW - 90 * DAY}, None, NOW) == "watch_ttl"
+
+
+def test_stats_rows_by_day_in_the_apps_zone() -> None:
+    cfg = config(retention={"stats_days": 2})
+    # NOW is 2025-06-15 15:06 UTC, 23:06 in Shanghai
+    assert r.stats_day_expired("2025-06-13", cfg, NOW) == "stats_day"
+    assert r.stats_day_expired("2025-06-14", cfg, NOW) is None
+    assert r.stats_day_expired("not-a-day", cfg, NOW) is None

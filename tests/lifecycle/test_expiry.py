@@ -19,6 +19,7 @@ from wxsub.agents.deliver import DeliverStage
 from wxsub.agents.orders import OrdersStage
 from wxsub.agents.products import ProductsStage
 from wxsub.agents.rules.watches import watch_key
+from wxsub.agents.stats import StatsStage
 from wxsub.merchants import Merchants, parse_merchants
 from wxsub.schemas.internal import Candidate, Outcome, decode_internal, encode_internal
 from wxsub.schemas.records import (
@@ -238,3 +239,35 @@ async def test_ledger_entries_expire_with_their_msgid_index_and_deliveries_tombs
             await runner2.stop()
             await asyncio.wait_for(task2, 30)
             await stage2.client.aclose()
+
+
+async def test_stats_day_rows_expire_in_store_and_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with lifecycle(kafka_bootstrap, tmp_path) as lc:
+        now = lc.clock()
+        sent = Outcome("e1", "order_status", "sent", "deliver", APP, "u1", "TPL", "n1", at=now)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        await producer.send_and_wait(lc.topic("outcomes"), encode_internal(sent),
+                                     key=f"{APP}:u1".encode())  # fmt: skip
+        await producer.stop()
+        async with lc.running(StatsStage(lc.env, interval_s=0.2)):
+            rows = await lc.until(lc.topic("stats"), lambda latest: len(latest) == 1)
+            (key,) = rows
+            assert rows[key] is not None and key.startswith(f"{APP}|TPL|".encode())
+            lc.clock.offset = 400 * DAY  # retention.stats_days
+            rows = await lc.until(lc.topic("stats"), lambda latest: latest[key] is None)
+            assert rows[key] is None
+
+            def cleared(latest: dict[bytes, bytes | None]) -> bool:
+                rows = [v for k, v in latest.items() if k.startswith((b"r|", b"d|"))]
+                return bool(rows) and all(v is None for v in rows)
+
+            # the row and its dirty mark are tombstoned (the user's last-send entry ends by
+            # its feedback window, on the wall clock)
+            assert cleared(await lc.until(lc.changelog("stats", "stats"), cleared))
+            labels = {"store": "stats", "reason": "stats_day"}
+            assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+        local = lc.local("state", "stats", "stats")
+        assert not [k for k in local if k.startswith((b"r|", b"d|"))]

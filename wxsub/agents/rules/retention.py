@@ -8,6 +8,7 @@ app's ``[retention]`` table (``wxsub.retention``); docs/lifecycle.md has the who
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "entry_expired",
     "order_expired",
     "retention",
+    "stats_day_expired",
     "swept_user",
     "unwatch_expired",
     "watch_expired",
@@ -41,12 +43,14 @@ class Reason:
     WATCH_TTL = "watch_ttl"  # watches: a watch past retention.watch_ttl_s
     UNWATCH = "unwatch_memory"  # watches: an unwatch remembered retention.unwatch_s
     USER_EMPTY = "user_empty"  # users: nothing left once pruned
+    STATS_DAY = "stats_day"  # stats: a day's row past retention.stats_days
 
     BY_STORE: Mapping[str, tuple[str, ...]] = {
         "orders": (ORDER_FINAL, ORDER_IDLE),
         "ledger": (DELIVERY,),
         "watches": (WATCH_TTL, UNWATCH),
         "users": (USER_EMPTY,),
+        "stats": (STATS_DAY,),
     }
 
 
@@ -100,6 +104,18 @@ def swept_user(
     if is_empty(new):
         return None, True
     return new, new is not state
+
+
+def stats_day_expired(day: str, cfg: MerchantConfig | None, now_ms: int) -> str | None:
+    """The reason a statistics row of ``day`` (YYYY-MM-DD, the app's time zone) is forgotten
+    now: once ``stats_days`` days have passed since that day."""
+    tz = cfg.timezone if cfg is not None else dt.UTC
+    today = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
+    try:
+        age = (today - dt.date.fromisoformat(day)).days
+    except ValueError:
+        return None
+    return Reason.STATS_DAY if age >= retention(cfg).stats_days else None
 
 
 def is_empty(state: UserState) -> bool:
