@@ -136,8 +136,8 @@ class DecideStage:
         for key, raw in expiry.slice(ctx, now):
             if key.startswith(DueIndex.PREFIX):
                 continue
-            state, changed = swept_user(decode_user(raw), self.env.merchants.app(key_appid(key)),
-                                        now)  # fmt: skip
+            cfg = self.env.merchants.app(key_appid(key))
+            state, changed = swept_user(decode_user(raw), cfg, now)
             if state is None:
                 store.delete(key)
                 expiry.expired(ctx, Reason.USER_EMPTY)
