@@ -13,7 +13,7 @@ on-disk bytes (SST and write-ahead log files after a flush and a full compaction
 does by itself as data grows: forced here each simulated day, so the number is live data), the
 changelog bytes written so far and after compaction, the ``deliveries`` topic's live keys, and
 the cold-restore time: opening empty stores and replaying the compacted changelogs into them
-(RocksDB only; the broker fetch is not in it).
+(RocksDB only; the broker fetch is not in it; the fastest of three).
 
 Workload per day at ``--scale 1`` (the issue's shop): 100,000 orders of 200,000 users, each order
 5 statuses, 5 logistics scans and 2 subscription accepts; 50,000 live watches (renewed over the
@@ -61,7 +61,7 @@ from wxsub.schemas.records import (
 from wxsub.settings import Settings
 from wxsub.streams.outbox import partition_for
 from wxsub.streams.stage import PartitionContext
-from wxsub.streams.store import PartitionStore
+from wxsub.streams.store import RESERVED_PREFIX, PartitionStore
 from wxsub.wechat.client import SendResult
 
 __all__ = ["main"]
@@ -278,15 +278,17 @@ class _Sim:
 
     def restore_s(self) -> float:
         """Replay every compacted changelog into empty stores (RocksDB writes only)."""
-        cold = self.root / "cold"
-        start = time.perf_counter()
-        for (stage, name, p), log in self.logs.items():
-            store = PartitionStore(name, p, cold / f"{stage}-{name}-{p}")
-            store.restore_many(list(log.live.items()))
-            store.close()
-        took = time.perf_counter() - start
-        shutil.rmtree(cold, ignore_errors=True)
-        return took
+        took = []
+        for n in range(3):  # the fastest of three: the machine is shared
+            cold = self.root / f"cold{n}"
+            start = time.perf_counter()
+            for (stage, name, p), log in self.logs.items():
+                store = PartitionStore(name, p, cold / f"{stage}-{name}-{p}")
+                store.restore_many(list(log.live.items()))
+                store.close()
+            took.append(time.perf_counter() - start)
+            shutil.rmtree(cold, ignore_errors=True)
+        return min(took)
 
     def row(self, day: int) -> dict[str, Any]:
         for stores in self.stores.values():  # what RocksDB does by itself as data grows
@@ -301,7 +303,14 @@ class _Sim:
         return {
             "day": day,
             **keys,
-            "store_mb": sum(log.live_bytes() for log in self.logs.values()) / 1e6,
+            "store_mb": sum(
+                len(k) + len(v)
+                for stores in self.stores.values()
+                for store in stores.values()
+                for k, v in store.scan(b"")
+                if not k.startswith(RESERVED_PREFIX)
+            )
+            / 1e6,
             "disk_mb": disk / 1e6,
             "written_mb": sum(log.written for log in self.logs.values()) / 1e6,
             "compacted_mb": sum(log.live_bytes() for log in self.logs.values()) / 1e6,

@@ -5,8 +5,8 @@ subscriptions (from the gateway), preferences (from shops), corrections (from de
 ``users`` store holds one UserState per user; the due index holds users with held (collapse) or
 deferred (quiet hours) intents, released by the timer. Within a batch, states are cached and
 written once per user, only when changed; a state with nothing left in it is deleted (absent and
-empty are the same state). The timer also sweeps the store (``StoreExpiry``): each user is
-pruned as at its next event, and deleted when nothing is left.
+empty are the same state). The timer also sweeps the store (``StoreExpiry``): a user with
+nothing left once pruned is deleted, one whose pruned state is at most half its size rewritten.
 """
 
 from __future__ import annotations
@@ -142,7 +142,11 @@ class DecideStage:
                 store.delete(key)
                 expiry.expired(ctx, Reason.USER_EMPTY)
             elif changed:
-                store.put(key, encode_user(state))
+                # rewritten only once pruning halves it: the user's next event prunes anyway,
+                # and a rewrite per expired id would double what the changelog is written
+                smaller = encode_user(state)
+                if 2 * len(smaller) <= len(raw):
+                    store.put(key, smaller)
         expiry.sample()
 
     async def _state_event(
