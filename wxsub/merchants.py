@@ -22,6 +22,7 @@ from typing import Any, get_args
 
 from wxsub.errors import ConfigError
 from wxsub.merchant_cards import CardConfig, parse_cards
+from wxsub.retention import DEFAULT_RETENTION, Retention, parse_retention
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
@@ -196,6 +197,7 @@ class MerchantConfig:
     #: ``worker.merchants`` file
     version: int = 0
     cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
+    retention: Retention = DEFAULT_RETENTION  # [apps.<appid>.retention] (wxsub.retention)
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -251,6 +253,7 @@ _APP_KEYS = {
     "sensitive_words",
     "sensitive_words_file",
     "cards",
+    "retention",
 }
 
 
@@ -280,6 +283,7 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         dedupe_retention_s=retention,
         sensitive_words=_words(key, raw, base_dir),
         cards=parse_cards(f"{key}.cards", raw.get("cards")),
+        retention=parse_retention(f"{key}.retention", raw.get("retention"), stale_s=stale),
     )
 
 

@@ -142,8 +142,14 @@ class WorkerSettings:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_event_bytes: int = DEFAULT_MAX_BYTES
     session_timeout_ms: int = 10_000
+    # expiry (docs/lifecycle.md): each store is swept once per interval, at most this many
+    # entries per timer tick, on the stages' timers
+    sweep_interval_s: float = 600.0
+    sweep_per_tick: int = 1000
 
     def __post_init__(self) -> None:
+        _check(self.sweep_interval_s > 0, "worker.sweep_interval_s", "must be > 0")
+        _check(self.sweep_per_tick >= 1, "worker.sweep_per_tick", "must be >= 1")
         _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")
         _check(self.max_in_flight >= 1, "worker.max_in_flight", "must be >= 1")
         _check(self.max_batch >= 1, "worker.max_batch", "must be >= 1")
