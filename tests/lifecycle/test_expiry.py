@@ -110,7 +110,8 @@ async def test_users_pruned_and_deleted_when_empty_never_written_empty(
             return "subscriptions", ev
 
         await lc.publish([popup("rej", "reject"), popup("acc", "accept")])
-        # a candidate for an unconfigured app: no_template, and no entry for an empty state
+        # a candidate for an unconfigured app: no_template; the user's only state is that
+        # decision in its history (the support trace's answer), kept for the dedupe retention
         cand = Candidate("order_status", APP, "nobody", "c-1", now, now, "o9", {})
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         await producer.start()
@@ -118,22 +119,26 @@ async def test_users_pruned_and_deleted_when_empty_never_written_empty(
                                      key=f"{APP}:nobody".encode())  # fmt: skip
         await producer.stop()
         rej, acc = f"{APP}:rej".encode(), f"{APP}:acc".encode()
+        nobody = f"{APP}:nobody".encode()
         log = lc.changelog("decide", "users")
         async with lc.running(DecideStage(lc.env)):
-            got = await lc.until(log, lambda latest: len(latest) == 2)
+            got = await lc.until(log, lambda latest: len(latest) == 3)
             for _ in range(50):  # the candidate's outcome: it was processed
                 if any(o.event_id == "c-1" for o in await _outcomes(lc)):
                     break
                 await asyncio.sleep(0.2)
-            assert set(got) == {rej, acc}  # no entry for "nobody"
+            assert set(got) == {rej, acc, nobody}
             assert b"events" in (got[acc] or b"")
+            assert b"no_template" in (got[nobody] or b"") and b"credits" not in got[nobody]
             lc.clock.offset = 3 * DAY  # past the dedupe retention (2 days without a config)
-            got = await lc.until(log, lambda latest: latest.get(rej, b"") is None)
-            assert got[rej] is None
+            got = await lc.until(
+                log, lambda latest: latest.get(rej, b"") is None and latest.get(nobody) is None
+            )
+            assert got[rej] is None and got[nobody] is None
             got = await lc.until(log, lambda latest: b"events" not in (latest[acc] or b""))
             assert got[acc] == b'{"credits":{"TPL":1}}'
             labels = {"store": "users", "reason": "user_empty"}
-            assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+            assert await _metric(lc, "wxsub_expired_total", 2, **labels) == 2
         assert set(lc.local("state", "decide", "users")) == {acc}
         async with lc.running(DecideStage(lc.env), state="state2"):
             pass

@@ -40,9 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from wxsub.agents.rules import cards, orders, subscriptions, watches
+from wxsub.agents.rules import cards, orders, retention, subscriptions, watches
 from wxsub.agents.rules import decide as dec
-from wxsub.agents.rules import retention
 from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics

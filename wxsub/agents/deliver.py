@@ -33,14 +33,14 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
-from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.expiry import StoreExpiry
+from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules import guards, pauses
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
-from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.agents.rules.retention import entry_expired
+from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key

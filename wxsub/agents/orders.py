@@ -15,8 +15,8 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import Misrouted, StageEnv
-from wxsub.agents.rules import cards as card_rules
 from wxsub.agents.expiry import StoreExpiry
+from wxsub.agents.rules import cards as card_rules
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.agents.rules.retention import order_expired

@@ -24,8 +24,8 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
-from wxsub.agents.rules import pauses
 from wxsub.agents.expiry import StoreExpiry
+from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
 from wxsub.agents.rules.retention import stats_day_expired
 from wxsub.errors import InputError, InputReason

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wxsub.agents.rules.orders import OrderState
-from wxsub.agents.rules.subscriptions import UserState, prune
+from wxsub.agents.rules.subscriptions import UserState, history_expired, prune
 from wxsub.merchants import MerchantConfig
 from wxsub.retention import DEFAULT_RETENTION, FINAL_ORDER_STATUSES, Retention
 
@@ -98,9 +98,10 @@ def swept_user(
     state: UserState, cfg: MerchantConfig | None, now_ms: int
 ) -> tuple[UserState | None, bool]:
     """A user's state as the sweep leaves it: (None, True) when nothing is left once pruned
-    (delete it), (state, changed) otherwise. Pruning forgets what ``prune`` forgets at the
-    user's next event anyway, so decisions do not change."""
-    new = prune(state, cfg, now_ms)
+    (delete it), (state, changed) otherwise. Pruning forgets what ``prune`` (and, for the
+    decision history, ``with_history``) forgets at the user's next event anyway, so decisions
+    do not change."""
+    new = history_expired(prune(state, cfg, now_ms), cfg, now_ms)
     if is_empty(new):
         return None, True
     return new, new is not state
@@ -119,9 +120,11 @@ def stats_day_expired(day: str, cfg: MerchantConfig | None, now_ms: int) -> str 
 
 
 def is_empty(state: UserState) -> bool:
-    """Whether a state holds nothing (the same as no state at all)."""
+    """Whether a state holds nothing (the same as no state at all). The decision history
+    counts: a user whose only state is the answer to "why no message?" is kept until those
+    entries pass the dedupe retention (docs/support.md, docs/lifecycle.md)."""
     return not (
         state.credits or state.muted_templates or state.muted_kinds or state.pref_at
         or state.events or state.seen or state.consumed or state.sends or state.held
-        or state.deferred
+        or state.deferred or state.history
     )  # fmt: skip
