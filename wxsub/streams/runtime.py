@@ -107,9 +107,6 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once partitions are assigned and restored
         self._state = RunState()
-        self._txn = Transactor(self._state, stage=self.spec.name, group_id=self.group_id, eos=eos)
-        flow = InputFlow(self._state, interval=interval)
-        turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
         opener = PartitionOpener(
             spec=self.spec,
             bootstrap=bootstrap,
@@ -119,6 +116,15 @@ class StageRunner:
             eos=eos,
             security=security,
         )
+        self._txn = Transactor(
+            self._state,
+            stage=self.spec.name,
+            group_id=self.group_id,
+            eos=eos,
+            renew=opener.renew_producer,
+        )
+        flow = InputFlow(self._state, interval=interval)
+        turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
         self._poll = PollLoop(
             self.spec,
             self._state,
