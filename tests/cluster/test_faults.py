@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from tests.cluster.conftest import APP
 from tests.pipeline import test_pipeline_e2e as e2e
-from tests.pipeline.harness import Deployment, as_published
+from tests.pipeline.harness import Deployment, as_published, progress
 from wxsub.streams.topics import ensure_topics, topic_names
 from wxsub_dev.kafka_cluster import LocalKafkaCluster
 
@@ -45,6 +46,7 @@ async def _run_with_fault(
 ) -> None:
     log, exp = e2e._log(seed=seed, window_s=window_s, users=60, orders=120)
     dep = _deployment(cluster, tmp_path, log.merchants_toml)
+    watching = asyncio.create_task(_watch(dep))
     try:
         await ensure_topics(dep.kafka, f"{APP}{dep.uid}")
         for i in range(2):
@@ -55,13 +57,17 @@ async def _run_with_fault(
         got = await dep.wait_for("outcomes", log.phase0_outcomes, timeout=120)
         assert got >= log.phase0_outcomes, f"phase 0 not applied ({got})\n{dep.logs()}"
         publishing = asyncio.create_task(dep.publish(as_published(phase1)))
+        _note(dep, "phase 0 applied; faults begin")
         await fault(cluster, dep)
+        _note(dep, "faults done")
         await publishing
+        _note(dep, "published")
         await dep.wait_for("outcomes", sum(exp.outcomes.values()), timeout=240)
         await dep.wait_for("intents", len(exp.intents), timeout=240)
         await asyncio.sleep(e2e.SETTLE_S)
         intents, outcomes, dlq = await dep.intents(), await dep.outcomes(), await dep.read("dlq")
     finally:
+        watching.cancel()
         dep.stop_all()
     try:
         e2e._compare(intents, outcomes, len(dlq), exp)
@@ -71,15 +77,32 @@ async def _run_with_fault(
         raise
 
 
+async def _watch(dep: Deployment, every_s: float = 10.0) -> None:
+    """Every ``every_s``: each stage's committed offsets vs the log ends (harness.progress),
+    in ``progress.log`` in the test's tmp dir beside the worker logs."""
+    while True:
+        await asyncio.sleep(every_s)
+        _note(dep, "progress\n" + await progress(dep))
+
+
+def _note(dep: Deployment, text: str) -> None:
+    """A UTC-stamped line in ``progress.log`` beside the worker logs (their stamps are UTC)."""
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    with (dep.workdir / "progress.log").open("a", encoding="utf-8") as out:
+        out.write(f"{stamp} {text}\n")
+
+
 def _kill9_leader(rounds: int) -> Fault:
     async def fault(cluster: LocalKafkaCluster, dep: Deployment) -> None:
         rnd = random.Random(rounds)
         for _ in range(rounds):
             await asyncio.sleep(rnd.uniform(0.5, 2.0))
             victim = await _busiest_leader(cluster, dep)
+            _note(dep, f"kill -9 broker {victim}")
             cluster.kill(victim)
             await asyncio.sleep(rnd.uniform(2.0, 5.0))
             await asyncio.to_thread(cluster.start_node, victim)
+            _note(dep, f"broker {victim} back")
 
     return fault
 
@@ -88,8 +111,10 @@ def _rolling_restart(rounds: int) -> Fault:
     async def fault(cluster: LocalKafkaCluster, dep: Deployment) -> None:
         for _ in range(rounds):
             for node in cluster.brokers():
+                _note(dep, f"stopping broker {node.node_id}")
                 await asyncio.to_thread(cluster.stop_node, node.node_id)
                 await asyncio.to_thread(cluster.start_node, node.node_id)
+                _note(dep, f"broker {node.node_id} back")
                 # as an operator would: the next broker only once replicas caught up
                 for _ in range(120):
                     if await cluster.under_replicated() == 0:
@@ -103,9 +128,11 @@ def _outage(seconds: float) -> Fault:
     async def fault(cluster: LocalKafkaCluster, dep: Deployment) -> None:
         await asyncio.sleep(1.0)
         victim = await _busiest_leader(cluster, dep)
+        _note(dep, f"stopping broker {victim} for {seconds} s")
         await asyncio.to_thread(cluster.stop_node, victim)
         await asyncio.sleep(seconds)
         await asyncio.to_thread(cluster.start_node, victim)
+        _note(dep, f"broker {victim} back")
 
     return fault
 
