@@ -42,9 +42,17 @@ async def _busiest_leader(cluster: LocalKafkaCluster, dep: Deployment) -> int:
 
 
 async def _run_with_fault(
-    cluster: LocalKafkaCluster, tmp_path: Path, fault: Fault, seed: int, window_s: int
+    cluster: LocalKafkaCluster,
+    tmp_path: Path,
+    fault: Fault,
+    seed: int,
+    window_s: int,
+    soak: bool = False,
 ) -> None:
-    log, exp = e2e._log(seed=seed, window_s=window_s, users=60, orders=120)
+    """The event log (smaller by default, the soak variants' full size) with ``fault``
+    happening while phase 1 is published."""
+    users, orders = (60, 120) if soak else (40, 80)
+    log, exp = e2e._log(seed=seed, window_s=window_s, users=users, orders=orders)
     dep = _deployment(cluster, tmp_path, log.merchants_toml)
     watching = asyncio.create_task(_watch(dep))
     try:
@@ -146,17 +154,19 @@ def _in_turn(*faults: Fault) -> Fault:
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(
-    reason="open: after all three faults in one run the pipeline stays short of the oracle's "
-    "counts (undiagnosed; each fault alone passes)",
-    strict=False,
-)
+@pytest.mark.timeout(900)  # three faults in turn, each with its broker restart, on 2 loaded cores
 async def test_all_broker_faults_in_one_run(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path
 ) -> None:
-    """kill -9 of the busiest leader, a rolling restart and a 15 s outage, in turn."""
+    """kill -9 of the busiest leader, a rolling restart and a 15 s outage, in turn.
+
+    It used to stop short of the oracle's counts: a produce batch that expired while its
+    partition had no leader (the kill -9) had spent an aiokafka sequence number, so that
+    partition's producer got ``OutOfOrderSequenceNumber`` on every later transaction and the
+    stage never got past it. The runtime now renews the producer after a failed transaction
+    (partition.py ``renew_producer``; tests/streams/test_runtime_producer_renewal.py)."""
     fault = _in_turn(_kill9_leader(1), _rolling_restart(1), _outage(15))
-    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=30)
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=30, soak=True)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +175,8 @@ async def test_all_broker_faults_in_one_run(
 async def test_kill9_of_the_busiest_leader_loses_and_repeats_nothing(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
 ) -> None:
-    await _run_with_fault(healthy_cluster, tmp_path, _kill9_leader(rounds), 41, window_s=20)
+    fault = _kill9_leader(rounds)
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=20, soak=rounds > 1)
 
 
 @pytest.mark.parametrize(
@@ -174,13 +185,17 @@ async def test_kill9_of_the_busiest_leader_loses_and_repeats_nothing(
 async def test_rolling_restart_of_all_brokers_loses_and_repeats_nothing(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
 ) -> None:
-    await _run_with_fault(healthy_cluster, tmp_path, _rolling_restart(rounds), 43, window_s=30)
+    fault = _rolling_restart(rounds)
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 43, window_s=25, soak=rounds > 1)
 
 
 @pytest.mark.parametrize(
-    "seconds", [15, pytest.param(60, marks=pytest.mark.soak, id="60s")], ids=["15s", "60s"]
+    "seconds", [8, pytest.param(60, marks=pytest.mark.soak, id="60s")], ids=["8s", "60s"]
 )
 async def test_a_broker_down_for_a_while_stalls_then_resumes_exactly_once(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, seconds: int
 ) -> None:
-    await _run_with_fault(healthy_cluster, tmp_path, _outage(seconds), 47, window_s=seconds + 15)
+    fault = _outage(seconds)
+    await _run_with_fault(
+        healthy_cluster, tmp_path, fault, 47, window_s=seconds + 15, soak=seconds > 8
+    )
