@@ -15,7 +15,8 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   to their changelog partitions -> input offsets via ``send_offsets_to_transaction`` -> every send's
   ack -> commit -> only then apply the overlays to local RocksDB (see store.py; the exact order
   is written out in transaction.py). Any failure aborts, drops the
-  overlays and rewinds the partition to its committed offsets.
+  overlays, rewinds the partition to its committed offsets and gives it a new producer (a failed
+  send can leave aiokafka's sequence numbers out of step: partition.py ``renew_producer``).
 - Timers (``stage.on_timer``) run per partition in their own transactions.
 - ``commit_interval_ms``: a partition's batches start at least this far apart (held paused
   until then), which bounds its transactions per second (each costs ~5-7 ms of broker and
