@@ -270,18 +270,22 @@ class LocalKafkaCluster:
         raise SetupError(self._failure(self.brokers()[0], f"{count} brokers not up in time"))
 
     async def _broker_count(self) -> int:
+        """Brokers that run, accept connections and are registered with the controller. A
+        broker killed a moment ago stays registered until its session times out, so the
+        registration alone would count it (and a restart "done" before it serves)."""
         from aiokafka.admin import AIOKafkaAdminClient
 
         from wxsub.streams.connection import client_kwargs
 
-        kw = client_kwargs(self.settings())
-        kw["bootstrap_servers"] = ",".join(
-            f"127.0.0.1:{n.ports['CLIENT']}"
+        serving = {
+            n.node_id: f"127.0.0.1:{n.ports['CLIENT']}"
             for n in self.brokers()
             if n.running and _port_open(f"127.0.0.1:{n.ports['CLIENT']}")
-        )
-        if not kw["bootstrap_servers"]:
+        }
+        if not serving:
             return 0
+        kw = client_kwargs(self.settings())
+        kw["bootstrap_servers"] = ",".join(serving.values())
         admin = AIOKafkaAdminClient(request_timeout_ms=3000, **kw)
         try:
             await admin.start()
@@ -291,7 +295,8 @@ class LocalKafkaCluster:
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-        return len(cluster.get("brokers") or ())
+        registered = {b["node_id"] for b in cluster.get("brokers") or ()}
+        return len(registered & set(serving))
 
     async def leader_counts(self, topics: Iterable[str] | None = None) -> dict[int, int]:
         """broker id -> partitions it leads (of ``topics``; default all)."""

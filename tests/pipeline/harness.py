@@ -22,7 +22,7 @@ from wxsub.schemas.internal import Intent, Outcome, decode_internal
 from wxsub.settings import KafkaSettings
 from wxsub.streams.connection import client_kwargs, security_kwargs
 
-__all__ = ["Deployment", "crc32_partition", "free_port", "misrouted_total"]
+__all__ = ["Deployment", "crc32_partition", "free_port", "misrouted_total", "progress"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,7 @@ class Deployment:
     # a secured cluster (tests/cluster): its KafkaSettings and the workers' WXSUB_KAFKA_* env
     secure: KafkaSettings | None = None
     secure_env: dict[str, str] = field(default_factory=dict)
+    last_progress: dict[str, int] = field(default_factory=dict)  # harness.progress
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -190,3 +191,44 @@ def _interesting(log: str, limit: int = 4000) -> str:
     """The runtime's own lines (assignments, restores, failures), not the client's chatter."""
     keep = [ln for ln in log.splitlines() if '"logger":"wxsub' in ln or "Traceback" in ln]
     return "\n".join(keep)[-limit:]
+
+
+async def progress(dep: Deployment) -> str:
+    """Per stage group and input partition: committed offset vs log end (read_committed
+    last stable offset), the lag, and the partitions that have not moved since the last call
+    (``dep`` remembers them): which stage is behind and where. The end counts transaction
+    markers and aborted records too: an idle partition shows a small lag after aborts."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    kw = client_kwargs(dep.kafka)
+    admin = AIOKafkaAdminClient(request_timeout_ms=10_000, **kw)
+    consumer = AIOKafkaConsumer(isolation_level="read_committed", **kw)
+    await admin.start()
+    await consumer.start()
+    lines: list[str] = []
+    try:
+        app = dep.secure_env.get("WXSUB_WORKER_APP_ID", f"app{dep.uid}")
+        groups = [f"{app}-{stage}" for stage in dep.stages.split(",")]
+        for group in groups:
+            committed = await admin.list_consumer_group_offsets(group)
+            ends = await consumer.end_offsets(list(committed)) if committed else {}
+            for tp in sorted(committed):
+                pos = committed[tp].offset
+                lag = ends[tp] - pos
+                key = f"{group} {tp.topic}[{tp.partition}]"
+                moved = dep.last_progress.get(key) != pos
+                dep.last_progress[key] = pos
+                if lag:
+                    lines.append(
+                        f"  {key}: committed {pos} end {ends[tp]} lag {lag}"
+                        + ("" if moved else " unmoved")
+                    )
+            if not any(ln.startswith(f"  {group} ") for ln in lines):
+                lines.append(f"  {group}: caught up")
+    except Exception as exc:  # a diagnostic: say what failed, never fail the test with it
+        lines.append(f"  progress unavailable: {exc!r}")
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return "\n".join(lines)

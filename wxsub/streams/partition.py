@@ -122,6 +122,20 @@ class PartitionOpener:
         with contextlib.suppress(Exception):
             await unit.producer.stop()
 
+    async def renew_producer(self, unit: PartitionUnit) -> None:
+        """Replace ``unit``'s producer with a new one (same transactional id) after a failed
+        transaction: aiokafka gives a batch its sequence number when it leaves the accumulator,
+        also a batch it then fails unsent (expired while its partition had no leader, e.g. a
+        broker killed), and never rewinds it. Every later batch to that partition is then out
+        of sequence (``OutOfOrderSequenceNumber``) for as long as the producer lives; the Java
+        client bumps the epoch there (KIP-360), aiokafka does not. A new producer's
+        InitProducerId does: new epoch, sequences from 0, and it fences and aborts whatever the
+        old one left open, so nothing it wrote can commit after this."""
+        old = unit.producer
+        with contextlib.suppress(Exception):
+            await old.stop()
+        unit.producer = await self._start_producer(unit.partition)
+
     async def _start_producer(self, p: int) -> AIOKafkaProducer:
         if self._eos:
             txn: dict[str, Any] = {

@@ -15,7 +15,8 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   to their changelog partitions -> input offsets via ``send_offsets_to_transaction`` -> every send's
   ack -> commit -> only then apply the overlays to local RocksDB (see store.py; the exact order
   is written out in transaction.py). Any failure aborts, drops the
-  overlays and rewinds the partition to its committed offsets.
+  overlays, rewinds the partition to its committed offsets and gives it a new producer (a failed
+  send can leave aiokafka's sequence numbers out of step: partition.py ``renew_producer``).
 - Timers (``stage.on_timer``) run per partition in their own transactions.
 - ``commit_interval_ms``: a partition's batches start at least this far apart (held paused
   until then), which bounds its transactions per second (each costs ~5-7 ms of broker and
@@ -107,9 +108,6 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once partitions are assigned and restored
         self._state = RunState()
-        self._txn = Transactor(self._state, stage=self.spec.name, group_id=self.group_id, eos=eos)
-        flow = InputFlow(self._state, interval=interval)
-        turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
         opener = PartitionOpener(
             spec=self.spec,
             bootstrap=bootstrap,
@@ -119,6 +117,15 @@ class StageRunner:
             eos=eos,
             security=security,
         )
+        self._txn = Transactor(
+            self._state,
+            stage=self.spec.name,
+            group_id=self.group_id,
+            eos=eos,
+            renew=opener.renew_producer,
+        )
+        flow = InputFlow(self._state, interval=interval)
+        turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
         self._poll = PollLoop(
             self.spec,
             self._state,

@@ -28,8 +28,18 @@ Body = Callable[[PartitionContext], Awaitable[None]]
 class Transactor:
     """Runs a body in one transaction of a partition and commits it (see :meth:`commit`)."""
 
-    def __init__(self, state: RunState, *, stage: str, group_id: str, eos: bool) -> None:
+    def __init__(
+        self,
+        state: RunState,
+        *,
+        stage: str,
+        group_id: str,
+        eos: bool,
+        renew: Callable[[PartitionUnit], Awaitable[None]] | None = None,
+    ) -> None:
         self._state = state  # for the consumer: at_least_once commits offsets through it
+        # replaces a unit's producer after a failed transaction (PartitionOpener.renew_producer)
+        self._renew = renew
         self._stage = stage
         self._group_id = group_id
         self._eos = eos
@@ -60,13 +70,31 @@ class Transactor:
                 store.discard()
             ctx.outbox.reset()
             ctx.committed.clear()
-            if ctx.in_txn and self._eos:
-                try:
-                    await unit.producer.abort_transaction()
-                except Exception:
-                    raise RuntimeError("abort failed; restarting the stage") from exc
+            if ctx.in_txn:
+                await self._recover(unit, exc)
             return False
         return True
+
+    async def _recover(self, unit: PartitionUnit, exc: Exception) -> None:
+        """After a failed transaction that sent something: abort it, then give the partition a
+        new producer (a failed send can leave aiokafka's sequence numbers out of step for good:
+        PartitionOpener.renew_producer). If either fails, raised: the runner restarts (and
+        reads the committed offsets again)."""
+        if self._eos:
+            try:
+                await unit.producer.abort_transaction()
+            except Exception:
+                raise RuntimeError("abort failed; restarting the stage") from exc
+        if self._renew is None:
+            return
+        try:
+            await self._renew(unit)
+        except Exception as err:
+            raise RuntimeError("no new producer; restarting the stage") from err
+        log.info(
+            "partition has a new producer",
+            extra={"stage": self._stage, "partition": unit.partition, "after": repr(exc)},
+        )
 
     async def commit(self, unit: PartitionUnit, ctx: PartitionContext) -> None:
         """Changelog the store overlays, commit, then apply the overlays locally.

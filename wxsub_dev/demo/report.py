@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from wxsub.schemas.internal import Intent, Outcome, OutcomeReason, decode_internal
+from wxsub.settings import KafkaSettings
+from wxsub.streams.connection import security_kwargs
 from wxsub.streams.reading import read_topic
 
 __all__ = ["Accounting", "account", "read_intents", "read_outcomes", "read_values"]
@@ -125,14 +127,16 @@ def _classify(outs: list[Outcome], messages: set[str]) -> str:
 # --- reading topics -------------------------------------------------------------------------------
 
 
-async def read_values(bootstrap: str, topic: str) -> list[bytes]:
-    """Every committed value of ``topic`` from the start to its current end."""
-    return [r.value for r in await read_topic(bootstrap, topic) if r.value is not None]
+async def read_values(kafka: KafkaSettings, logical: str) -> list[bytes]:
+    """Every committed value of topic ``logical`` from the start to its current end (connecting
+    as ``kafka`` says: TLS/SASL included, connection.py)."""
+    recs = await read_topic(kafka.bootstrap, kafka.topic(logical), security=security_kwargs(kafka))
+    return [r.value for r in recs if r.value is not None]
 
 
-async def read_outcomes(bootstrap: str, topic: str) -> list[Outcome]:
-    return [decode_internal(Outcome, v) for v in await read_values(bootstrap, topic)]
+async def read_outcomes(kafka: KafkaSettings) -> list[Outcome]:
+    return [decode_internal(Outcome, v) for v in await read_values(kafka, "outcomes")]
 
 
-async def read_intents(bootstrap: str, topic: str) -> list[Intent]:
-    return [decode_internal(Intent, v) for v in await read_values(bootstrap, topic)]
+async def read_intents(kafka: KafkaSettings) -> list[Intent]:
+    return [decode_internal(Intent, v) for v in await read_values(kafka, "intents")]

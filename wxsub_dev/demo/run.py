@@ -204,7 +204,7 @@ async def _progress(run: _Run, elapsed: float) -> str:
     total = (await read_stats(run.stack.kafka)).total()
     suppressed = sum(n for k, n in total.items() if k.startswith("suppressed:"))
     sends = len(run.stack.sandbox.recorder.calls(endpoint="send", errcode=0))
-    dlq = len(await read_values(run.stack.kafka.bootstrap, run.stack.kafka.topic("dlq")))
+    dlq = len(await read_values(run.stack.kafka, "dlq"))
     return (
         f"  {elapsed:5.1f}s  published {len(run.published):5d}  sent {sends:5d}  "
         f"suppressed {suppressed:5d}  dlq {dlq:3d}"
@@ -232,11 +232,11 @@ async def _drain(run: _Run) -> Accounting:
 async def _account(run: _Run) -> Accounting:
     kafka = run.stack.kafka
     inputs = [(p.topic, p.event_id) for p in run.published]
-    for raw in await read_values(kafka.bootstrap, kafka.topic("subscriptions")):
+    for raw in await read_values(kafka, "subscriptions"):
         inputs.append(("subscriptions", decode_topic("subscriptions", raw).event_id))
-    outcomes = await read_outcomes(kafka.bootstrap, kafka.topic("outcomes"))
-    intents = await read_intents(kafka.bootstrap, kafka.topic("intents"))
-    dlq = len(await read_values(kafka.bootstrap, kafka.topic("dlq")))
+    outcomes = await read_outcomes(kafka)
+    intents = await read_intents(kafka)
+    dlq = len(await read_values(kafka, "dlq"))
     return account(inputs, outcomes, intents, dlq)
 
 
