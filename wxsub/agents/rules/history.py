@@ -27,7 +27,7 @@ retention (the state's own memory of what it decided) is dropped when the next o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -74,19 +74,22 @@ def entry(
     template_id: str = "",
     nid: str = "",
     detail: str = "",
-) -> list[Any]:
+) -> str:
     """An entry in its stored form (``nid`` is kept only for a correction, see above)."""
     if reason == CORRECTION:
         event_id = nid
-    return [at, event_id, kind, subject, reason, template_id, detail]
+    return _dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
 
 
-def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
-    """``history`` with ``entries`` appended, the oldest dropped past :data:`HISTORY_MAX`, and
-    entries decided before ``horizon_ms`` forgotten."""
+_dumps = orjson.dumps
+
+
+def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
+    """``history`` with ``entries`` (:func:`entry`) appended, the oldest dropped past
+    :data:`HISTORY_MAX`, and entries decided before ``horizon_ms`` forgotten."""
     if not entries:
         return history
-    text = "\n".join([orjson.dumps(e).decode() for e in entries])
+    text = entries[0] if len(entries) == 1 else "\n".join(entries)
     out = f"{history}\n{text}" if history else text
     if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries)
         n = out.count("\n") + 1
