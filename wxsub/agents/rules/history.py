@@ -3,10 +3,18 @@
 Each ``UserState`` keeps its last :data:`HISTORY_MAX` decisions, oldest first, in
 ``UserState.history``: every candidate decided (an intent, a hold, or a suppression with its
 reason and detail), every held or deferred intent released by the timer, every state event
-(subscription, preference) and every credit correction from delivery. An entry is a JSON
-array, and the history is the entries' JSON text joined by newlines, kept as one string:
+(subscription, preference) and every credit correction from delivery. An entry is one line,
+its fields separated by tabs, and the history is the lines joined by newlines, kept as one
+string:
 
-    [at, event_id, kind, subject, reason, template_id, detail]
+    at TAB event_id TAB kind TAB subject TAB reason TAB template_id TAB detail
+
+An entry with a tab or a newline in a field is written as a JSON array instead,
+``[at, event_id, ...]``: the form the first version (2026-12-06) wrote for every entry, and
+which is read too (that version cannot read the tab form: only its support queries would
+fail). Tabs, not JSON, because the history is itself a string inside the user's stored JSON,
+where each of an array's 12 quotes is escaped: the tab form is about a quarter fewer bytes to
+encode, compress, store and read back (bench/RESULTS.md, "support").
 
 The notification id is not stored: it is ``notification_id(appid, openid, template_id,
 event_id)`` for every candidate decision, and :func:`decisions` computes it (a correction keeps
@@ -27,7 +35,7 @@ retention (the state's own memory of what it decided) is dropped when the next o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -78,10 +86,10 @@ def entry(
     """An entry in its stored form (``nid`` is kept only for a correction, see above)."""
     if reason == CORRECTION:
         event_id = nid
-    return _dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
-
-
-_dumps = orjson.dumps
+    line = f"{at}\t{event_id}\t{kind}\t{subject}\t{reason}\t{template_id}\t{detail}"
+    if line.count("\t") == 6 and "\n" not in line:  # (no field holds a tab or a newline)
+        return line
+    return orjson.dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
 
 
 def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
@@ -100,12 +108,14 @@ def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
     return out
 
 
-_MIN_ENTRY = len('[0,"","","","","",""]') + 1
+_MIN_ENTRY = len("0\t\t\t\t\t\t") + 1
 
 
 def _at(line: str) -> int:
-    """The ``at`` of the (first) entry of ``line``: the number after its ``[``."""
-    return int(line[1 : line.index(",")])
+    """The ``at`` of the (first) entry of ``line``: its first field."""
+    if line[0] == "[":
+        return int(line[1 : line.index(",")])
+    return int(line[: line.index("\t")])
 
 
 def decisions(history: str, appid: str = "", openid: str = "") -> list[Decided]:
@@ -113,10 +123,11 @@ def decisions(history: str, appid: str = "", openid: str = "") -> list[Decided]:
     first (entries of another length, a newer writer's, are skipped)."""
     out = []
     for line in history.split("\n") if history else ():
-        e = orjson.loads(line)
+        e: list[Any] = orjson.loads(line) if line[0] == "[" else line.split("\t")
         if len(e) != 7:
             continue
         at, event_id, kind, subject, reason, template_id, detail = e
+        at = int(at)
         nid = ""
         if reason == CORRECTION:
             nid, event_id = event_id, ""
