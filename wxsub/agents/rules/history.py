@@ -99,7 +99,7 @@ def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
         return history
     text = entries[0] if len(entries) == 1 else "\n".join(entries)
     out = f"{history}\n{text}" if history else text
-    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries)
+    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries, below)
         n = out.count("\n") + 1
         if n > HISTORY_MAX:
             out = out.split("\n", n - HISTORY_MAX)[-1]
@@ -108,7 +108,9 @@ def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
     return out
 
 
-_MIN_ENTRY = len("0\t\t\t\t\t\t") + 1
+# the shortest entry of a wall-clock time (13 digits since 2001) and its newline: no count of a
+# shorter history (a history of times before 2001 may go past HISTORY_MAX until that length)
+_MIN_ENTRY = len("1000000000000\t\t\t\t\t\t") + 1
 
 
 def _at(line: str) -> int:
