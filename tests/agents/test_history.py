@@ -73,3 +73,17 @@ def test_corrections_are_noted_and_the_history_is_bounded() -> None:
     later = T0 + CFG.dedupe_retention_s * 1000 + 10 * MIN
     state = decide(state, cand(event_id="late", t=later), CFG, later).state
     assert [d.event_id for d in hist.decisions(state.history)] == ["late"]
+
+
+def test_an_entry_with_a_tab_or_newline_and_the_first_versions_json_lines_read_back() -> None:
+    odd = hist.entry(T0, "e\t1", "order_status", "o\n1", "stale", "T", "", 'a "b"')
+    plain = hist.entry(T0 + 1, "e2", "order_status", "o1", "stale", "T")
+    first = '[1,"e0","order_status","o0","intent","T",""]'  # as the first version wrote it
+    history = hist.add(hist.add(first, [odd], 0), [plain], 0)
+    assert [(d.at, d.event_id, d.subject, d.detail) for d in hist.decisions(history)] == [
+        (1, "e0", "o0", ""), (T0, "e\t1", "o\n1", 'a "b"'), (T0 + 1, "e2", "o1", ""),
+    ]  # fmt: skip
+    # trimmed and expired by its time whatever the form
+    assert [d.event_id for d in hist.decisions(hist.add(history, [plain], T0))] == [
+        "e\t1", "e2", "e2",
+    ]  # fmt: skip

@@ -3,10 +3,18 @@
 Each ``UserState`` keeps its last :data:`HISTORY_MAX` decisions, oldest first, in
 ``UserState.history``: every candidate decided (an intent, a hold, or a suppression with its
 reason and detail), every held or deferred intent released by the timer, every state event
-(subscription, preference) and every credit correction from delivery. An entry is a JSON
-array, and the history is the entries' JSON text joined by newlines, kept as one string:
+(subscription, preference) and every credit correction from delivery. An entry is one line,
+its fields separated by tabs, and the history is the lines joined by newlines, kept as one
+string:
 
-    [at, event_id, kind, subject, reason, template_id, detail]
+    at TAB event_id TAB kind TAB subject TAB reason TAB template_id TAB detail
+
+An entry with a tab or a newline in a field is written as a JSON array instead,
+``[at, event_id, ...]``: the form the first version (2026-12-06) wrote for every entry, and
+which is read too (that version cannot read the tab form: only its support queries would
+fail). Tabs, not JSON, because the history is itself a string inside the user's stored JSON,
+where each of an array's 12 quotes is escaped: the tab form is about a quarter fewer bytes to
+encode, compress, store and read back (bench/RESULTS.md, "support").
 
 The notification id is not stored: it is ``notification_id(appid, openid, template_id,
 event_id)`` for every candidate decision, and :func:`decisions` computes it (a correction keeps
@@ -74,21 +82,24 @@ def entry(
     template_id: str = "",
     nid: str = "",
     detail: str = "",
-) -> list[Any]:
+) -> str:
     """An entry in its stored form (``nid`` is kept only for a correction, see above)."""
     if reason == CORRECTION:
         event_id = nid
-    return [at, event_id, kind, subject, reason, template_id, detail]
+    line = f"{at}\t{event_id}\t{kind}\t{subject}\t{reason}\t{template_id}\t{detail}"
+    if line.count("\t") == 6 and "\n" not in line:  # (no field holds a tab or a newline)
+        return line
+    return orjson.dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
 
 
-def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
-    """``history`` with ``entries`` appended, the oldest dropped past :data:`HISTORY_MAX`, and
-    entries decided before ``horizon_ms`` forgotten."""
+def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
+    """``history`` with ``entries`` (:func:`entry`) appended, the oldest dropped past
+    :data:`HISTORY_MAX`, and entries decided before ``horizon_ms`` forgotten."""
     if not entries:
         return history
-    text = "\n".join([orjson.dumps(e).decode() for e in entries])
+    text = entries[0] if len(entries) == 1 else "\n".join(entries)
     out = f"{history}\n{text}" if history else text
-    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries)
+    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries, below)
         n = out.count("\n") + 1
         if n > HISTORY_MAX:
             out = out.split("\n", n - HISTORY_MAX)[-1]
@@ -105,12 +116,16 @@ def expire(history: str, horizon_ms: int) -> str:
     return "\n".join([line for line in history.split("\n") if _at(line) >= horizon_ms])
 
 
-_MIN_ENTRY = len('[0,"","","","","",""]') + 1
+# the shortest entry of a wall-clock time (13 digits since 2001) and its newline: no count of a
+# shorter history (a history of times before 2001 may go past HISTORY_MAX until that length)
+_MIN_ENTRY = len("1000000000000\t\t\t\t\t\t") + 1
 
 
 def _at(line: str) -> int:
-    """The ``at`` of the (first) entry of ``line``: the number after its ``[``."""
-    return int(line[1 : line.index(",")])
+    """The ``at`` of the (first) entry of ``line``: its first field."""
+    if line[0] == "[":
+        return int(line[1 : line.index(",")])
+    return int(line[: line.index("\t")])
 
 
 def decisions(history: str, appid: str = "", openid: str = "") -> list[Decided]:
@@ -118,10 +133,11 @@ def decisions(history: str, appid: str = "", openid: str = "") -> list[Decided]:
     first (entries of another length, a newer writer's, are skipped)."""
     out = []
     for line in history.split("\n") if history else ():
-        e = orjson.loads(line)
+        e: list[Any] = orjson.loads(line) if line[0] == "[" else line.split("\t")
         if len(e) != 7:
             continue
         at, event_id, kind, subject, reason, template_id, detail = e
+        at = int(at)
         nid = ""
         if reason == CORRECTION:
             nid, event_id = event_id, ""

@@ -23,7 +23,7 @@ are kept while they can still fall in a cap window of a non-stale candidate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import field, replace
 from operator import attrgetter
 from typing import Any
@@ -59,6 +59,7 @@ __all__ = [
     "apply_subscription",
     "decode_user",
     "encode_user",
+    "history_with",
     "intent_from_dict",
     "prune",
     "with_history",
@@ -279,8 +280,15 @@ def history_expired(state: UserState, cfg: MerchantConfig | None, now_ms: int) -
     )  # fmt: skip
 
 
+def history_with(
+    history: str, entries: Sequence[str], cfg: MerchantConfig | None, now_ms: int
+) -> str:
+    """``history`` with ``entries`` (``history.entry``) added, bounded (rules/history.py)."""
+    return hist.add(history, entries, now_ms - _spans(cfg)[0])
+
+
 def with_history(
-    state: UserState, entries: list[list[Any]], cfg: MerchantConfig | None, now_ms: int
+    state: UserState, entries: Sequence[str], cfg: MerchantConfig | None, now_ms: int
 ) -> UserState:
     """``state`` with ``entries`` added to its history (rules/history.py)."""
     history = hist.add(state.history, entries, now_ms - _spans(cfg)[0])
