@@ -22,6 +22,14 @@ from typing import Any, get_args
 
 from wxsub.errors import ConfigError
 from wxsub.merchant_cards import CardConfig, parse_cards
+from wxsub.merchant_guards import (
+    DEFAULT_ALERTS,
+    DEFAULT_PAUSE_THRESHOLDS,
+    AlertConfig,
+    PauseThresholds,
+    parse_alerts,
+    parse_pause_thresholds,
+)
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
@@ -196,6 +204,8 @@ class MerchantConfig:
     #: ``worker.merchants`` file
     version: int = 0
     cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
+    alerts: AlertConfig = DEFAULT_ALERTS  # restock limit, price collapse (merchant_guards.py)
+    pause_thresholds: PauseThresholds = DEFAULT_PAUSE_THRESHOLDS  # feedback auto-pause
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -251,6 +261,8 @@ _APP_KEYS = {
     "sensitive_words",
     "sensitive_words_file",
     "cards",
+    "alerts",
+    "pauses",
 }
 
 
@@ -280,6 +292,8 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         dedupe_retention_s=retention,
         sensitive_words=_words(key, raw, base_dir),
         cards=parse_cards(f"{key}.cards", raw.get("cards")),
+        alerts=parse_alerts(f"{key}.alerts", raw.get("alerts")),
+        pause_thresholds=parse_pause_thresholds(f"{key}.pauses", raw.get("pauses")),
     )
 
 

@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
+from wxsub.agents import restock
 from wxsub.agents.base import StageEnv
+from wxsub.agents.rules import stock
 from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
@@ -61,6 +63,19 @@ class ProductsStage:
                 continue
             job = {"topic": self.env.logical(rec.topic), "raw": rec.value.decode(), "cursor": None,
                    "matched": 0}  # fmt: skip
+            if isinstance(ev, ProductStockChanged):  # stock-limited restocks (rules/stock.py)
+                prefix = rules.watch_prefix(ev.appid, "sku", ev.sku_id)
+                stopped = restock.stop(store, prefix, _JOB)
+                if stock.stock_out(ev):
+                    await self.env.emit_outcomes(ctx, (stock.stopped(ev, stopped, now),))
+                    continue
+                limit = stock.restock_limit(ev, self.env.merchants.app(ev.appid))
+                if limit is not None:
+                    limited = restock.start(store, job, ev.event_id, prefix, limit)
+                    if limited is None:
+                        await self.env.emit_outcomes(ctx, (stock.duplicate(ev, now),))
+                        continue
+                    job = limited
             await self._fan_out(ctx, store, ev.event_id.encode(), job, now)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
@@ -84,6 +99,7 @@ class ProductsStage:
         existing = WatchState.from_dict(orjson.loads(raw)) if raw else None
         await self.env.emit_outcomes(ctx, (rules.watch_outcome(existing, ev, now),))
         new = rules.apply_watch(existing, ev)
+        restock.on_watch(store, key, existing, new)
         if new is None:
             store.delete(key)
         elif new != existing:
@@ -103,6 +119,9 @@ class ProductsStage:
         fan = rules.Fanout(ev, now)
         prefix = rules.watch_prefix(ev.appid, *rules.event_target(ev)).encode()
         cursor = job["cursor"].encode("utf-8", "surrogateescape") if job["cursor"] else None
+        if "left" in job:  # a stock-limited restock: its own queue (agents/restock.py)
+            await self._limited(ctx, store, job_id, job, fan, now)
+            return
         docs = []
         last = None
         if fan.kind is not None:  # else nobody can match: no scan
@@ -124,6 +143,27 @@ class ProductsStage:
             store.delete(_JOB + job_id)
         if not matched:
             await self.env.emit_outcomes(ctx, (rules.no_match_outcome(ev, now),))
+
+    async def _limited(
+        self,
+        ctx: PartitionContext,
+        store: PartitionStore,
+        job_id: bytes,
+        job: dict[str, Any],
+        fan: rules.Fanout,
+        now: int,
+    ) -> None:
+        prefix = rules.watch_prefix(fan.ev.appid, *rules.event_target(fan.ev))
+        docs, more = restock.step(store, fan, prefix, job, self.chunk)
+        await self._emit(ctx, fan, docs)
+        matched = job["matched"] + len(docs)
+        if more is not None:
+            restock.save_job(store, _JOB, job_id, prefix, {**more, "matched": matched})
+            DueIndex(store).set(job_id, None, now)
+            return
+        restock.end_job(store, _JOB, job_id, prefix)
+        if not matched:
+            await self.env.emit_outcomes(ctx, (rules.no_match_outcome(fan.ev, now),))
 
     async def _emit(self, ctx: PartitionContext, fan: rules.Fanout, docs: list[Any]) -> None:
         """The candidates of one chunk, in bulk (one tally for the chunk)."""
