@@ -12,6 +12,9 @@ reject_rate = 0.05       # pause a template's kinds when rejects after sends rea
 min_sends = 50           # ... of at least this many sends (a stats row)
 ```
 
+A kind's ``class`` (``service`` | ``marketing``; default: promotion marketing, the rest
+service) is validated here too (:func:`parse_class`, :func:`check_classes`).
+
 Both sections are optional, every key has a safe default, and every mistake is a ConfigError
 naming its key (``apps.wx1.alerts.restock_factor``). docs/policies.md explains the rules.
 """
@@ -24,7 +27,20 @@ from typing import Any
 
 from wxsub.errors import ConfigError
 
-__all__ = ["AlertConfig", "PauseThresholds", "parse_alerts", "parse_pause_thresholds"]
+__all__ = [
+    "CLASSES",
+    "AlertConfig",
+    "PauseThresholds",
+    "check_classes",
+    "parse_alerts",
+    "parse_class",
+    "parse_pause_thresholds",
+]
+
+#: message classes: service (what the user is waiting for) and marketing (opt-in, own caps and
+#: quiet hours)
+CLASSES = ("service", "marketing")
+_ALWAYS_MARKETING = frozenset({"promotion"})
 
 _MAX_FACTOR = 1000.0
 _MAX_COLLAPSE_S = 86400
@@ -99,6 +115,30 @@ def parse_pause_thresholds(key: str, raw: Any) -> PauseThresholds:
         # fewer than 10 sends: one unlucky reject pauses a whole kind
         raise ConfigError(f"{key}.min_sends", f"must be an integer >= 10; got {sends!r}")
     return PauseThresholds(rate, sends)
+
+
+def parse_class(key: str, kind: str, raw: Any) -> str:
+    """A kind's ``class`` ("" when not given: the default by kind)."""
+    if raw is None:
+        return ""
+    if raw not in CLASSES:
+        raise ConfigError(key, f"must be one of {', '.join(CLASSES)}; got {raw!r}")
+    if kind in _ALWAYS_MARKETING and raw != "marketing":
+        raise ConfigError(key, f"{kind} is marketing: it cannot be declared {raw}")
+    return str(raw)
+
+
+def check_classes(templates: list[tuple[str, str, str]]) -> None:
+    """Refuse marketing through a template declared as service: ``templates`` lists (kind key,
+    template id, class) for every kind and variant of an app; a template used by kinds of both
+    classes is an error at the marketing kind's ``class``."""
+    service = {tpl: key for key, tpl, cls in templates if cls == "service"}
+    for key, tpl, cls in templates:
+        if cls == "marketing" and tpl in service:
+            raise ConfigError(
+                f"{key}.class",
+                f"marketing through template {tpl}, which {service[tpl]} declares service",
+            )
 
 
 def _table(key: str, raw: Any, allowed: set[str]) -> Mapping[str, Any]:

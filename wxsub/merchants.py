@@ -27,7 +27,9 @@ from wxsub.merchant_guards import (
     DEFAULT_PAUSE_THRESHOLDS,
     AlertConfig,
     PauseThresholds,
+    check_classes,
     parse_alerts,
+    parse_class,
     parse_pause_thresholds,
 )
 from wxsub.schemas import records
@@ -168,12 +170,17 @@ class KindConfig:
     #: why the kind (or this variant) cannot send: its template at WeChat does not fit the
     #: mapping (``wxsub.liveconfig.check_kind``); "" = it may send
     disabled: str = ""
-    #: the kind's class (derived from ``kind``; a field, not a property: decide reads it per
-    #: candidate, and a slot read is the cheapest)
+    #: ``service`` or ``marketing`` (the ``class`` key; "" = by kind: promotion is marketing)
+    message_class: str = ""
+    #: whether the class is marketing (a field, not a property: decide reads it per candidate,
+    #: and a slot read is the cheapest)
     marketing: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "marketing", self.kind in MARKETING_KINDS)
+        if not self.message_class:
+            default = "marketing" if self.kind in MARKETING_KINDS else "service"
+            object.__setattr__(self, "message_class", default)
+        object.__setattr__(self, "marketing", self.message_class == "marketing")
 
     def for_status(self, status: object) -> KindConfig:
         """The variant for ``status`` (order or logistics state), or the kind itself."""
@@ -272,6 +279,10 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
     tz = _zone(f"{key}.timezone", raw.get("timezone", "Asia/Shanghai"))
     kinds_raw = _table(raw.get("kinds", {}), f"{key}.kinds")
     kinds = {name: _kind(f"{key}.kinds.{name}", name, k) for name, k in kinds_raw.items()}
+    check_classes(
+        [(f"{key}.kinds.{n}", t.template_id, t.message_class)
+         for n, kc in kinds.items() for t in kc.all_templates()]
+    )  # fmt: skip
     caps = _table(raw.get("caps", {}), f"{key}.caps")
     _only(caps, f"{key}.caps", {"transactional", "marketing"})
     stale = max((k.stale_after_s for k in kinds.values()), default=_DAY_S)
@@ -310,6 +321,7 @@ _KIND_KEYS = {
     "enum_values",
     "stale_after_s",
     "by_status",
+    "class",
 }
 #: what a ``by_status`` variant may set; page, state, lang, status_text and staleness are
 #: inherited from its kind unless given
@@ -323,7 +335,7 @@ _VARIANT_KEYS = {
     "lang",
     "enum_values",
 }
-_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s")
+_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s", "class")
 
 
 def _kind(key: str, kind: str, raw: Any) -> KindConfig:
@@ -374,6 +386,7 @@ def _one_kind(key: str, kind: str, raw: Mapping[str, Any]) -> KindConfig:
         status_text=_status_text(key, kind, raw.get("status_text")),
         enum_values=_enums(key, raw.get("enum_values"), keywords),
         stale_after_s=_int(raw, key, "stale_after_s", _DAY_S, minimum=1),
+        message_class=parse_class(f"{key}.class", kind, raw.get("class")),
     )
 
 
