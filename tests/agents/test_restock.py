@@ -98,8 +98,8 @@ def test_unwatch_and_rewatch(store: PartitionStore) -> None:
 def test_a_stock_out_stops_the_rest(store: PartitionStore) -> None:
     for n in range(10):
         _watch(store, f"u{n}", T0 + n)
-    # 6 chunks index the 10 watches (the first restock of the SKU), 2 chunks tell 4
-    told, job = _run(store, _restock("r1", new=8), limit=8, chunk=2, steps=8)
+    # 5 chunks index the 10 watches (the first restock of the SKU), then 2 chunks tell 4
+    told, job = _run(store, _restock("r1", new=8), limit=8, chunk=2, steps=7)
     assert told == ["u0", "u1", "u2", "u3"] and job is not None  # still running
     stopped = restock.stop(store, PREFIX, JOB)
     assert stopped is not None and stopped["matched"] == 4
@@ -128,6 +128,15 @@ def test_watches_stored_before_the_queue_are_indexed_first(store: PartitionStore
     store.put(other.key.encode(), orjson.dumps(other))
     assert _run(store, _restock("r1"), limit=2, chunk=1)[0] == ["z", "y"]
     assert _run(store, _restock("r2"), limit=2, chunk=1)[0] == ["x", "z"]
+
+
+def test_a_small_first_restock_tells_in_its_own_chunk(store: PartitionStore) -> None:
+    """Indexing that fits the chunk goes straight on to telling: a stock-out right behind the
+    restock (before any timer tick) cannot find it still waiting."""
+    for n in range(3):
+        w = watches.WatchState(APP, f"u{n}", "sku", SKU, "restock", None, T0 + n, f"w{n}")
+        store.put(w.key.encode(), orjson.dumps(w))
+    assert _run(store, _restock("r1", new=2), limit=2, chunk=10, steps=1) == (["u0", "u1"], None)
 
 
 def test_a_watch_gone_without_unwatch_is_dropped_from_the_queue(store: PartitionStore) -> None:

@@ -99,7 +99,11 @@ def step(
 ) -> tuple[list[Any], dict[str, Any] | None]:
     """One chunk: the watch documents to tell now, and the job to continue (None: done)."""
     if job["phase"] == "index":
-        return [], _index(store, prefix, job, chunk)
+        job = _index(store, prefix, job, chunk)
+        if job["phase"] == "index":  # more watches to queue: the next chunk
+            return [], job
+        # queued in this chunk: tell now, as an indexed SKU would (a stock-out right behind
+        # the restock must not find the restock still waiting for the timer)
     qprefix = stock.queue_prefix(prefix).encode()
     cursor = job["cursor"].encode("utf-8", "surrogateescape") if job["cursor"] else None
     entries = list(islice(store.scan(qprefix, start_after=cursor), chunk))
