@@ -41,6 +41,7 @@ __all__ = [
     "APPID",
     "ORDER_TID",
     "PRICE_TID",
+    "RESTOCK_TID",
     "ROOT",
     "SECRET",
     "Deployment",
@@ -64,6 +65,7 @@ ORDER_TID = "BENCH_ORDER_STATUS_00000000000000000000001"
 PRICE_TID = "BENCH_PRICE_DROP_000000000000000000000002"
 ORDER_CONTENT = "订单号:{{character_string1.DATA}}\\n状态:{{phrase2.DATA}}\\n金额:{{amount3.DATA}}"
 PRICE_CONTENT = "商品:{{thing1.DATA}}\\n原价:{{amount2.DATA}}\\n现价:{{amount3.DATA}}"
+RESTOCK_TID = "BENCH_RESTOCK_0000000000000000000000000003"
 
 
 def machine() -> str:
@@ -175,6 +177,12 @@ stale_after_s = 172800
 thing1 = "{{title}}"
 amount2 = "{{old_price}}"
 amount3 = "{{new_price}}"
+[apps.{APPID}.kinds.restock]
+template_id = "{RESTOCK_TID}"
+stale_after_s = 172800
+[apps.{APPID}.kinds.restock.data]
+thing1 = "{{title}}"
+number2 = "{{new_stock}}"
 """
 
 
@@ -218,7 +226,9 @@ async def seed_users(
     partitions; a worker restores them on start. Quicker than ``users * credits`` accept events.
     """
     topic = changelog_name(kafka, app_id, "decide", "users")
-    value = encode_user(UserState(credits={ORDER_TID: credits, PRICE_TID: credits}))
+    value = encode_user(
+        UserState(credits={ORDER_TID: credits, PRICE_TID: credits, RESTOCK_TID: credits})
+    )
     ids = users if isinstance(users, list) else [openid(i) for i in range(users)]
     entries = ((topic, user_key(APPID, o).encode(), value) for o in ids)
     await produce(kafka.bootstrap, entries, security=security_kwargs(kafka))

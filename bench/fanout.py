@@ -23,6 +23,11 @@ entries with credits (decide's ``users`` store). The worker restores both on sta
   fresh stores by the runtime's own ``restore_all`` (records restored per second), beside a raw
   read of the same partitions by a consumer configured like the restore consumer that only
   counts the records; alternated raw, restore, restore, raw, medians.
+* restock (``--restock STOCK``, layout ``one``): N restock watchers of another SKU, stored the
+  way earlier versions stored them (no serving queue yet); a restock to STOCK units tells the
+  first STOCK watchers (``restock_factor`` 1.0): the first restock includes the one-off pass
+  that queues the N watches; then a stock-out and a second restock (queue only). Time until
+  decide has committed the told candidates, and the intents.
 
 ``python -m bench.fanout -n 200000 --layouts one,two [--profile DIR]`` runs it alone (a
 LocalKafka unless ``--bootstrap``); ``--profile`` runs every worker under pyinstrument.
@@ -57,16 +62,17 @@ from bench.common import (
 )
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import encode
-from wxsub.schemas.records import ProductPriceChanged, target_key
+from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, target_key
 from wxsub.streams.outbox import partition_for
 from wxsub.streams.restore import restore_all, restore_consumer
 from wxsub.streams.store import PartitionStore
 from wxsub.streams.topics import changelog_name
 
-__all__ = ["LAYOUTS", "main", "run_fanout"]
+__all__ = ["LAYOUTS", "main", "run_fanout", "run_restock"]
 
 STAGES = "orders,products,decide"
 SKU = "sku-hot"
+RESTOCK_SKU = "sku-back"
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "one": (STAGES,),
     "two": (STAGES, STAGES),
@@ -74,13 +80,13 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-async def seed_watchers(dep: Deployment, n: int) -> None:
+async def seed_watchers(dep: Deployment, n: int, kind: str = "price_drop", sku: str = SKU) -> None:
     topic = changelog_name(dep.kafka, dep.app_id, "products", "watches")
-    part = partition_for(target_key(APPID, "sku", SKU).encode(), dep.partitions)
+    part = partition_for(target_key(APPID, "sku", sku).encode(), dep.partitions)
 
     def entries() -> Any:
         for i in range(n):
-            w = WatchState(APPID, openid(i), "sku", SKU, "price_drop", None, 1, f"w-{i}")
+            w = WatchState(APPID, openid(i), "sku", sku, kind, None, 1 + i, f"w-{i}")
             yield topic, w.key.encode(), orjson.dumps(w)
 
     await produce(dep.bootstrap, ((t, k, v) for t, k, v in entries()), partition=part)
@@ -289,6 +295,45 @@ async def restore_rate(dep: Deployment, state: Path) -> dict[str, Any]:
     }
 
 
+async def run_restock(bootstrap: str, workdir: Path, n: int, stock: int) -> dict[str, Any]:
+    """The stock-limited case (see the module doc): one worker, two restocks of ``stock``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dep = Deployment(bootstrap, workdir)
+    await dep.create_topics()
+    await seed_watchers(dep, n, "restock", RESTOCK_SKU)
+    await dep.seed_users(n, credits=3)
+    worker = dep.start(STAGES)
+    out: dict[str, Any] = {"watchers": n, "stock": stock}
+    try:
+        await wait_until(worker.healthy, 600, 0.2, "restore")
+        for i, tag in enumerate(("first", "second")):
+            now = datetime.now(UTC)
+            events = [ProductStockChanged(f"rs-{i}", now, APPID, RESTOCK_SKU, "跑鞋", 0, stock)]
+            if i:  # sold out in between
+                events.insert(0, ProductStockChanged(f"so-{i}", now, APPID, RESTOCK_SKU, "跑鞋",
+                                                     stock, 0))  # fmt: skip
+            cpu0, t0 = worker.cpu(), time.perf_counter()
+            await produce(dep.bootstrap, [(dep.topic("products"), e.key.encode(), encode(e))
+                                          for e in events])  # fmt: skip
+
+            def told(want: int = (i + 1) * stock) -> bool:
+                return _sum([worker], "wxsub_records_total", tries=1, stage="decide") >= want
+
+            await wait_until(told, 120 + n / 1000, 0.2, f"{tag} restock")
+            out[f"{tag}_s"] = time.perf_counter() - t0
+            out[f"{tag}_cpu_s"] = worker.cpu() - cpu0
+            out[f"{tag}_intents"] = _sum([worker], "wxsub_intents_total")
+    except Exception:
+        print(worker.tail())
+        raise
+    finally:
+        worker.stop()
+    print(f"  restock to {stock} of {n} watchers: first {out['first_s']:.1f} s (queues the "
+          f"watches), second {out['second_s']:.1f} s; intents {out['second_intents']:.0f}",
+          flush=True)  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
     parser.add_argument("-n", "--watchers", type=int, default=200_000)
@@ -296,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", default="", help="warm,cold (layout one only)")
     parser.add_argument("--profile", type=Path, default=None, help="pyinstrument reports here")
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--restock", type=int, default=0, help="also the stock-limited case")
     args = parser.parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader-election retry noise
     layouts = tuple(s for s in args.layouts.split(",") if s)
@@ -304,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     with broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxfan-") as tmp:
         r = asyncio.run(run_fanout(boot, Path(tmp), args.watchers, modes, layouts, args.profile))
+        if args.restock:
+            rs = asyncio.run(run_restock(boot, Path(tmp) / "restock", args.watchers, args.restock))
+            print(orjson.dumps({"case": "restock", **rs}).decode())
     for layout, x in r["layouts"].items():
         print(orjson.dumps({"layout": layout, **x}).decode())
     return 0

@@ -22,6 +22,16 @@ from typing import Any, get_args
 
 from wxsub.errors import ConfigError
 from wxsub.merchant_cards import CardConfig, parse_cards
+from wxsub.merchant_guards import (
+    DEFAULT_ALERTS,
+    DEFAULT_PAUSE_THRESHOLDS,
+    AlertConfig,
+    PauseThresholds,
+    check_classes,
+    parse_alerts,
+    parse_class,
+    parse_pause_thresholds,
+)
 from wxsub.retention import DEFAULT_RETENTION, Retention, parse_retention
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
@@ -161,12 +171,17 @@ class KindConfig:
     #: why the kind (or this variant) cannot send: its template at WeChat does not fit the
     #: mapping (``wxsub.liveconfig.check_kind``); "" = it may send
     disabled: str = ""
-    #: the kind's class (derived from ``kind``; a field, not a property: decide reads it per
-    #: candidate, and a slot read is the cheapest)
+    #: ``service`` or ``marketing`` (the ``class`` key; "" = by kind: promotion is marketing)
+    message_class: str = ""
+    #: whether the class is marketing (a field, not a property: decide reads it per candidate,
+    #: and a slot read is the cheapest)
     marketing: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "marketing", self.kind in MARKETING_KINDS)
+        if not self.message_class:
+            default = "marketing" if self.kind in MARKETING_KINDS else "service"
+            object.__setattr__(self, "message_class", default)
+        object.__setattr__(self, "marketing", self.message_class == "marketing")
 
     def for_status(self, status: object) -> KindConfig:
         """The variant for ``status`` (order or logistics state), or the kind itself."""
@@ -198,6 +213,8 @@ class MerchantConfig:
     version: int = 0
     cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
     retention: Retention = DEFAULT_RETENTION  # [apps.<appid>.retention] (wxsub.retention)
+    alerts: AlertConfig = DEFAULT_ALERTS  # restock limit, price collapse (merchant_guards.py)
+    pause_thresholds: PauseThresholds = DEFAULT_PAUSE_THRESHOLDS  # feedback auto-pause
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -254,6 +271,8 @@ _APP_KEYS = {
     "sensitive_words_file",
     "cards",
     "retention",
+    "alerts",
+    "pauses",
 }
 
 
@@ -263,6 +282,10 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
     tz = _zone(f"{key}.timezone", raw.get("timezone", "Asia/Shanghai"))
     kinds_raw = _table(raw.get("kinds", {}), f"{key}.kinds")
     kinds = {name: _kind(f"{key}.kinds.{name}", name, k) for name, k in kinds_raw.items()}
+    check_classes(
+        [(f"{key}.kinds.{n}", t.template_id, t.message_class)
+         for n, kc in kinds.items() for t in kc.all_templates()]
+    )  # fmt: skip
     caps = _table(raw.get("caps", {}), f"{key}.caps")
     _only(caps, f"{key}.caps", {"transactional", "marketing"})
     stale = max((k.stale_after_s for k in kinds.values()), default=_DAY_S)
@@ -284,6 +307,8 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         sensitive_words=_words(key, raw, base_dir),
         cards=parse_cards(f"{key}.cards", raw.get("cards")),
         retention=parse_retention(f"{key}.retention", raw.get("retention"), stale_s=stale),
+        alerts=parse_alerts(f"{key}.alerts", raw.get("alerts")),
+        pause_thresholds=parse_pause_thresholds(f"{key}.pauses", raw.get("pauses")),
     )
 
 
@@ -300,6 +325,7 @@ _KIND_KEYS = {
     "enum_values",
     "stale_after_s",
     "by_status",
+    "class",
 }
 #: what a ``by_status`` variant may set; page, state, lang, status_text and staleness are
 #: inherited from its kind unless given
@@ -313,7 +339,7 @@ _VARIANT_KEYS = {
     "lang",
     "enum_values",
 }
-_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s")
+_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s", "class")
 
 
 def _kind(key: str, kind: str, raw: Any) -> KindConfig:
@@ -364,6 +390,7 @@ def _one_kind(key: str, kind: str, raw: Mapping[str, Any]) -> KindConfig:
         status_text=_status_text(key, kind, raw.get("status_text")),
         enum_values=_enums(key, raw.get("enum_values"), keywords),
         stale_after_s=_int(raw, key, "stale_after_s", _DAY_S, minimum=1),
+        message_class=parse_class(f"{key}.class", kind, raw.get("class")),
     )
 
 

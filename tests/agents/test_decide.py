@@ -130,16 +130,18 @@ def test_transactional_cap_on_event_time() -> None:
 def test_marketing_cap_is_separate() -> None:
     state = rich(10)
     for i in range(2):
-        state = decide(state, cand("restock", event_id=f"r{i}", subject=f"s{i}"), CFG, T0).state
-    assert reasons(decide(state, cand("restock", event_id="r9"), CFG, T0)) == ["capped"]
+        state = decide(state, cand("promotion", event_id=f"r{i}", subject=f"s{i}"), CFG, T0).state
+    assert reasons(decide(state, cand("promotion", event_id="r9"), CFG, T0)) == ["capped"]
     assert len(decide(state, cand(event_id="o9"), CFG, T0).intents) == 1
+    # watched-item alerts are service messages: the transactional cap, not the marketing one
+    assert len(decide(state, cand("restock", event_id="x9"), CFG, T0).intents) == 1
 
 
 def test_quiet_hours_defer_marketing_then_release() -> None:
     state = rich()
-    d = decide(state, cand("price_drop", t=NIGHT), CFG, NIGHT + MIN)
+    d = decide(state, cand("promotion", t=NIGHT), CFG, NIGHT + MIN)
     assert reasons(d) == ["quiet_hours_deferred"] and d.intents == ()
-    assert d.state.credit(TPL["price_drop"]) == 4  # decided now: credit consumed
+    assert d.state.credit(TPL["promotion"]) == 4  # decided now: credit consumed
     assert d.state.next_due() == MORNING
     assert on_timer(d.state, CFG, MORNING - 1).intents == ()
     released = on_timer(d.state, CFG, MORNING)
@@ -230,7 +232,7 @@ def test_dedupe_memory_is_bounded() -> None:
 
 def test_state_with_held_and_deferred_round_trips() -> None:
     state = decide(rich(), _logi("l1", T0), CFG, T0).state
-    state = decide(state, cand("price_drop", t=NIGHT), CFG, NIGHT + MIN).state
+    state = decide(state, cand("promotion", t=NIGHT), CFG, NIGHT + MIN).state
     assert state.held and state.deferred
     back = UserState.from_dict(orjson.loads(orjson.dumps(state)))
     assert back == state
@@ -241,7 +243,7 @@ def test_state_with_held_and_deferred_round_trips() -> None:
 
 def test_state_is_stored_short_and_the_full_form_still_reads() -> None:
     state = decide(rich(), _logi("l1", T0), CFG, T0).state
-    state = decide(state, cand("price_drop", t=NIGHT), CFG, NIGHT + MIN).state
+    state = decide(state, cand("promotion", t=NIGHT), CFG, NIGHT + MIN).state
     state = decide(state, cand(event_id="e2"), CFG, T0).state
     assert state.sends and state.held and state.deferred
     short = encode_user(state)

@@ -29,7 +29,7 @@ def intent(kind: str, occurred_at: int) -> Intent:
 def test_backlog_crossing_quiet_start_is_deferred_at_send() -> None:
     cfg = config()  # quiet 22:00-08:00, Asia/Shanghai
     # decided at 21:59 (event time outside quiet hours), reaches deliver at 22:05
-    entry = entry_for(intent("price_drop", local_ms(21, 59)), local_ms(22, 5))
+    entry = entry_for(intent("promotion", local_ms(21, 59)), local_ms(22, 5))
     step = at_send(entry, cfg, local_ms(22, 5))
     assert step is not None and step.entry is not None and step.outcome is not None
     assert step.entry.state == LedgerState.RETRY

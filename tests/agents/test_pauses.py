@@ -3,10 +3,13 @@ the table of pauses in force, and the record's round trip."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.agents.factory import APPID, TPL, config
 from wxsub.agents.rules.pauses import (
+    DEFAULT_THRESHOLDS,
     PauseRecord,
     Thresholds,
     decode_pause,
@@ -34,7 +37,7 @@ def test_errcodes_that_pause(errcode: int | None, paused: bool) -> None:
 
 
 def test_feedback_pauses_only_when_the_row_crosses() -> None:
-    cfg = config()
+    cfg = replace(config(), pause_thresholds=T)  # the app's own [pauses]
     tpl = TPL["price_drop"]
     trips = feedback_trips({"sent": 20, "feedback": 1}, {"sent": 20, "feedback": 2}, APPID, tpl,
                            cfg, T, 9)  # fmt: skip
@@ -48,6 +51,15 @@ def test_feedback_pauses_only_when_the_row_crosses() -> None:
     # a template no kind uses, an unknown app
     assert feedback_trips({"sent": 20}, {"sent": 20, "feedback": 5}, APPID, "X", cfg, T, 9) == ()
     assert feedback_trips({"sent": 20}, {"sent": 20, "feedback": 5}, APPID, tpl, None, T, 9) == ()
+
+
+def test_each_app_has_its_own_thresholds() -> None:
+    """The app's [pauses] decide, not the caller's default: 2 of 20 trips 10%/20, not 5%/50."""
+    tpl = TPL["price_drop"]
+    row, after = {"sent": 20, "feedback": 1}, {"sent": 20, "feedback": 2}
+    assert feedback_trips(row, after, APPID, tpl, config(), T, 9) == ()  # defaults: 50 sends
+    strict = replace(config(), pause_thresholds=T)
+    assert feedback_trips(row, after, APPID, tpl, strict, DEFAULT_THRESHOLDS, 9)
 
 
 def test_kinds_of_template_include_by_status_variants() -> None:

@@ -29,6 +29,9 @@ CONTENT = (
 )
 
 
+MARKETING_TID = "TPL_MARKETING_GUARDS"
+
+
 def merchants(quiet_end: dt.datetime) -> Merchants:
     start = quiet_end - dt.timedelta(seconds=66)
     # data mappings use the values every kind offers (deliver never renders: decide did)
@@ -40,8 +43,10 @@ def merchants(quiet_end: dt.datetime) -> Merchants:
         "quiet_hours": {"start": f"{start:%H:%M:%S}", "end": f"{quiet_end:%H:%M:%S}"},
         "kinds": {
             "order_status": {**kind},
-            "promotion": {**kind, "stale_after_s": 4},
-            "price_drop": {**kind},
+            # marketing may not share the order (service) template: a template of its own
+            # (deliver sends the intent's template; the kind's class decides the guards)
+            "promotion": {**kind, "template_id": MARKETING_TID, "stale_after_s": 4},
+            "price_drop": {**kind, "template_id": MARKETING_TID, "class": "marketing"},
         },
     }
     return parse_merchants({"apps": {APPID: app}})

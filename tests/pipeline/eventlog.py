@@ -26,7 +26,10 @@ Why the result cannot depend on cross-partition interleaving (see also oracle.py
 - Preferences, mutes, credits and watches are phase 0, applied before any candidate exists.
 - Every order's logistics events form one contiguous block in the log, so consecutive updates of
   an order are decided well within ``collapse_window_s`` of each other: all notifying updates of
-  an order collapse into one intent (the oracle assumes exactly that).
+  an order collapse into one intent (the oracle assumes exactly that). Likewise a SKU's price
+  events (the main app's ``alerts.price_collapse_s`` is ``collapse_window_s``).
+- A SKU has few restock watchers (one chunk): a restock's fan-out ends before the SKU's next
+  stock event, so a stock-out never stops one midway here (tests/agents/test_restock.py does).
 - Logistics published before their order (``late``) are followed closely by the order, far
   inside ``orphan_after_s``; orphan logistics have no order at all.
 - Fresh event times lie in the last 150 minutes, stale ones 30 days back, against
@@ -162,6 +165,9 @@ def merchants_doc(knobs: Knobs) -> dict[str, Any]:
     end = dt.datetime.fromtimestamp((knobs.now_ms - 3 * HOUR) / 1000, tz)
     main = _app_doc(knobs, caps=1000)
     main["quiet_hours"] = {"start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
+    # successive price drops of a SKU collapse per watcher (the tight app keeps each drop: its
+    # watcher exercises the cap); restocks tell at most new_stock watchers (the default)
+    main["alerts"] = {"price_collapse_s": knobs.collapse_window_s, "restock_factor": 1.0}
     cards = cards_log.card_apps(lambda: _app_doc(knobs, caps=1000))  # WeChat Pay orders: cards
     return {"apps": {APP_MAIN: main, APP_TIGHT: _app_doc(knobs, caps=2), **cards}}
 
@@ -356,7 +362,7 @@ class _Gen:
         self.emit(0, old, "watch-regression")
 
     def watch(self, appid: str, openid: str, target: Target, kind: str, price: int | None) -> None:
-        at = _at(self.k.now_ms - 6 * HOUR)
+        at = _at(self.k.now_ms - 6 * HOUR + len(self.phase0) * 1000)  # watch times differ
         rec = Watch(self.eid("w"), at, appid, openid, "watch", target, kind, price)
         self.emit(0, rec, "watch")
         self.watchers[(appid, target.type, target.id)].add((openid, kind))
@@ -530,7 +536,8 @@ class _Gen:
             )
             self.count_fanout(appid, "sku", sku, "price_drop")
             self.emit(1, rec, "price-quiet" if quiet else ("price-stale" if stale else "price"))
-        for old, new in [(0, 5), (5, 2), (2, 0), (0, 3)]:
+        # stock-limited restocks: 1 watcher (the earliest), stock-out, then the next 2
+        for old, new in [(0, 1), (1, 0), (0, 2), (2, 1)]:
             rec = ProductStockChanged(
                 self.eid("ps"), _at(self.fresh()), appid, sku, title, old, new
             )

@@ -15,6 +15,8 @@ Compare a pipeline run with it like this::
 
 Which parts depend on the wall clock, and how a test drives them:
 
+- restocks tell at most ``alerts.restock_watchers(new_stock)`` watchers in serving order
+  (rules/stock.py); a stock-out is modelled as arriving after the restock's fan-out ended;
 - staleness (``now - occurred_at > stale_after_s``): the generator keeps a margin of days on
   both sides, so any ``now_ms`` within hours of the log's gives the same verdicts;
 - collapse: the oracle folds every notifying logistics update of an order into one intent
@@ -40,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from wxsub.agents.rules import cards, orders, retention, subscriptions, watches
+from wxsub.agents.rules import cards, orders, retention, stock, subscriptions, watches
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.history import Decided, decisions
@@ -145,6 +147,9 @@ class _Sim:
         self.orders: dict[str, OrderState | None] = {}
         self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
         self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
+        # restock serving queue (rules/stock.py): watch key -> (times told, first watch time)
+        self.queue: dict[tuple[str, str, str], dict[str, tuple[int, int]]] = defaultdict(dict)
+        self.restocked: dict[tuple[str, str, str], list[str]] = defaultdict(list)  # recent ids
         self.users: dict[str, UserState] = {}
         self.unwatched: dict[str, int] = {}  # watch key -> event time of the remembered unwatch
         self.out = Expected()
@@ -185,6 +190,11 @@ class _Sim:
                 self.unwatched.pop(wkey, None)
             else:
                 self.unwatched[wkey] = step.unwatched_at
+            new = step.watch
+            if record.kind == stock.KIND and new is None:
+                self.queue[key].pop(wkey, None)
+            elif record.kind == stock.KIND and wkey not in self.queue[key]:
+                self.queue[key][wkey] = (0, new.occurred_at)
         elif isinstance(record, SubscriptionEvent):
             user = self.user(record.appid, record.openid)
             state, o = subscriptions.apply_subscription(user, record, cfg, self.now)
@@ -217,12 +227,40 @@ class _Sim:
 
     def product_event(self, record: ProductPriceChanged | ProductStockChanged | Promotion) -> None:
         ttype, tid = watches.event_target(record)
+        if isinstance(record, ProductStockChanged):
+            if stock.stock_out(record):  # (a fan-out ends before the next event: see eventlog)
+                self.outcome(stock.stopped(record, None, self.now))
+                return
+            limit = stock.restock_limit(record, self.m.app(record.appid))
+            if limit is not None:
+                self.restock(record, limit)
+                return
         matched = 0
         for watch in list(self.watches[(record.appid, ttype, tid)].values()):
             if watches.matches(watch, record):
                 matched += 1
                 self.decide(watches.fanout_candidate(watch, record, self.now))
         if not matched:
+            self.outcome(watches.no_match_outcome(record, self.now))
+
+    def restock(self, record: ProductStockChanged, limit: int) -> None:
+        """The first ``limit`` watchers in serving order: fewer times told, earlier watch."""
+        key = (record.appid, "sku", record.sku_id)
+        if record.event_id in self.restocked[key]:
+            self.outcome(stock.duplicate(record, self.now))
+            return
+        self.restocked[key] = [*self.restocked[key], record.event_id][-stock.RECENT :]
+        queue = self.queue[key]
+        order = sorted(queue, key=lambda w: (*queue[w], self.watches[key][w].openid))
+        told = 0
+        for wkey in order:
+            watch = self.watches[key][wkey]
+            if told == limit or not watches.matches(watch, record):
+                continue
+            told += 1
+            queue[wkey] = (queue[wkey][0] + 1, queue[wkey][1])
+            self.decide(watches.fanout_candidate(watch, record, self.now))
+        if not told:
             self.outcome(watches.no_match_outcome(record, self.now))
 
     def user(self, appid: str, openid: str) -> UserState:

@@ -12,6 +12,7 @@ from tests.pipeline.eventlog import APP_MAIN, APP_TIGHT, Entry, EventLog, Knobs,
 from tests.pipeline.oracle import Expected, expected
 from wxsub.merchants import Merchants, parse_merchants
 from wxsub.schemas.internal import OutcomeReason
+from wxsub.schemas.records import ProductStockChanged
 from wxsub.wechat.keywords import check
 
 #: a fixed "now" (2024-06-01 12:34:56.789 UTC) keeps the test reproducible
@@ -103,7 +104,7 @@ def test_scenarios(exp: Expected) -> None:
     assert sent[f"{APP_TIGHT}:tight-watcher"] == 2
     assert by_user[f"{APP_TIGHT}:tight-watcher"].count("capped") == 2
     collapsed = [i for i in exp.intents.values() if len(i.event_ids) > 1]
-    assert collapsed and all(i.kind == "logistics" for i in collapsed)
+    assert {i.kind for i in collapsed} == {"logistics", "price_drop"}
     deferred = {o.notification_id for o in exp.all_outcomes if o.reason == "quiet_hours_deferred"}
     assert deferred and deferred <= set(exp.intents)  # deferred, then released
 
@@ -143,3 +144,32 @@ def test_result_does_not_depend_on_now_within_hours() -> None:
     base = expected(small.entries, merchants, NOW)
     later = expected(small.entries, merchants, NOW + 6 * 3_600_000)
     assert later.bodies() == base.bodies() and later.outcomes == base.outcomes
+
+
+def test_restocks_tell_at_most_the_stock_first_come_first_served(
+    log: EventLog, exp: Expected
+) -> None:
+    """A restock tells at most new_stock watchers (factor 1.0); the next restock of the SKU tells
+    the watchers not told yet first."""
+    restocks = {
+        e.record.event_id: e.record
+        for e in log.entries
+        if isinstance(e.record, ProductStockChanged)
+        and e.record.old_stock <= 0 < e.record.new_stock
+    }
+    told: dict[str, set[str]] = defaultdict(set)
+    for o in exp.all_outcomes:
+        if o.event_id in restocks and o.openid:
+            told[o.event_id].add(o.openid)
+    for intent in exp.intents.values():
+        for eid in intent.event_ids:
+            if eid in restocks:
+                told[eid].add(intent.openid)
+    assert told and all(len(told[eid]) <= restocks[eid].new_stock for eid in told)
+    by_sku: dict[str, list[set[str]]] = defaultdict(list)
+    for eid, rec in restocks.items():  # in publish order
+        by_sku[rec.sku_id].append(told[eid])
+    # the second restock tells the watchers not told by the first, while there are any
+    pairs = [s for s in by_sku.values() if len(s) == 2 and len(s[0]) == 1 and len(s[1]) == 2]
+    assert any(not (first & second) for first, second in pairs)
+    assert all(len(first | second) <= 2 for first, second in pairs if first & second)

@@ -25,9 +25,11 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
+from wxsub.agents import restock
 from wxsub.agents.base import StageEnv
 from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.rules import retention as lifecycle
+from wxsub.agents.rules import stock
 from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.watches import WatchState
@@ -72,6 +74,19 @@ class ProductsStage:
                 continue
             job = {"topic": self.env.logical(rec.topic), "raw": rec.value.decode(), "cursor": None,
                    "matched": 0}  # fmt: skip
+            if isinstance(ev, ProductStockChanged):  # stock-limited restocks (rules/stock.py)
+                prefix = rules.watch_prefix(ev.appid, "sku", ev.sku_id)
+                stopped = restock.stop(store, prefix, _JOB)
+                if stock.stock_out(ev):
+                    await self.env.emit_outcomes(ctx, (stock.stopped(ev, stopped, now),))
+                    continue
+                limit = stock.restock_limit(ev, self.env.merchants.app(ev.appid))
+                if limit is not None:
+                    limited = restock.start(store, job, ev.event_id, prefix, limit)
+                    if limited is None:
+                        await self.env.emit_outcomes(ctx, (stock.duplicate(ev, now),))
+                        continue
+                    job = limited
             await self._fan_out(ctx, store, ev.event_id.encode(), job, now)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
@@ -98,6 +113,9 @@ class ProductsStage:
             elif key[:1] >= b"\x20":  # a watch (the other keys start with a control byte)
                 doc = orjson.loads(raw)
                 reason = lifecycle.watch_expired(doc, merchants.app(doc["appid"]), now)
+                if reason is not None and doc.get("kind") == stock.KIND:  # its restock turn too
+                    restock.forget_watch(store, key, doc["appid"], doc["target_type"],
+                                         doc["target_id"])  # fmt: skip
             else:
                 continue
             if reason is not None:
@@ -117,6 +135,7 @@ class ProductsStage:
         late = lifecycle.watch_too_late(to_ms(ev.occurred_at), cfg, now)
         step = rules.on_watch(existing, unwatched_at, ev, now, too_late=late)
         await self.env.emit_outcomes(ctx, (step.outcome,))
+        restock.on_watch(store, key, existing, step.watch)
         if step.watch is None:
             if existing is not None:
                 store.delete(key)
@@ -143,6 +162,9 @@ class ProductsStage:
         fan = rules.Fanout(ev, now, watched_after=self.env.clock() - ttl_ms)
         prefix = rules.watch_prefix(ev.appid, *rules.event_target(ev)).encode()
         cursor = job["cursor"].encode("utf-8", "surrogateescape") if job["cursor"] else None
+        if "left" in job:  # a stock-limited restock: its own queue (agents/restock.py)
+            await self._limited(ctx, store, job_id, job, fan, now)
+            return
         docs = []
         last = None
         if fan.kind is not None:  # else nobody can match: no scan
@@ -164,6 +186,27 @@ class ProductsStage:
             store.delete(_JOB + job_id)
         if not matched:
             await self.env.emit_outcomes(ctx, (rules.no_match_outcome(ev, now),))
+
+    async def _limited(
+        self,
+        ctx: PartitionContext,
+        store: PartitionStore,
+        job_id: bytes,
+        job: dict[str, Any],
+        fan: rules.Fanout,
+        now: int,
+    ) -> None:
+        prefix = rules.watch_prefix(fan.ev.appid, *rules.event_target(fan.ev))
+        docs, more = restock.step(store, fan, prefix, job, self.chunk)
+        await self._emit(ctx, fan, docs)
+        matched = job["matched"] + len(docs)
+        if more is not None:
+            restock.save_job(store, _JOB, job_id, prefix, {**more, "matched": matched})
+            DueIndex(store).set(job_id, None, now)
+            return
+        restock.end_job(store, _JOB, job_id, prefix)
+        if not matched:
+            await self.env.emit_outcomes(ctx, (rules.no_match_outcome(fan.ev, now),))
 
     async def _emit(self, ctx: PartitionContext, fan: rules.Fanout, docs: list[Any]) -> None:
         """The candidates of one chunk, in bulk (one tally for the chunk)."""

@@ -39,9 +39,12 @@ __all__ = [
     "user_key",
 ]
 
-# kinds of notification; marketing kinds obey quiet hours and the marketing cap
+# kinds of notification; marketing messages obey quiet hours and the marketing cap
 NOTIFY_KINDS = ("order_status", "logistics", "price_drop", "restock", "promotion")
-MARKETING_KINDS = frozenset({"price_drop", "restock", "promotion"})
+#: the kinds whose messages are marketing unless the merchant config says otherwise (a kind's
+#: ``class``): promotions. Orders, logistics and the price and restock alerts a user asked for by
+#: watching an item are service messages (docs/policies.md, Message classes)
+MARKETING_KINDS = frozenset({"promotion"})
 
 
 def notification_id(appid: str, openid: str, template_id: str, source_event_id: str) -> str:

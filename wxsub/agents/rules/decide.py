@@ -11,8 +11,9 @@ Checks run in this order (docs/policies.md explains each); the first that fails 
 5. ``muted``             the user rejected the template in the settings menu
 6. ``invalid_data``      a keyword value cannot be made valid for its WeChat type
 7. ``content_blocked``   a rendered value contains a sensitive word
-8. ``collapsed``         logistics only: an update with a later event time for the same order
-                         is held; this one is folded into it (its id joins its event_ids)
+8. ``collapsed``         logistics (per order), price drops (per SKU, ``price_collapse_s``):
+                         an update with a later event time for the same subject is held; this
+                         one is folded into it (its id joins its event_ids)
 9. ``capped``            the user's transactional or marketing frequency cap is reached
 10. ``no_credit``        no subscription credit for the template (never goes negative)
 
@@ -49,7 +50,7 @@ from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import Candidate, Intent, Outcome, OutcomeReason, notification_id
 from wxsub.schemas.struct import record
 
-__all__ = ["STAGE", "Decision", "decide", "on_timer", "quiet_release"]
+__all__ = ["STAGE", "Decision", "collapse_s", "decide", "on_timer", "quiet_release"]
 
 STAGE = "decide"
 
@@ -104,7 +105,7 @@ def _decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_m
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
         return out(reason, detail, nid, tpl)
-    collapse = bool(cfg.collapse_window_s) and cand.kind == "logistics"
+    collapse = bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(state, held, cand.event_id)
@@ -241,7 +242,7 @@ def _dispatch(
         noted = [hist.entry(now_ms, cand.event_id, cand.kind, subject, reason, tpl, nid, detail)]
     elif collapse:
         keep = tuple(h for h in held_all if not _same(h, cand))
-        until = now_ms + cfg.collapse_window_s * 1000
+        until = now_ms + collapse_s(cfg, cand.kind) * 1000
         held_all = (*keep, Held(subject, until, intent))
         noted = []
         if held is not None:  # the held one ends as collapsed, this one is held
@@ -282,6 +283,14 @@ def _out_for(intent: Intent, reason: str, now_ms: int, detail: str, version: int
 
 
 # --- collapse ------------------------------------------------------------------------------------
+
+
+def collapse_s(cfg: MerchantConfig, kind: str) -> int:
+    """How long an intent of ``kind`` is held for collapse (0: not held): logistics per order
+    (``collapse_window_s``), price drops per SKU (``alerts.price_collapse_s``)."""
+    if kind == "logistics":
+        return cfg.collapse_window_s
+    return cfg.alerts.price_collapse_s if kind == "price_drop" else 0
 
 
 def _same(held: Held, cand: Candidate) -> bool:

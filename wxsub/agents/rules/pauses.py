@@ -7,7 +7,8 @@ A pause is per (appid, kind). It is tripped by
   transaction that writes the answer);
 - feedback: a stats row (one partition's share of an (appid, template, day) row) whose
   ``feedback`` (rejects within 7 days of a send) crosses ``reject_rate`` of its ``sent`` once it
-  has at least ``min_sends`` sends pauses every kind sending with that template;
+  has at least ``min_sends`` sends pauses every kind sending with that template (per app:
+  ``[apps.<appid>.pauses]``, defaults 5% of 50);
 - an operator: ``wxsub pauses set APPID KIND --reason ...``.
 
 It ends only when an operator lifts it (``wxsub pauses lift APPID KIND``): a ban does not lift
@@ -23,10 +24,10 @@ follows the topic whole (``wxsub.agents.kind_pauses``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import orjson
 
+from wxsub.merchant_guards import PauseThresholds
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.struct import from_doc, record
 
@@ -68,16 +69,8 @@ class PauseRecord:
         return pause_key(self.appid, self.kind)
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Feedback pause thresholds (safe defaults: 5% of at least 50 sends of a partition's day)."""
-
-    reject_rate: float = 0.05
-    min_sends: int = 50
-
-    def __post_init__(self) -> None:
-        if not 0 < self.reject_rate <= 1 or self.min_sends < 1:
-            raise ValueError("0 < reject_rate <= 1 and min_sends >= 1")
+#: the feedback thresholds (per app: ``[apps.<appid>.pauses]``, wxsub/merchant_guards.py)
+Thresholds = PauseThresholds
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -120,7 +113,12 @@ def feedback_trips(
     now_ms: int,
 ) -> tuple[PauseRecord, ...]:
     """The pauses a stats row update trips: only when the row *crosses* the threshold (so a
-    lifted pause stays lifted until another row crosses), for each kind using the template."""
+    lifted pause stays lifted until another row crosses), for each kind using the template.
+
+    The app's own thresholds (``cfg.pause_thresholds``) apply; ``t`` only for an app that is not
+    in the merchant config (which has no kinds to pause anyway)."""
+    if cfg is not None:
+        t = cfg.pause_thresholds
     if _over(before, t) or not _over(after, t):
         return ()
     sent, feedback = after.get("sent", 0), after.get("feedback", 0)
