@@ -69,7 +69,8 @@ def _watches(n: int) -> list[tuple[bytes, bytes]]:
     for i in range(n):
         kind = "restock" if i % 11 == 0 else "price_drop"
         target = None if i % 7 else (35_000 if i % 5 == 0 else 1_000)
-        w = WatchState(APPID, f"oBench{i:022d}", "sku", SKU, kind, target, 1, f"w-{i}")
+        # watched a minute before the drop: live (a watch lives watch_ttl_s, docs/lifecycle.md)
+        w = WatchState(APPID, f"oBench{i:022d}", "sku", SKU, kind, target, NOW - 60_000, f"w-{i}")
         out.append((w.key.encode(), orjson.dumps(w)))
     return out
 
