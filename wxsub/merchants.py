@@ -18,10 +18,15 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from wxsub.errors import ConfigError
 from wxsub.merchant_cards import CardConfig, parse_cards
+from wxsub.merchant_checks import choice as _choice
+from wxsub.merchant_checks import int_of as _int
+from wxsub.merchant_checks import only as _only
+from wxsub.merchant_checks import str_of as _str
+from wxsub.merchant_checks import table as _table
 from wxsub.merchant_guards import (
     DEFAULT_ALERTS,
     DEFAULT_PAUSE_THRESHOLDS,
@@ -32,8 +37,18 @@ from wxsub.merchant_guards import (
     parse_class,
     parse_pause_thresholds,
 )
+from wxsub.merchant_vocabulary import (
+    DEFAULT_NOTIFY as _DEFAULT_NOTIFY,
+)
+from wxsub.merchant_vocabulary import (
+    DEFAULT_STATUS_TEXT,
+    MONEY_NAMES,
+    TIME_NAMES,
+    VALUE_NAMES,
+    placeholders,
+)
+from wxsub.merchant_vocabulary import STATES as _STATES
 from wxsub.retention import DEFAULT_RETENTION, Retention, parse_retention
-from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES, check, keyword_type
@@ -55,66 +70,6 @@ __all__ = [
     "placeholders",
 ]
 
-ORDER_STATES: tuple[str, ...] = get_args(records.OrderStatus)
-LOGISTICS_STATES: tuple[str, ...] = get_args(records.LogisticsState)
-_STATES = {"order_status": ORDER_STATES, "logistics": LOGISTICS_STATES}
-_DEFAULT_NOTIFY = {
-    "order_status": ("paid", "shipped", "delivered", "cancelled", "refunded"),
-    "logistics": ("out_for_delivery", "delivered", "exception"),
-}
-
-#: status -> a valid WeChat ``phrase`` (<= 5 Chinese characters); merchants may override
-DEFAULT_STATUS_TEXT: Mapping[str, Mapping[str, str]] = {
-    "order_status": {
-        "created": "已下单",
-        "paid": "已支付",
-        "shipped": "已发货",
-        "delivered": "已送达",
-        "completed": "已完成",
-        "cancelled": "已取消",
-        "refunding": "退款中",
-        "refunded": "已退款",
-    },
-    "logistics": {
-        "picked_up": "已揽收",
-        "in_transit": "运输中",
-        "out_for_delivery": "派送中",
-        "delivered": "已签收",
-        "exception": "配送异常",
-        "returned": "已退回",
-    },
-}
-
-_COMMON = "event_id event_time appid subject"
-_ITEMS = "amount item_title item_count items_summary"
-
-
-def _names(text: str) -> frozenset[str]:
-    return frozenset(f"{_COMMON} {text}".split())
-
-
-#: the value names a kind's ``data`` and ``page`` format strings may use
-VALUE_NAMES: Mapping[str, frozenset[str]] = {
-    "order_status": _names(
-        f"order_id status status_text previous_status currency store_id {_ITEMS}"
-    ),
-    "logistics": _names(
-        f"order_id state status status_text waybill carrier location text {_ITEMS}"
-    ),
-    "price_drop": _names(
-        "sku_id title old_price new_price drop target_price currency store_id category_id"
-    ),
-    "restock": _names("sku_id title old_stock new_stock store_id category_id"),
-    "promotion": _names(
-        "promotion_id title starts_at ends_at discount description target_type target_id"
-    ),
-}
-#: values in minor units (fen), rendered as yuan
-MONEY_NAMES = frozenset({"amount", "old_price", "new_price", "drop", "target_price"})
-#: values in epoch ms, rendered as a datetime in the app's time zone
-TIME_NAMES = frozenset({"event_time", "starts_at", "ends_at"})
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _CLOCK = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 _STATES_OK = ("developer", "trial", "formal")
 _LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
@@ -122,11 +77,6 @@ _DAY_S = 86_400
 #: a logistics event waiting for its order ends as ``orphan`` after this (wall clock); also the
 #: default where an app has no config
 DEFAULT_ORPHAN_AFTER_S = 3600
-
-
-def placeholders(fmt: str) -> list[str]:
-    """The ``{name}`` placeholders of a format string (``{{`` and ``}}`` escape braces)."""
-    return _PLACEHOLDER.findall(fmt.replace("{{", "").replace("}}", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,43 +485,3 @@ def _words(key: str, raw: Mapping[str, Any], base_dir: Path | None) -> tuple[str
             raise ConfigError(f"{key}.sensitive_words_file", f"cannot read {path}: {exc}") from None
         words += [ln.strip() for ln in lines if not ln.lstrip().startswith("#")]
     return tuple(sorted({w for w in words if w}))
-
-
-# --- small validators ----------------------------------------------------------------------------
-
-
-def _table(raw: Any, key: str) -> Mapping[str, Any]:
-    if raw is None:
-        raise ConfigError(key, "required table")
-    if not isinstance(raw, Mapping):
-        raise ConfigError(key, "must be a table")
-    return raw
-
-
-def _only(table: Mapping[str, Any], key: str, allowed: set[str]) -> None:
-    for name in table:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}" if key else name, "unknown setting")
-
-
-def _str(table: Mapping[str, Any], key: str, name: str, *, required: bool = False) -> str:
-    raw = table.get(name)
-    if raw is None and not required:
-        return ""
-    if not isinstance(raw, str) or (required and not raw):
-        raise ConfigError(f"{key}.{name}", "required string" if required else "must be a string")
-    return raw
-
-
-def _int(table: Mapping[str, Any], key: str, name: str, default: int | None, minimum: int) -> int:
-    raw = table.get(name, default)
-    if raw is None:
-        raise ConfigError(f"{key}.{name}", "required integer")
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < minimum:
-        raise ConfigError(f"{key}.{name}", f"must be an integer >= {minimum}; got {raw!r}")
-    return raw
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(choices)}; got {value!r}")
