@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from wxsub.errors import ConfigError
+from wxsub.merchant_cards import CardConfig, parse_cards
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
@@ -194,6 +195,7 @@ class MerchantConfig:
     #: the live-config version that carried this config (``wxsub merchants apply``); 0 = the
     #: ``worker.merchants`` file
     version: int = 0
+    cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)
@@ -248,6 +250,7 @@ _APP_KEYS = {
     "dedupe_retention_s",
     "sensitive_words",
     "sensitive_words_file",
+    "cards",
 }
 
 
@@ -276,6 +279,7 @@ def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantC
         orphan_after_s=_int(raw, key, "orphan_after_s", DEFAULT_ORPHAN_AFTER_S, minimum=1),
         dedupe_retention_s=retention,
         sensitive_words=_words(key, raw, base_dir),
+        cards=parse_cards(f"{key}.cards", raw.get("cards")),
     )
 
 

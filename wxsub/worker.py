@@ -40,7 +40,7 @@ __all__ = ["ALL_STAGES", "Worker", "create_worker", "parse_stages", "register"]
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ("orders", "products", "decide", "deliver", "stats")
+ALL_STAGES = ("orders", "products", "decide", "deliver", "stats", "cards")
 
 
 @dataclass
@@ -160,6 +160,14 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         puller = TemplatePuller(env, client, live.live_templates, interval)
         agents.append(DeliverStage(env, client, delivery_policy(settings.delivery), puller))
         max_batch["deliver"] = settings.worker.max_in_flight
+    if "cards" in stages:
+        from wxsub.agents.cards import CardStage
+        from wxsub.wechat.client import WeChatClient
+
+        if client is None:
+            client = WeChatClient(settings.wechat)
+            closers.append(client.aclose)
+        agents.append(CardStage(env, client))
     for agent in agents:
         env.metrics.stage_started(agent.spec.name)
     runners = [

@@ -28,6 +28,11 @@ __all__ = ["WeChatApi"]
 _CONTENT_TYPE = "application/json; encoding=utf-8"  # what WeChat sends
 
 _DROPPED = {"dropped": True}
+_CARD_ENDPOINTS = {
+    "/wxa/set_user_notify": "set_user_notify",
+    "/wxa/set_user_notifyext": "set_user_notifyext",
+    "/wxa/get_user_notify": "get_user_notify",
+}
 
 Process = Callable[[bytes], send_rules.SendOutcome]
 
@@ -50,6 +55,8 @@ class WeChatApi:
         app.router.add_get("/wxaapi/newtmpl/getpubtemplatekeywords", self.pub_keywords)
         app.router.add_post("/wxaapi/newtmpl/addtemplate", self.addtemplate)
         app.router.add_post("/wxaapi/newtmpl/deltemplate", self.deltemplate)
+        for path, endpoint in _CARD_ENDPOINTS.items():
+            app.router.add_post(path, self._card_handler(endpoint))
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -184,6 +191,34 @@ class WeChatApi:
             return send_rules.SendOutcome(doc, {"appid": appid}, processed=ok)
 
         return await self._serve(request, endpoint, raw, {}, process)
+    def _card_handler(self, endpoint: str) -> Callable[[web.Request], Any]:
+        """set_user_notify / set_user_notifyext / get_user_notify (cards.py), with faults."""
+        book = self.state.cards
+        judge = {"set_user_notify": book.set, "set_user_notifyext": book.set_ext,
+                 "get_user_notify": book.get}[endpoint]  # fmt: skip
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            raw = await request.read()
+            token = request.query.get("access_token")
+            body = _json_object(raw)
+            fields: dict[str, Any] = {"appid": self.state.tokens.resolve(token)[0]}
+            if body is not None:
+                fields.update(openid=body.get("openid"), notify_code=body.get("notify_code"))
+                fields["notify_type"] = body.get("notify_type")
+
+            def process(raw: bytes) -> send_rules.SendOutcome:
+                appid, refused = self.state.tokens.resolve(token)
+                if appid is None:
+                    return send_rules.SendOutcome(refused or error(40001))
+                if body is None:
+                    return send_rules.SendOutcome(error(47001), fields)
+                doc = judge(appid, body, self.state.clock())
+                extra = {"content_json": body.get("content_json")}
+                return send_rules.SendOutcome(doc, extra, processed=doc.get("errcode") == 0)
+
+            return await self._serve(request, endpoint, raw, fields, process)
+
+        return handle
 
     # --- the common path -------------------------------------------------------------------
 

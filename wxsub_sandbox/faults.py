@@ -31,8 +31,10 @@ from wxsub_sandbox.clock import Clock
 
 __all__ = ["ENDPOINTS", "FaultSpec", "Faults", "Latency", "Plan"]
 
-ENDPOINTS = frozenset({"token", "stable_token", "send", "gettemplate", "getpubtemplatekeywords",
-                       "addtemplate", "deltemplate"})  # fmt: skip
+ENDPOINTS = frozenset(
+    {"token", "stable_token", "send", "gettemplate", "getpubtemplatekeywords", "addtemplate",
+     "deltemplate", "set_user_notify", "set_user_notifyext", "get_user_notify"}
+)  # fmt: skip
 
 Action = Literal["reset", "drop", "error"]
 

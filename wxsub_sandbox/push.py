@@ -166,6 +166,11 @@ def render_message(event: Mapping[str, Any], to_user: str, fmt: str = "xml") -> 
         "MsgType": "event",
         "Event": name,
     }
+    if "card" in event:  # a service card's failure event: flat fields, no List
+        card = {"openid": event["openid"], **event["card"]}
+        if fmt == "json":
+            return orjson.dumps({**head, **card})
+        return f"<xml>{_xml_fields(head)}{_xml_fields(card)}</xml>".encode()
     items = [_wechat_item(name, item) for item in event["items"]]
     if fmt == "json":
         return orjson.dumps({**head, "List": items[0] if len(items) == 1 else items})

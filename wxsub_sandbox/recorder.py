@@ -41,6 +41,9 @@ class CallRecord:
     reset: bool = False  # connection closed before processing: nothing happened
     fault: str | None = None  # injected fault name, if any
     latency_s: float = 0.0  # injected latency
+    notify_type: int | None = None  # service-card calls (cards.py)
+    notify_code: str | None = None
+    content_json: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a dict (shallow: ``data`` is shared, as nothing changes it; a deep copy
@@ -49,7 +52,8 @@ class CallRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(CallRecord))
-_FILTERS = ("endpoint", "appid", "openid", "template_id", "errcode", "dropped", "processed")
+_FILTERS = ("endpoint", "appid", "openid", "template_id", "errcode", "dropped", "processed",
+            "notify_code")  # fmt: skip
 
 
 class Recorder:

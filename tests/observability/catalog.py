@@ -71,6 +71,10 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.config_version.set(7)
     m.kind_disabled.labels("wxA", "logistics").set(1)
     m.template_pulls.labels("ok").inc()
+    m.cards.labels("activated", "").inc()
+    m.cards.labels("fallback", "85433").inc()
+    m.card_failures.labels("-1004").inc()
+    m.card_saved.labels("order_status").inc()
 
 
 def drive_gateway(m: GatewayMetrics) -> None:

@@ -32,5 +32,6 @@ def test_the_command_says_it_in_one_line_and_exits_2() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "wxsub: --stages: unknown stage(s) delivr (known: orders, products, decide, deliver, stats)"
+        "wxsub: --stages: unknown stage(s) delivr "
+        "(known: orders, products, decide, deliver, stats, cards)"
     ]

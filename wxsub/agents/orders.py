@@ -13,6 +13,7 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import Misrouted, StageEnv
+from wxsub.agents.rules import cards as card_rules
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.errors import InputError
@@ -33,7 +34,7 @@ class OrdersStage:
         self.env = env
         self.spec = StageSpec(
             STAGE,
-            (env.topic("order-status"), env.topic("logistics")),
+            (env.topic("order-status"), env.topic("logistics"), env.topic("card-results")),
             stores=("orders",),
             timer_interval_s=1.0,
         )
@@ -44,6 +45,9 @@ class OrdersStage:
         now = self.env.clock()
         candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
+            if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
+                await self._card_result(ctx, store, rec)
+                continue
             ev = self.env.keyed_event(ctx, rec)
             if isinstance(ev, InputError | Misrouted):
                 await self.env.divert(ctx, rec, ev, STAGE)
@@ -54,8 +58,11 @@ class OrdersStage:
             try:
                 if isinstance(ev, OrderStatusChanged):
                     step = rules.on_order_event(order, pending, ev, cfg, now)
+                    carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
                 else:
                     step = rules.on_logistics_event(order, pending, ev, cfg, now)
+                    carded = card_rules.card_logistics_step(step, ev, cfg, now)
+                step = carded.step
             except Exception as exc:  # a bug in a rule must not stop the partition
                 log.exception("orders rule failed", extra={"event_id": ev.event_id})
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
@@ -67,6 +74,30 @@ class OrdersStage:
                 tally(ctx, metrics.candidates, cand.kind)
             if step.outcomes:
                 await self.env.emit_outcomes(ctx, step.outcomes)
+            await self._card_ops(ctx, carded)
+
+    async def _card_ops(self, ctx: PartitionContext, carded: card_rules.CardStep) -> None:
+        for op in carded.ops:
+            user = user_key(op.appid, op.openid).encode()
+            await ctx.send(self.env.topic("card-ops"), user, encode_internal(op))
+        for kind in carded.saved:
+            tally(ctx, self.env.metrics.card_saved, kind)
+
+    async def _card_result(self, ctx: PartitionContext, store: Any, rec: ConsumerRecord) -> None:
+        try:
+            result = card_rules.CardResult.from_dict(orjson.loads(rec.value or b""))
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            await self.env.dead_letter(ctx, rec, exc, STAGE)
+            return
+        raw = store.get(rec.key)
+        if raw is None:
+            return
+        doc: dict[str, Any] = orjson.loads(raw)
+        order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
+        new = card_rules.apply_card_result(order, result)
+        if new is not order:
+            doc["order"] = new
+            store.put(rec.key, encode_internal(doc))
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["orders"]

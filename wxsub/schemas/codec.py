@@ -186,7 +186,8 @@ def _order_status(d: dict[str, Any]) -> OrderStatusChanged:
     return OrderStatusChanged(
         d["event_id"], _time(d, "occurred_at"), d["appid"], d["openid"], d["order_id"],
         d["status"], int(d["amount"]), d.get("currency", "CNY"), d.get("previous_status"),
-        d.get("store_id"), items,
+        d.get("store_id"), items, d.get("transaction_id"), d.get("pay_amount"),
+        _time(d, "paid_at") if "paid_at" in d else None,
     )  # fmt: skip
 
 

@@ -112,6 +112,11 @@ class OutcomeReason(enum.StrEnum):
     IN_DOUBT = "in_doubt"
     RECONCILED_SENT = "reconciled_sent"
     RECONCILED_FAILED = "reconciled_failed"
+    # service cards (rules/cards.py, docs/service-cards.md)
+    CARD_UPDATE = "card_update"  # the event moved the order's card
+    CARD_REPLACED = "card_replaced"  # a classic template the live card replaces was not sent
+    CARD_ILLEGAL = "card_illegal"  # the card state table forbids the transition it needs
+    CARD_ENDED = "card_ended"  # the card is terminal, refused or past its window
 
 
 @record

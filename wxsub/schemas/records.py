@@ -91,6 +91,10 @@ class OrderStatusChanged(NamedTuple):
     previous_status: OrderStatus | None = None
     store_id: str | None = None
     items: tuple[OrderItem, ...] = ()
+    # WeChat Pay (optional, additive): the transaction id is a service card's notify_code
+    transaction_id: str | None = None
+    pay_amount: int | None = None
+    paid_at: datetime | None = None
 
     @property
     def key(self) -> str:

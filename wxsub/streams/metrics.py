@@ -134,6 +134,31 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
+        self.cards = Counter(
+            "wxsub_cards",
+            "Service-card changes by result (activated, updated, failed, fallback, refused, "
+            "in_doubt, reconciled, resent, not_visible, retry ...) and reason (errcode)",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.card_failures = Counter(
+            "wxsub_card_failures",
+            "Service-card failure events from WeChat, by fail_ret (-1004 user refused)",
+            ["fail_ret"],
+            registry=r,
+        )
+        self.card_saved = Counter(
+            "wxsub_card_classic_saved",
+            "Classic messages (and their credits) a live service card replaced, by kind",
+            ["kind"],
+            registry=r,
+        )
+        for result in ("activated", "updated", "failed", "fallback", "refused", "in_doubt"):
+            self.cards.labels(result, "")
+        for fail_ret in ("-1004", "-1005", "-10002"):
+            self.card_failures.labels(fail_ret)
+        for kind in ("order_status", "logistics"):
+            self.card_saved.labels(kind)
         # Rare events start at 0: increase() does not count a series whose first sample is 1.
         for state in ("detected", "resend", "reconciled_sent", "reconciled_failed"):
             self.in_doubt.labels(state)

@@ -54,6 +54,10 @@ TOPICS: tuple[TopicDef, ...] = (
     # live configuration (wxsub.liveconfig): followed whole by every worker
     TopicDef("merchants", "appid", compacted=True, single=True),
     TopicDef("templates", "appid", compacted=True, single=True),
+    # service cards (docs/service-cards.md)
+    TopicDef("card-ops", "user key appid:openid"),
+    TopicDef("card-events", "user key appid:openid"),  # produced by the gateway
+    TopicDef("card-results", "order key appid:order_id"),
 )
 
 # stage -> stores; each has a compacted changelog topic
@@ -63,6 +67,7 @@ CHANGELOG_STORES: dict[str, tuple[str, ...]] = {
     "decide": ("users",),
     "deliver": ("ledger",),
     "stats": ("stats",),
+    "cards": ("cards",),
 }
 
 

@@ -178,6 +178,13 @@ class WeChatClient:
             raise PermanentError("gettemplate: unexpected response shape")
         return [_template(item) for item in items if isinstance(item, dict)]
 
+    async def post(
+        self, appid: str, path: str, body: Mapping[str, Any], *, idempotent: bool
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` with the appid's token (refreshed once on a token errcode);
+        the JSON answer, errcode not judged (``wxsub.wechat.cards`` judges card calls)."""
+        return await self._authed(appid, "POST", path, orjson.dumps(body), idempotent=idempotent)
+
     # --- layers --------------------------------------------------------------------------------
 
     async def _authed(

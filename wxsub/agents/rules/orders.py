@@ -59,6 +59,13 @@ class OrderState:
     store_id: str | None = None
     item_title: str | None = None
     item_count: int = 0
+    # the order's service card (rules/cards.py): code = WeChat Pay transaction id
+    card_code: str | None = None
+    card_status: int = 0  # the last card state produced (0: none yet)
+    card_seq: int = 0  # card operations produced so far
+    card_off: str = ""  # why the card no longer suppresses/updates ("" = live)
+    paid_at: int = 0  # epoch ms
+    pay_amount: int = 0
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> OrderState:
