@@ -191,6 +191,7 @@ class WeChatApi:
             return send_rules.SendOutcome(doc, {"appid": appid}, processed=ok)
 
         return await self._serve(request, endpoint, raw, {}, process)
+
     def _card_handler(self, endpoint: str) -> Callable[[web.Request], Any]:
         """set_user_notify / set_user_notifyext / get_user_notify (cards.py), with faults."""
         book = self.state.cards
