@@ -19,8 +19,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import OrderItem, OrderStatus, OrderStatusChanged
 from wxsub.settings import KafkaSettings
 from wxsub.streams import reading
+from wxsub.streams.connection import security_kwargs
 from wxsub.streams.topics import changelog_name, ensure_topics
 from wxsub_dev.local_kafka import LocalKafka
 
@@ -219,11 +220,15 @@ async def seed_users(
     topic = changelog_name(kafka, app_id, "decide", "users")
     value = encode_user(UserState(credits={ORDER_TID: credits, PRICE_TID: credits}))
     ids = users if isinstance(users, list) else [openid(i) for i in range(users)]
-    await produce(kafka.bootstrap, ((topic, user_key(APPID, o).encode(), value) for o in ids))
+    entries = ((topic, user_key(APPID, o).encode(), value) for o in ids)
+    await produce(kafka.bootstrap, entries, security=security_kwargs(kafka))
 
 
 async def produce(
-    bootstrap: str, entries: Iterable[tuple[str, bytes, bytes]], partition: int | None = None
+    bootstrap: str,
+    entries: Iterable[tuple[str, bytes, bytes]],
+    partition: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Produce (full topic, key, value) quickly (acks=all, idempotent); returns how many."""
     producer = AIOKafkaProducer(
@@ -233,6 +238,7 @@ async def produce(
         linger_ms=20,
         max_batch_size=512 * 1024,
         max_request_size=8 * 1024 * 1024,
+        **(security or {}),
     )
     await producer.start()
     n = 0
@@ -250,9 +256,13 @@ async def produce(
     return n
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> list[Any]:
     """Every committed record of ``topic`` (all partitions), read to the current end."""
-    return await reading.read_topic(bootstrap, topic, max_partition_fetch_bytes=8 * 1024 * 1024)
+    return await reading.read_topic(
+        bootstrap, topic, security=security, max_partition_fetch_bytes=8 * 1024 * 1024
+    )
 
 
 # --- worker processes -------------------------------------------------------------------------
@@ -335,6 +345,9 @@ class Deployment:
     config_toml: str = ""
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     code_root: Path = ROOT  # the checkout whose ``wxsub`` the workers run (bench/ab.py)
+    # a secured cluster: its KafkaSettings (security, replication) and the workers' env for it
+    secure: KafkaSettings | None = None
+    secure_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def app_id(self) -> str:
@@ -342,9 +355,15 @@ class Deployment:
 
     @property
     def kafka(self) -> KafkaSettings:
+        if self.secure is not None:
+            return replace(self.secure, topic_prefix=f"b{self.uid}.", partitions=self.partitions)
         return KafkaSettings(
             bootstrap=self.bootstrap, topic_prefix=f"b{self.uid}.", partitions=self.partitions
         )
+
+    @property
+    def security(self) -> dict[str, Any]:
+        return security_kwargs(self.kafka)
 
     def topic(self, logical: str) -> str:
         return self.kafka.topic(logical)
@@ -365,6 +384,7 @@ class Deployment:
             "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
             "WXSUB_WORKER_WEB_PORT": str(port),
             "WXSUB_WORKER_PROCESSING_GUARANTEE": self.guarantee,
+            **self.secure_env,
             **self.extra_env,
         }
         if self.config_toml:

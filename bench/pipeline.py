@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from bench.common import Deployment, order_events, produce, read_topic
+from wxsub.settings import KafkaSettings
 
 __all__ = ["Pipeline", "run_pipeline"]
 
@@ -35,9 +36,12 @@ class Pipeline:
         users: int,
         guarantee: str,
         code_root: Path | None = None,
+        secure: tuple[KafkaSettings, dict[str, str]] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.dep = Deployment(bootstrap, workdir, guarantee=guarantee)
+        if secure is not None:
+            self.dep.secure, self.dep.secure_env = secure
         if code_root is not None:
             self.dep.code_root = code_root
         self.n, self.users = n, users
@@ -47,7 +51,8 @@ class Pipeline:
         await self.dep.seed_users(self.users, credits=self.n // self.users + 2)
         now = int(time.time() * 1000)
         events = order_events(self.n, self.users, now)
-        await produce(self.dep.bootstrap, ((self.dep.topic(t), k, v) for t, k, v in events))
+        entries = ((self.dep.topic(t), k, v) for t, k, v in events)
+        await produce(self.dep.bootstrap, entries, security=self.dep.security)
 
 
 async def run_pipeline(
@@ -58,9 +63,11 @@ async def run_pipeline(
     guarantee: str,
     profile: bool = False,
     code_root: Path | None = None,
+    secure: tuple[KafkaSettings, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """One run; ``code_root``: the checkout whose worker runs (default: this one)."""
-    pipe = Pipeline(bootstrap, workdir, n, users, guarantee, code_root)
+    """One run; ``code_root``: the checkout whose worker runs (default: this one);
+    ``secure``: a secured cluster's (KafkaSettings, worker env) (bench/secure.py)."""
+    pipe = Pipeline(bootstrap, workdir, n, users, guarantee, code_root, secure)
     await pipe.prepare()
     dep = pipe.dep
     worker = dep.start(STAGES, profile=workdir / "profile.txt" if profile else None)
@@ -112,9 +119,10 @@ async def _drain(worker: Any, n: int, samples: list[tuple[float, float]]) -> Non
 
 
 async def _stamps(dep: Deployment) -> dict[str, Any]:
-    cands = await read_topic(dep.bootstrap, dep.topic("candidates"))
-    intents = await read_topic(dep.bootstrap, dep.topic("intents"))
-    outcomes = await read_topic(dep.bootstrap, dep.topic("outcomes"))
+    sec = dep.security
+    cands = await read_topic(dep.bootstrap, dep.topic("candidates"), sec)
+    intents = await read_topic(dep.bootstrap, dep.topic("intents"), sec)
+    outcomes = await read_topic(dep.bootstrap, dep.topic("outcomes"), sec)
     last = [r.timestamp for r in intents + outcomes]
     return {
         "first": [r.timestamp for r in cands + outcomes] or [time.time() * 1000],

@@ -29,6 +29,10 @@ fi
 if [ -f deploy/prometheus/install.sh ]; then
   bash deploy/prometheus/install.sh
 fi
+# the support console's browser test runs Debian's chromium headless
+if [ -f scripts/install-chromium.sh ]; then
+  bash scripts/install-chromium.sh
+fi
 # The SDK interop probes (tests/interop: silenceper/wechat in Go, WxJava via Maven), built once
 # into ~/.cache/wxsub/interop keyed by their sources' hash: instant when nothing changed. A
 # missing toolchain is reported here and fails only the interop tests that need it.

@@ -27,6 +27,9 @@ _COMMANDS: list[str] = [
     "wxsub.worker",
     "wxsub.stats",
     "wxsub.config_cli",
+    "wxsub.pauses_cli",
+    "wxsub.support.trace",
+    "wxsub.support.replay",
     "wxsub_dev.demo.cli",
 ]
 

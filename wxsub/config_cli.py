@@ -38,6 +38,7 @@ from wxsub.liveconfig import (
 )
 from wxsub.merchants import Merchants, parse_merchants
 from wxsub.settings import Settings, load_settings
+from wxsub.streams.connection import client_kwargs
 from wxsub.streams.reading import read_topic
 from wxsub.streams.topics import ensure_topics
 from wxsub.tomlfile import read_toml
@@ -156,7 +157,7 @@ def _app_table(raw: Mapping[str, Any], words: tuple[str, ...]) -> dict[str, Any]
 async def _produce(settings: Settings, logical: str, items: list[tuple[str, bytes]]) -> None:
     """All of ``items`` in one transaction (followers read committed: all or nothing)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **client_kwargs(settings.kafka),
         transactional_id=f"{settings.worker.app_id}-config-{logical}",
         enable_idempotence=True,
         acks="all",

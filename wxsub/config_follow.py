@@ -32,6 +32,7 @@ from wxsub.liveconfig import (
     merchants_of,
 )
 from wxsub.merchants import MerchantConfig, Merchants
+from wxsub.streams.connection import security_kwargs
 from wxsub.streams.follow import TableFollower
 
 __all__ = ["LiveConfig"]
@@ -49,9 +50,14 @@ class LiveConfig:
         self.problems: list[Problem] = []
         self._series: set[tuple[str, str]] = set()
         kafka = env.settings.kafka
+        sec = security_kwargs(kafka)
         self.followers = (
-            TableFollower(kafka.bootstrap, env.topic("merchants"), self._on_merchants),
-            TableFollower(kafka.bootstrap, env.topic("templates"), self._on_templates),
+            TableFollower(
+                kafka.bootstrap, env.topic("merchants"), self._on_merchants, security=sec
+            ),
+            TableFollower(
+                kafka.bootstrap, env.topic("templates"), self._on_templates, security=sec
+            ),
         )
         self._rebuild()
 

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas import KINDS
 from wxsub.settings import Settings, load_settings
+from wxsub.streams.connection import client_kwargs
 
 __all__ = ["PROGRESS_INTERVAL_S", "check_line", "read_lines", "register", "run"]
 
@@ -206,7 +207,7 @@ async def _publish(
 
 async def _start_producer(settings: Settings) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **client_kwargs(settings.kafka),
         client_id="wxsub-publish",
         enable_idempotence=True,
         acks="all",

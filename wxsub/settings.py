@@ -32,6 +32,7 @@ __all__ = [
     "PushEndpoint",
     "Secret",
     "Settings",
+    "SupportSettings",
     "WeChatSettings",
     "WorkerSettings",
     "load_settings",
@@ -110,6 +111,7 @@ Port = Annotated[Int, _rule(lambda p: 0 < p < 65536, "must be a TCP port (1-6553
 NonEmpty = Annotated[str, _rule(lambda s: bool(s.strip()), "must not be empty")]
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
 OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
+OptionalSecret = Annotated[Secret | None, BeforeValidator(_empty_is_none)]
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -120,6 +122,42 @@ class KafkaSettings:
     replication_factor: Annotated[Int, Field(ge=1)] = 1
     producer_linger_s: Number = 0.01
     request_timeout_s: Number = 30.0
+    # connecting like a production client (docs/operations.md, "Securing Kafka")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: OptionalSecret = None  # "env:NAME" keeps it out of the file
+    ssl_cafile: OptionalPath = None  # PEM CA bundle (default: the system's)
+    ssl_certfile: OptionalPath = None  # PEM client certificate (mutual TLS)
+    ssl_keyfile: OptionalPath = None  # its PEM private key
+    ssl_key_password: OptionalSecret = None
+    ssl_check_hostname: bool = True
+    # false: the operator creates the topics; the worker only checks them (and says which lack)
+    create_topics: bool = True
+    # topic config for wxsub's topics (None: the broker's)
+    min_insync_replicas: Annotated[Int | None, BeforeValidator(_empty_is_none)] = None
+
+    def __post_init__(self) -> None:
+        isr = self.min_insync_replicas
+        if isr is not None and not 1 <= isr <= self.replication_factor:
+            raise Bad("min_insync_replicas", "must be >= 1 and <= kafka.replication_factor")
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.sasl_username:
+                raise Bad(
+                    "sasl_username", f"required with security_protocol {self.security_protocol}"
+                )
+            if not self.sasl_password:
+                raise Bad(
+                    "sasl_password",
+                    f"required with security_protocol {protocol} (a string or env:NAME)",
+                )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise Bad("ssl_certfile", "required when kafka.ssl_keyfile is set")
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise Bad(key, f"no such file: {path}")
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical one (``topic('intents')`` -> ``wxsub.intents``)."""
@@ -240,6 +278,34 @@ class DeliverySettings:
             raise Bad("backoff_max_ms", "must be >= delivery.backoff_base_ms")
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, config=STRICT)
+class SupportSettings:
+    """The support query API and console on each worker (docs/support.md). They show personal
+    data, so they are off by default, on loopback unless configured, and need ``token``
+    (``Authorization: Bearer``; give it as ``env:NAME``) on any other interface."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 6067
+    token: OptionalSecret = None
+    # how the other workers reach this one (default http://host:port); in its group metadata
+    advertised_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.host not in _LOOPBACK and not self.token:
+            raise Bad("token", "required when support.host is not a loopback address")
+
+    @property
+    def url(self) -> str:
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 @dataclass(frozen=True, config=STRICT)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -247,6 +313,7 @@ class Settings:
     wechat: WeChatSettings = field(default_factory=WeChatSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    support: SupportSettings = field(default_factory=SupportSettings)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some scalar fields replaced, validated like any other source."""
@@ -265,6 +332,7 @@ _SECTIONS: dict[str, Any] = {
     "wechat": WeChatSettings,
     "gateway": GatewaySettings,
     "delivery": DeliverySettings,
+    "support": SupportSettings,
 }
 
 

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from wxsub.agents.rules.stats import Row, RowKey, add_rows, decode_record, split_row
 from wxsub.errors import SetupError
 from wxsub.settings import KafkaSettings, load_settings
+from wxsub.streams.connection import security_kwargs
 from wxsub.streams.reading import read_topic
 
 __all__ = ["StatsTable", "format_table", "read_stats", "register"]
@@ -59,7 +60,9 @@ async def read_stats(kafka: KafkaSettings, timeout_s: float = 10.0) -> StatsTabl
     """Read the compacted ``stats`` topic to its current end and sum the partitions."""
     try:
         async with asyncio.timeout(timeout_s):
-            latest = await _read_latest(kafka.bootstrap, kafka.topic("stats"))
+            latest = await _read_latest(
+                kafka.bootstrap, kafka.topic("stats"), security_kwargs(kafka)
+            )
     except (KafkaError, TimeoutError) as exc:
         raise SetupError(f"cannot read {kafka.topic('stats')} from {kafka.bootstrap}") from exc
     per_key: dict[RowKey, list[Row]] = {}
@@ -69,10 +72,12 @@ async def read_stats(kafka: KafkaSettings, timeout_s: float = 10.0) -> StatsTabl
     return StatsTable({k: add_rows(rows) for k, rows in per_key.items()})
 
 
-async def _read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+async def _read_latest(
+    bootstrap: str, topic: str, security: dict[str, Any] | None = None
+) -> dict[bytes, bytes]:
     """The latest value per key of the compacted ``topic`` (a tombstone removes the key)."""
     latest: dict[bytes, bytes] = {}
-    for rec in await read_topic(bootstrap, topic):
+    for rec in await read_topic(bootstrap, topic, security=security):
         if rec.key is None:
             continue
         if rec.value is None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
 from wxsub.settings import Settings, load_settings
 from wxsub.stats import read_stats
+from wxsub.streams.connection import KafkaProbe, security_kwargs
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import Stage
@@ -51,7 +53,10 @@ class Worker:
     closers: list[Any] = field(default_factory=list)
     client: Any = None  # the WeChat client when this worker delivers
     live: LiveConfig | None = None  # the live merchant config and template lists
+    kind_pauses: Any = None  # the pauses in force (KindPauses), when this worker delivers
+    support: Any = None  # the SupportServer when support.enabled (docs/support.md)
     _token_counts: tuple[int, int] = (0, 0)
+    probe: KafkaProbe | None = None  # /health/ready: is Kafka reachable now
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -60,6 +65,10 @@ class Worker:
         if self.live is not None:  # the config live now, before any decision
             await self.live.start()
             follow = asyncio.create_task(self.live.run(), name="live-config")
+        pauses: asyncio.Task[None] | None = None
+        if self.kind_pauses is not None:  # the pauses in force, before any send
+            await self.kind_pauses.start()
+            pauses = asyncio.create_task(self.kind_pauses.run(), name="kind-pauses")
         site_runner = web.AppRunner(self.web_app(), access_log=None)
         await site_runner.setup()
         site = web.TCPSite(site_runner, settings.worker.web_host, settings.worker.web_port)
@@ -68,10 +77,19 @@ class Worker:
             "worker started",
             extra={"stages": [r.spec.name for r in self.runners], "port": settings.worker.web_port},
         )
+        if self.support is not None:
+            await self.support.start()
+            self.closers.append(self.support.stop)
         tasks = [asyncio.create_task(r.run(), name=f"stage-{r.spec.name}") for r in self.runners]
+        stopped = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # a stage's run() only returns early with a fatal error (AccessDenied): stop all
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise typing.cast(BaseException, t.exception())
         finally:
+            stopped.cancel()
             for r in self.runners:
                 await r.stop()
             _, pending = await asyncio.wait(tasks, timeout=15)
@@ -82,6 +100,14 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await follow
                 await self.live.stop()
+            if pauses is not None:
+                pauses.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pauses
+                await self.kind_pauses.stop()
+            if self.probe is not None:
+                with contextlib.suppress(Exception):
+                    await self.probe.close()
             for closer in self.closers:
                 with contextlib.suppress(Exception):
                     await closer()
@@ -92,6 +118,8 @@ class Worker:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/health/live", self._live)
+        app.router.add_get("/health/ready", self._ready)
         app.router.add_get("/stats", self._stats)
         return app
 
@@ -123,6 +151,20 @@ class Worker:
             metrics.token_refreshes.labels("ok").inc(fetches - old_fetches - failed)
             self._token_counts = (fetches, failures)
 
+    async def _live(self, request: web.Request) -> web.Response:
+        """Liveness: the process and its event loop answer (restart it when this fails)."""
+        return web.json_response({"live": True})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        """Readiness: every stage assigned and restored, and Kafka reachable now."""
+        stages = {r.spec.name: r.ready.is_set() for r in self.runners}
+        if self.probe is None:
+            self.probe = KafkaProbe(self.settings.kafka)
+        kafka_ok, why = await self.probe.check()
+        ok = kafka_ok and all(stages.values())
+        body = {"ready": ok, "kafka": why, "stages": stages}
+        return web.json_response(body, status=200 if ok else 503)
+
     async def _health(self, request: web.Request) -> web.Response:
         stages = {r.spec.name: r.ready.is_set() for r in self.runners}
         ok = all(stages.values())
@@ -139,6 +181,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     live = LiveConfig(env, merchants)
     closers: list[Any] = []
     client = None
+    kind_pauses = None
     agents: list[Stage] = []
     if "orders" in stages:
         agents.append(OrdersStage(env))
@@ -151,6 +194,7 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage, delivery_policy
+        from wxsub.agents.kind_pauses import KindPauses
         from wxsub.agents.templates_pull import TemplatePuller
         from wxsub.wechat.client import WeChatClient
 
@@ -158,7 +202,9 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         closers.append(client.aclose)
         interval = settings.worker.templates_pull_interval_s
         puller = TemplatePuller(env, client, live.live_templates, interval)
-        agents.append(DeliverStage(env, client, delivery_policy(settings.delivery), puller))
+        kind_pauses = KindPauses(env)
+        policy = delivery_policy(settings.delivery)
+        agents.append(DeliverStage(env, client, policy, puller, kind_pauses))
         max_batch["deliver"] = settings.worker.max_in_flight
     if "cards" in stages:
         from wxsub.agents.cards import CardStage
@@ -174,7 +220,15 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         _runner(settings, env, agent, max_batch.get(agent.spec.name, settings.worker.max_batch))
         for agent in agents
     ]
-    return Worker(settings, env, runners, closers, client, live)
+    worker = Worker(settings, env, runners, closers, client, live, kind_pauses)
+    if settings.support.enabled:
+        from wxsub.support.local import Local
+        from wxsub.support.web import SupportServer
+
+        by_stage = {r.spec.name: r for r in runners}
+        local = Local(by_stage, lambda: env.merchants, settings.kafka.partitions, env.clock)
+        worker.support = SupportServer(settings, local)
+    return worker
 
 
 def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> StageRunner:
@@ -199,6 +253,9 @@ def _runner(settings: Settings, env: StageEnv, agent: Stage, max_batch: int) -> 
         session_timeout_ms=settings.worker.session_timeout_ms,
         on_commit=on_commit,
         guarantee=settings.worker.processing_guarantee,
+        # where support queries for this member's partitions go (wxsub.support.routing)
+        member_data=settings.support.url.encode() if settings.support.enabled else b"",
+        security=security_kwargs(settings.kafka),
     )
 
 

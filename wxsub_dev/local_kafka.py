@@ -13,7 +13,6 @@ waits until the broker answers a metadata request::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import base64
@@ -25,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +31,7 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from wxsub.errors import SetupError
@@ -444,45 +442,11 @@ def _previous_controller_port(props: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-# -- `wxsub kafka up` ---------------------------------------------------------------------------
+# -- `wxsub kafka up` (wxsub_dev/kafka_cli.py) ---------------------------------------------------
 
 
 def register(subparsers: Any) -> None:
-    """Add ``wxsub kafka up``."""
-    kafka = subparsers.add_parser("kafka", help="run a local Apache Kafka broker")
-    sub = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
-    up = sub.add_parser(
-        "up",
-        help="run one single-node broker in the foreground until Ctrl-C",
-        description="Run a single-node Apache Kafka (KRaft) on 127.0.0.1 until Ctrl-C/SIGTERM.",
-    )
-    up.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
-    up.add_argument(
-        "--data-dir", default=None, help="keep data here across runs (default: a temporary dir)"
-    )
-    up.set_defaults(func=_cmd_up)
+    """Add ``wxsub kafka up`` (one broker, or ``--cluster``: the secured three-broker one)."""
+    from wxsub_dev.kafka_cli import register as register_cli
 
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
-    try:
-        kafka.start()
-        print(f"kafka {KAFKA_VERSION} up: bootstrap {kafka.bootstrap}", flush=True)
-        print(f"broker log: {kafka.log_file}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        while not stop.wait(0.5) and kafka.running:
-            pass
-        if stop.is_set():
-            return 0
-        print(f"wxsub: kafka exited on its own:\n{_tail(kafka.log_file)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        kafka.stop()
-        signal.signal(signal.SIGTERM, previous)
+    register_cli(subparsers)

@@ -253,9 +253,10 @@ def build_stage(
     policy: DeliveryPolicy = FAST,
     client_class: type[WeChatClient] = WeChatClient,
     env_class: type[StageEnv] = StageEnv,
+    merchants: Merchants | None = None,
 ) -> tuple[DeliverStage, WeChatClient, WorkerMetrics]:
     metrics = WorkerMetrics()
-    env = env_class(settings, Merchants({}), metrics)
+    env = env_class(settings, merchants or Merchants({}), metrics)
     client = client_class(settings.wechat)
     return DeliverStage(env, client, policy), client, metrics
 
@@ -280,9 +281,11 @@ async def run_stage(
     policy: DeliveryPolicy = FAST,
     client_class: type[WeChatClient] = WeChatClient,
     env_class: type[StageEnv] = StageEnv,
+    merchants: Merchants | None = None,
 ) -> AsyncIterator[tuple[DeliverStage, WorkerMetrics]]:
-    """The deliver stage running in this process until the block ends."""
-    stage, client, metrics = build_stage(settings, policy, client_class, env_class)
+    """The deliver stage running in this process until the block ends (``merchants``: the
+    config its send-time guards read; none by default, so nothing is guarded)."""
+    stage, client, metrics = build_stage(settings, policy, client_class, env_class, merchants)
     runner = make_runner(settings, stage, state_dir)
     task = asyncio.create_task(runner.run())
     try:

@@ -70,6 +70,7 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.quota_paused.labels("wxB").set(0)
     m.config_version.set(7)
     m.kind_disabled.labels("wxA", "logistics").set(1)
+    m.kind_paused.labels("wxA", "promotion").set(1)
     m.template_pulls.labels("ok").inc()
     m.cards.labels("activated", "").inc()
     m.cards.labels("fallback", "85433").inc()

@@ -11,7 +11,7 @@ import sys
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from tests.fixtures.kafka_helpers import read_all
 from wxsub.schemas.internal import Intent, Outcome, decode_internal
 from wxsub.settings import KafkaSettings
+from wxsub.streams.connection import client_kwargs, security_kwargs
 
 __all__ = ["Deployment", "crc32_partition", "free_port", "misrouted_total", "workers_at_version"]
 
@@ -45,9 +46,15 @@ class Deployment:
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     web_ports: dict[int, int] = field(default_factory=dict)  # worker index -> /metrics port
+    # a secured cluster (tests/cluster): its KafkaSettings and the workers' WXSUB_KAFKA_* env
+    secure: KafkaSettings | None = None
+    secure_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def kafka(self) -> KafkaSettings:
+        if self.secure is not None:
+            prefix = f"t{self.uid}."
+            return replace(self.secure, topic_prefix=prefix, partitions=self.partitions)
         return KafkaSettings(
             bootstrap=self.bootstrap, topic_prefix=f"t{self.uid}.", partitions=self.partitions
         )
@@ -65,6 +72,7 @@ class Deployment:
             "WXSUB_WORKER_STATE_DIR": str(self.workdir / f"state{index}"),
             "WXSUB_WORKER_WEB_PORT": str(self.web_ports.setdefault(index, free_port())),
             "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
+            **self.secure_env,
             **self.extra_env,
         }
 
@@ -113,7 +121,7 @@ class Deployment:
         partitions)`` picks each record's partition explicitly (default: the producer's,
         murmur2); :func:`crc32_partition` is librdkafka's default, as a Go or C shop's is."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+            **client_kwargs(self.kafka), enable_idempotence=True, acks="all", linger_ms=5
         )
         await producer.start()
         n = 0
@@ -129,7 +137,12 @@ class Deployment:
         return n
 
     async def read(self, logical: str) -> list[bytes]:
-        recs = await read_all(self.bootstrap, self.kafka.topic(logical), isolation="read_committed")
+        recs = await read_all(
+            self.bootstrap,
+            self.kafka.topic(logical),
+            isolation="read_committed",
+            security=security_kwargs(self.kafka),
+        )
         return [r.value for r in recs]
 
     async def intents(self) -> list[Intent]:

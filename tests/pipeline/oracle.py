@@ -38,6 +38,10 @@ Which parts depend on the wall clock, and how a test drives them:
 - quiet hours are decided on event time; the release time is in the past for generated logs,
   so the pipeline releases them at its first timer tick;
 - orphans: the pipeline needs ``orphan_after_s`` + a tick after the last logistics event;
+- the deliver stage's send-time guards (rules/guards.py: paused kinds, staleness and quiet
+  hours on the wall clock of the send) act after the intents it predicts: generated logs are
+  fresh by days and their quiet window ended hours before ``now_ms``, so every intent passes
+  them; tests/deliver/test_deliver_guards.py and test_deliver_pauses.py check them;
 - corrections from delivery (43101, refused sends) are not modelled: the sandbox must accept
   every send during the comparison, or the comparison must stop at intents before delivery
   feeds corrections back (they only matter to later candidates of the same user).
@@ -52,6 +56,7 @@ from typing import Any, Protocol
 
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules import orders, subscriptions, watches
+from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
@@ -123,6 +128,8 @@ class Expected:
     outcomes: Counter[OutcomeKey] = field(default_factory=Counter)
     dlq: int = 0
     all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
+    # user key -> the decisions kept in the user's state (rules/history.py), timer releases last
+    histories: dict[str, list[Decided]] = field(default_factory=dict)
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...], int]]:
         """Notification id -> (send body, source event ids, config version): what intents are
@@ -277,5 +284,11 @@ class _Sim:
             appid = key.split(":", 1)[0]
             decision = dec.on_timer(state, self.m.app(appid), at)
             self.users[key] = decision.state
+            # (the history as of the log's now, plus the releases: at _FOREVER the history's
+            # retention would forget the rest)
+            appid, openid = key.split(":", 1)
+            now = decisions(state.history, appid, openid)
+            later = decisions(decision.state.history, appid, openid)
+            self.out.histories[key] = now + [d for d in later if d.reason == "released"]
             for i in decision.intents:
                 self.intent(i)

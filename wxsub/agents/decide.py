@@ -99,7 +99,8 @@ class DecideStage:
                 logical = self.env.logical(rec.topic)
                 if logical == "corrections":
                     corr = decode_internal(Correction, rec.value)
-                    users.put(rec.key, apply_correction(users.get(rec.key), corr))
+                    cfg = merchants.app(corr.appid)
+                    users.put(rec.key, apply_correction(users.get(rec.key), corr, cfg, now))
                 else:
                     await self._state_event(ctx, users, rec, now)
             except Exception as exc:  # a bug must not stop the partition: DLQ, go on

@@ -31,8 +31,10 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
+from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
+from wxsub.agents.rules import guards, pauses
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
 from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
@@ -83,8 +85,11 @@ class DeliverStage:
         client: WeChatClient,
         policy: rules.DeliveryPolicy | None = None,
         puller: TemplatePuller | None = None,
+        kind_pauses: KindPauses | None = None,
     ) -> None:
         self.env = env
+        # the pauses in force (the worker follows the pauses topic; alone: only its own trips)
+        self.kind_pauses = kind_pauses or KindPauses(env, follow=False)
         self.client = client
         self.puller = puller  # the scheduled template pull (partition 0's timer)
         resend = env.settings.worker.in_doubt_policy == "resend"
@@ -146,6 +151,7 @@ class DeliverStage:
             await self._step(ctx, ledger, entry, step, pending)
         await self._deliver(ctx, ledger, pending)
         self._backlog.recount(ctx.partition, ledger)
+        self.kind_pauses.refresh()  # the gauge's series follow the live config
         if self.puller is not None:
             await self.puller.maybe_pull(ctx, now_ms)
 
@@ -184,10 +190,16 @@ class DeliverStage:
         wave's calls start once the turn has committed (see the module docstring)."""
         waves = _waves(pending)
         paused_until = self._pauses.until
+        merchants, why = self.env.merchants, self.kind_pauses.why
         for n, wave in enumerate(waves, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
+                cfg, paused_kind = merchants.app(base.appid), why(base.appid, base.kind)
+                held = guards.at_send(base, cfg, now, paused_kind)  # every send
+                if held is not None:
+                    await self._apply(ctx, ledger, old, held)
+                    continue
                 paused = paused_until(base.appid, now)
                 if paused is not None:
                     await self._apply(ctx, ledger, old, rules.defer(base, paused, now))
@@ -248,6 +260,11 @@ class DeliverStage:
         for attempt, step, errcode in answered:
             await self._apply(ctx, ledger, attempt, step)
             tally(ctx, sends, step.result, errcode, attempt.template_id)
+            code = step.entry.errcode if step.entry is not None else None
+            pause = pauses.on_errcode(attempt.appid, attempt.kind, code, self.env.clock())
+            if pause is not None:  # 43107 / 45168: the kind stops here and on every worker
+                await ctx.send(self.env.topic("pauses"), pause.key, pauses.encode_pause(pause))
+                self.kind_pauses.trip(pause)
 
     async def _step(
         self,

@@ -22,6 +22,7 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
@@ -65,8 +66,15 @@ class StatsStage:
         for key, delta in rows.items():
             raw = store.get(_ROW + key.encode())
             row = orjson.loads(raw) if raw else {}
-            store.put(_ROW + key.encode(), orjson.dumps(rules.add_rows((row, delta))))
+            after = rules.add_rows((row, delta))
+            store.put(_ROW + key.encode(), orjson.dumps(after))
             store.put(_DIRTY + key.encode(), b"")
+            if delta.get("feedback"):  # users answering our sends with rejects: pause?
+                cfg = self.env.merchants.app(key.appid)
+                now = self.env.clock()
+                for p in pauses.feedback_trips(row, after, key.appid, key.template, cfg,
+                                               pauses.DEFAULT_THRESHOLDS, now):  # fmt: skip
+                    await ctx.send(self.env.topic("pauses"), p.key, pauses.encode_pause(p))
 
     def _count(
         self, store: PartitionStore, rows: dict[rules.RowKey, rules.Row], o: Outcome

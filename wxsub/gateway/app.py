@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -55,17 +55,39 @@ def create_gateway_app(
     registry: CollectorRegistry,
     *,
     clock: Callable[[], float] = time.time,
+    probe: ReadinessProbe | None = None,
 ) -> web.Application:
-    """The gateway's aiohttp application; ``producer`` must be started by the caller."""
+    """The gateway's aiohttp application; ``producer`` must be started by the caller.
+
+    ``probe`` (a :class:`wxsub.streams.connection.KafkaProbe`) backs ``/health/ready``: 503
+    while Kafka is unreachable, so a load balancer sends WeChat's pushes elsewhere."""
     gw = settings.gateway
     handler = _PushHandler(gw, _endpoints(gw), producer, GatewayMetrics(registry), clock)
     app = web.Application(client_max_size=gw.max_body_bytes)
     app.router.add_get("/health", handler.health)
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/health/ready", _readiness(probe))
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     for path in (PUSH_PATH, PUSH_PATH + "/{appid}"):
         app.router.add_get(path, handler.verify)
         app.router.add_post(path, handler.push)
     return app
+
+
+class ReadinessProbe(Protocol):
+    async def check(self) -> tuple[bool, str]: ...
+
+
+async def _live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+def _readiness(probe: ReadinessProbe | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def ready(request: web.Request) -> web.Response:
+        ok, why = (True, "not probed") if probe is None else await probe.check()
+        return web.json_response({"ready": ok, "kafka": why}, status=200 if ok else 503)
+
+    return ready
 
 
 @dataclass(frozen=True, slots=True)

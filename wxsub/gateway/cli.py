@@ -16,6 +16,7 @@ from wxsub.gateway.app import PUSH_PATH, create_gateway_app
 from wxsub.gateway.producer import SubscriptionProducer
 from wxsub.logs import setup_logging
 from wxsub.settings import Settings, load_settings
+from wxsub.streams.connection import KafkaProbe
 
 __all__ = ["register", "serve"]
 
@@ -52,7 +53,9 @@ async def serve(
     stop = stop or _signal_event()
     producer = SubscriptionProducer.from_settings(settings)
     await producer.start()
-    runner = web.AppRunner(create_gateway_app(settings, producer, registry), access_log=None)
+    probe = KafkaProbe(settings.kafka)
+    app = create_gateway_app(settings, producer, registry, probe=probe)
+    runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
         gw = settings.gateway
@@ -64,6 +67,7 @@ async def serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        await probe.close()
         await producer.stop()
 
 

@@ -8,14 +8,15 @@ i.e. after every record of the push is confirmed by all in-sync replicas. Any ai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from wxsub.errors import ProduceError
 from wxsub.settings import Settings
+from wxsub.streams.connection import security_kwargs
 
 __all__ = ["RecordSink", "SubscriptionProducer"]
 
@@ -37,6 +38,7 @@ class SubscriptionProducer:
         timeout_s: float = 4.0,
         linger_s: float = 0.0,
         client_id: str = "wxsub-gateway",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
@@ -47,6 +49,7 @@ class SubscriptionProducer:
             enable_idempotence=True,
             linger_ms=int(linger_s * 1000),
             request_timeout_ms=max(1000, int(timeout_s * 1000)),
+            **(security or {}),
         )
 
     @classmethod
@@ -56,6 +59,7 @@ class SubscriptionProducer:
             settings.kafka.topic("subscriptions"),
             timeout_s=settings.gateway.produce_timeout_s,
             linger_s=settings.kafka.producer_linger_s,
+            security=security_kwargs(settings.kafka),
         )
 
     async def start(self) -> None:

@@ -33,8 +33,10 @@ class TableFollower:
         topic: str,
         on_change: Callable[[Mapping[bytes, bytes]], None],
         poll_ms: int = 500,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = dict(security or {})  # connection.security_kwargs
         self.topic = topic
         self.on_change = on_change
         self.poll_ms = poll_ms
@@ -43,11 +45,11 @@ class TableFollower:
         self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
-        self._tps = [TopicPartition(self.topic, p)
-                     for p in await partitions_of(self.bootstrap, self.topic)]  # fmt: skip
+        parts = await partitions_of(self.bootstrap, self.topic, self.security)
+        self._tps = [TopicPartition(self.topic, p) for p in parts]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-            enable_auto_commit=False, group_id=None,
+            enable_auto_commit=False, group_id=None, **self.security,
         )  # fmt: skip
         await consumer.start()
         consumer.assign(self._tps)

@@ -116,6 +116,13 @@ class WorkerMetrics:
         self.quota_paused = Gauge(
             "wxsub_quota_paused", "1 while an appid is paused on 45009", ["appid"], registry=r
         )
+        self.kind_paused = Gauge(
+            "wxsub_kind_paused",
+            "1 while a kind is paused for a mini program (43107, 45168, feedback or an operator; "
+            "`wxsub pauses`), by appid and kind",
+            ["appid", "kind"],
+            registry=r,
+        )
         self.config_version = Gauge(
             "wxsub_config_version",
             "The live merchant-config version this worker decides with (0: the bootstrap file)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,11 @@ class PartitionOpener:
         state_dir: Path,
         changelog_topic: Callable[[str, str], str],
         eos: bool,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self._spec = spec
         self._bootstrap = bootstrap
+        self._security = dict(security or {})  # connection.security_kwargs
         self._app_id = app_id
         self._group_id = f"{app_id}-{spec.name}"
         self._state_dir = state_dir
@@ -138,6 +140,7 @@ class PartitionOpener:
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
             **txn,
+            **self._security,
         )
         await producer.start()  # EOS: InitProducerId fences the previous owner of p
         return producer
@@ -158,7 +161,7 @@ class PartitionOpener:
         }
         if not stores:
             return
-        restorer = await restore_consumer(self._bootstrap)
+        restorer = await restore_consumer(self._bootstrap, self._security)
         try:
             await restore_all(restorer, stores)
         finally:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from wxsub.streams.flow import InputFlow
+from wxsub.streams.membership import assignor_with
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.stage import StageSpec
 from wxsub.streams.turns import Turns
@@ -45,7 +47,10 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         session_timeout_ms: int,
         ready: asyncio.Event,
         stopping: asyncio.Event,
+        member_data: bytes = b"",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        self._security = dict(security or {})  # connection.security_kwargs
         self._spec = spec
         self._state = state
         self._opener = opener
@@ -59,6 +64,8 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._ready = ready  # set once partitions are assigned and restored
         self._stopping = stopping
         self._lock = asyncio.Lock()
+        # the range assignor; ``member_data`` rides in the group metadata (membership.py)
+        self._assignor = assignor_with(member_data)
 
     async def run_once(self) -> None:
         """Join the group and poll until stopped or a turn failed (raised)."""
@@ -111,13 +118,14 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(self._assignor,),
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(500, self._session_timeout_ms // 4),
             rebalance_timeout_ms=120_000,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self._poll_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self._security,
         )
 
     # --- rebalancing --------------------------------------------------------------------------

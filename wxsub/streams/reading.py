@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -19,9 +20,11 @@ from wxsub.errors import SetupError
 __all__ = ["partitions_of", "read_topic"]
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> list[int]:
     """Partition ids of ``topic``; SetupError when it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         (desc,) = await admin.describe_topics([topic])
@@ -37,13 +40,15 @@ async def read_topic(
     topic: str,
     isolation: str = "read_committed",
     timeout: float | None = None,
+    security: Mapping[str, Any] | None = None,
     **consumer_kw: Any,
 ) -> list[ConsumerRecord[Any, Any]]:
     """Every record of ``topic`` from the start up to its current end, in partition then offset
     order (``timeout``: seconds before TimeoutError; None waits)."""
-    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, security)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **(security or {}),
         isolation_level=isolation,
         enable_auto_commit=False,
         **consumer_kw,

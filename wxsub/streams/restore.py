@@ -13,6 +13,8 @@ and the next ListOffsets queued behind it on the same connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,9 +25,12 @@ __all__ = ["restore_all", "restore_consumer"]
 log = logging.getLogger(__name__)
 
 
-async def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
+async def restore_consumer(
+    bootstrap: str, security: Mapping[str, Any] | None = None
+) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **(security or {}),
         isolation_level="read_committed",
         enable_auto_commit=False,
         group_id=None,

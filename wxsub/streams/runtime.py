@@ -50,15 +50,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from wxsub.streams import aiokafka_tuning
+from wxsub.streams.connection import access_denied
 from wxsub.streams.flow import InputFlow
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.poll import PollLoop
 from wxsub.streams.stage import Stage
+from wxsub.streams.store import CommittedView
 from wxsub.streams.transaction import Transactor
 from wxsub.streams.turns import Turns
 
@@ -87,10 +89,13 @@ class StageRunner:
         session_timeout_ms: int = 10000,
         on_commit: Callable[[int, int], None] | None = None,
         guarantee: Guarantee = "exactly_once",
+        member_data: bytes = b"",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.stage = stage
         self.spec = stage.spec
         self.bootstrap = bootstrap
+        self._security = dict(security or {})
         self.group_id = f"{app_id}-{self.spec.name}"
         self.app_id = app_id
         self.state_dir = state_dir / self.spec.name
@@ -112,6 +117,7 @@ class StageRunner:
             state_dir=self.state_dir,
             changelog_topic=changelog_topic,
             eos=eos,
+            security=security,
         )
         self._poll = PollLoop(
             self.spec,
@@ -126,6 +132,8 @@ class StageRunner:
             session_timeout_ms=session_timeout_ms,
             ready=self.ready,
             stopping=self._stopping,
+            member_data=member_data,
+            security=security,
         )
 
     @property
@@ -140,7 +148,15 @@ class StageRunner:
                 await self._poll.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                denied = access_denied(exc, self._security, self._resource(exc))
+                if denied is not None:  # retrying cannot help: say so once and stop
+                    log.error(
+                        "stage stopped", extra={"stage": self.spec.name, "error": str(denied)}
+                    )
+                    with contextlib.suppress(Exception):
+                        await self._poll.teardown()
+                    raise denied from None
                 log.exception("stage failed; restarting", extra={"stage": self.spec.name})
                 await self._poll.teardown()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -149,6 +165,26 @@ class StageRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    def committed_store(self, partition: int, name: str) -> CommittedView | None:
+        """A read-only view of store ``name`` of ``partition`` as of its last commit, while this
+        runner has the partition open and restored (else None). Reads never see a batch's
+        uncommitted writes (store.py); read it without awaiting in between, as the partition
+        may be closed at any ``await``."""
+        unit = self._state.units.get(partition)
+        if unit is None or name not in unit.stores:
+            return None
+        return unit.stores[name].committed()
+
+    def _resource(self, exc: BaseException) -> str:
+        """The Kafka resource a denial of this stage's clients is about, for the message."""
+        text = f"{exc} {exc.__cause__ or ''}"
+        if "Group" in text or "Group" in type(exc).__name__:
+            return f"Group:{self.group_id}"
+        if "TransactionalId" in text or "TransactionalId" in type(exc).__name__:
+            return f"TransactionalId:{self.app_id}-{self.spec.name}-<partition> (prefix)"
+        inputs = ", ".join(self.spec.inputs)
+        return f"Topic:{inputs} (read) or this stage's output/changelog topics (write)"
 
     def lag(self) -> int:
         """Records behind the input's high watermark, over this runner's partitions (from the

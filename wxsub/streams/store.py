@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-__all__ = ["PartitionStore"]
+__all__ = ["CommittedView", "PartitionStore"]
 
 _CHECKPOINT = b"\x00wxsub:checkpoint"
 
@@ -136,5 +136,35 @@ class PartitionStore:
     def set_checkpoint(self, offset: int) -> None:
         self._db.put(_CHECKPOINT, str(offset).encode())
 
+    def committed(self) -> CommittedView:
+        """Reads of the committed state only (for queries, beside the stage)."""
+        return CommittedView(self._db)
+
     def close(self) -> None:
         self._db.close()
+
+
+class CommittedView:
+    """Reads of a store's committed state only (RocksDB, never the overlay): what a query may
+    see while the stage's transactions run. The overlay reaches RocksDB in one WriteBatch after
+    its commit, so a read sees a batch entirely or not at all."""
+
+    def __init__(self, db: Rdict) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def scan(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` committed entries whose key starts with ``prefix``, in key order."""
+        out: list[tuple[bytes, bytes]] = []
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid() and len(out) < limit:
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            out.append((key, it.value()))
+            it.next()
+        return out

@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from wxsub.errors import SetupError
 from wxsub.settings import KafkaSettings
+from wxsub.streams.connection import access_denied, client_kwargs
 
-__all__ = ["CHANGELOG_STORES", "TOPICS", "TopicDef", "changelog_name", "ensure_topics"]
+__all__ = [
+    "CHANGELOG_STORES",
+    "TOPICS",
+    "TopicDef",
+    "changelog_name",
+    "ensure_topics",
+    "topic_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,8 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("card-ops", "user key appid:openid"),
     TopicDef("card-events", "user key appid:openid"),  # produced by the gateway
     TopicDef("card-results", "order key appid:order_id"),
+    # kind pauses (wxsub.agents.rules.pauses): followed whole by every worker
+    TopicDef("pauses", "appid|kind", compacted=True, single=True),
 )
 
 # stage -> stores; each has a compacted changelog topic
@@ -94,6 +104,8 @@ def _all_topics(kafka: KafkaSettings, app_id: str) -> list[NewTopic]:
 def _new(
     kafka: KafkaSettings, name: str, configs: dict[str, str], partitions: int | None = None
 ) -> NewTopic:
+    if kafka.min_insync_replicas is not None:
+        configs = {**configs, "min.insync.replicas": str(kafka.min_insync_replicas)}
     return NewTopic(
         name=name,
         num_partitions=partitions or kafka.partitions,
@@ -123,23 +135,48 @@ async def _check_partitions(admin: Any, kafka: KafkaSettings, names: list[str]) 
         )
 
 
+def topic_names(kafka: KafkaSettings, app_id: str) -> list[str]:
+    """Every topic a worker with ``app_id`` uses (what an operator creates beforehand)."""
+    return [t.name for t in _all_topics(kafka, app_id)]
+
+
 async def ensure_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
-    """Create every missing topic with its settings; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
+    """Create every missing topic with its settings; returns the names created.
+
+    With ``kafka.create_topics = false`` nothing is created: a missing topic is a SetupError
+    naming every missing one. An authentication or authorization failure is an
+    :class:`~wxsub.streams.connection.AccessDenied` naming the principal and the missing ACL."""
+    kw = client_kwargs(kafka)
+    admin = AIOKafkaAdminClient(request_timeout_ms=int(kafka.request_timeout_s * 1000), **kw)
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = _all_topics(kafka, app_id)
         single = {kafka.topic(t.name) for t in TOPICS if t.single}
         joined = [t.name for t in wanted if t.name in existing and t.name not in single]
         await _check_partitions(admin, kafka, joined)
         missing = [t for t in wanted if t.name not in existing]
+        if missing and not kafka.create_topics:
+            names = ", ".join(t.name for t in missing)
+            raise SetupError(
+                f"kafka.create_topics is false and {len(missing)} topic(s) are missing (or not "
+                f"visible: DESCRIBE ACL): {names}; create them with {kafka.partitions} partitions "
+                "(docs/operations.md, operator-created topics)"
+            )
         if missing:
             try:
-                await admin.create_topics(missing)
+                resp = await admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another worker raced us
-                pass
+                resp = None
+            for name, code, *_ in getattr(resp, "topic_errors", ()):
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise for_code(code)(f"creating topic {name}")
             log.info("topics created", extra={"topics": [t.name for t in missing]})
         return [t.name for t in missing]
+    except Exception as exc:
+        denied = access_denied(exc, kw, f"Topic:{kafka.topic_prefix}* (create/describe)")
+        if denied is not None:
+            raise denied from None
+        raise
     finally:
         await admin.close()

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from wxsub.schemas import decode_topic
 from wxsub.stats import format_table, read_stats
+from wxsub.streams.connection import client_kwargs
 from wxsub_dev.demo.report import Accounting, account, read_intents, read_outcomes, read_values
 from wxsub_dev.demo.shop import APPID, TEMPLATES, Published, Shop
 from wxsub_dev.demo.stack import Stack
@@ -90,7 +91,7 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> Accounting | 
     try:
         async with Stack(workdir, shop, opts.workers, bootstrap=opts.bootstrap) as stack:
             producer = AIOKafkaProducer(
-                bootstrap_servers=stack.kafka.bootstrap, enable_idempotence=True, acks="all"
+                **client_kwargs(stack.kafka), enable_idempotence=True, acks="all"
             )
             await producer.start()
             try:

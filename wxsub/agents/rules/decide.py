@@ -30,10 +30,19 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import replace
 
+from wxsub.agents.rules import history as hist
 from wxsub.agents.rules.common import outcome
 from wxsub.agents.rules.content import WordMatcher, matcher
 from wxsub.agents.rules.render import Invalid, render
-from wxsub.agents.rules.subscriptions import Deferred, Held, Send, UserState, add_credit, prune
+from wxsub.agents.rules.subscriptions import (
+    Deferred,
+    Held,
+    Send,
+    UserState,
+    add_credit,
+    prune,
+    with_history,
+)
 from wxsub.memo import remember
 from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import Candidate, Intent, Outcome, OutcomeReason, notification_id
@@ -54,7 +63,29 @@ class Decision:
 
 
 def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
-    """Decide one candidate for one user (pure: same inputs, same result)."""
+    """Decide one candidate for one user (pure: same inputs, same result); what was decided
+    joins the user's history (rules/history.py)."""
+    d = _decide(state, cand, cfg, now_ms)
+    subject = cand.subject
+    noted = [
+        hist.entry(o.at, o.event_id, o.kind, subject, o.reason, o.template_id,
+                   o.notification_id, o.detail)
+        for o in d.outcomes
+    ]  # fmt: skip
+    for i in d.intents:
+        noted.append(hist.entry(now_ms, i.event_ids[-1], i.kind, subject, hist.INTENT,
+                                i.template_id, i.notification_id))  # fmt: skip
+    if not d.intents and not any(o.event_id == cand.event_id for o in d.outcomes):
+        held = _held_for(d.state, cand)  # not suppressed, not sent: held for collapse
+        if held is not None:
+            h = held.intent
+            until = f"until {held.until}"
+            noted.append(hist.entry(now_ms, cand.event_id, cand.kind, subject, hist.HELD,
+                                    h.template_id, h.notification_id, until))  # fmt: skip
+    return Decision(with_history(d.state, noted, cfg, now_ms), d.intents, d.outcomes)
+
+
+def _decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
     kind = cfg.kind(cand.kind) if cfg is not None else None
     version = cfg.version if cfg is not None else 0
 
@@ -112,6 +143,7 @@ def _with_seen(state: UserState, nid: str, at: int) -> UserState:
     return UserState(
         state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
         {**state.seen, nid: at}, state.consumed, state.sends, state.held, state.deferred,
+        state.history,
     )  # fmt: skip
 
 
@@ -225,7 +257,7 @@ def _dispatch(
         intents = (intent,)
     new = UserState(
         credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
-        state.seen, consumed, sends, held_all, deferred,
+        state.seen, consumed, sends, held_all, deferred, state.history,
     )  # fmt: skip
     return Decision(new, intents, outs)
 
@@ -293,4 +325,11 @@ def on_timer(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> Decis
         held=tuple(h for h in state.held if h.until > now_ms),
     )
     intents = tuple(d.intent for d in due_d) + tuple(h.intent for h in due_h)
-    return Decision(prune(new, cfg, now_ms), intents=intents)
+    subjects = [""] * len(due_d) + [h.subject for h in due_h]
+    noted = [
+        hist.entry(now_ms, i.event_ids[-1], i.kind, subject, hist.RELEASED, i.template_id,
+                   i.notification_id)
+        for i, subject in zip(intents, subjects, strict=True)
+    ]  # fmt: skip
+    new = with_history(prune(new, cfg, now_ms), noted, cfg, now_ms)
+    return Decision(new, intents=intents)

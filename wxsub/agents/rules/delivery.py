@@ -136,6 +136,7 @@ class Entry:
     errcode: int | None = None
     at: int = 0  # wall ms of the last change
     intent: Intent | None = None
+    reconciled: bool = False  # settled from WeChat's receipt (support traces show it)
 
     @property
     def user(self) -> str:
@@ -347,6 +348,7 @@ def on_receipt(entry: Entry, receipt: Receipt, now_ms: int) -> Step:
         due=None,
         at=now_ms,
         intent=None,
+        reconciled=True,
     )
     if ok:
         reason, result = OutcomeReason.RECONCILED_SENT, StepResult.RECONCILED_SENT

@@ -138,6 +138,10 @@ def _delivery(o: Outcome, key: RowKey) -> Update:
         return Update(key, (failed, "reconciled"))
     if o.reason == OutcomeReason.IN_DOUBT:
         return Update(key, ("in_doubt",))
+    if o.reason == OutcomeReason.QUIET_HOURS_DEFERRED:  # send-time guards (rules/guards.py)
+        return Update(key, ("deferred",))
+    if o.reason in (OutcomeReason.STALE, OutcomeReason.PAUSED):
+        return Update(key, (f"suppressed:{o.reason}",))
     return Update(key)  # not a send result
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from wxsub.agents.rules import history as hist
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.memo import remember
 from wxsub.merchants import MerchantConfig
@@ -60,6 +61,7 @@ __all__ = [
     "encode_user",
     "intent_from_dict",
     "prune",
+    "with_history",
 ]
 
 STAGE = "decide"
@@ -118,6 +120,8 @@ class UserState:
     sends: tuple[Send, ...] = ()
     held: tuple[Held, ...] = ()
     deferred: tuple[Deferred, ...] = ()
+    # the last decisions, oldest first, in their stored form (rules/history.py)
+    history: str = ""
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> UserState:
@@ -125,7 +129,7 @@ class UserState:
         takes ``doc``'s dicts over, so pass a freshly decoded one (as :func:`decode_user` does).
         """
         get = doc.get
-        sends, held, deferred = get("sends"), get("held"), get("deferred")
+        sends, held, deferred, history = get("sends"), get("held"), get("deferred"), get("history")
         return cls(
             get("credits") or {},
             tuple(get("muted_templates") or ()),
@@ -137,6 +141,7 @@ class UserState:
             tuple([_send(s) for s in sends]) if sends else (),
             tuple([Held.from_dict(h) for h in held]) if held else (),
             tuple([Deferred.from_dict(d) for d in deferred]) if deferred else (),
+            history or "",
         )
 
     def credit(self, template_id: str) -> int:
@@ -197,6 +202,8 @@ def encode_user(state: UserState) -> bytes:
         doc["held"] = state.held
     if state.deferred:
         doc["deferred"] = state.deferred
+    if state.history:
+        doc["history"] = state.history
     return encode_internal(doc)
 
 
@@ -253,8 +260,26 @@ def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserStat
         return state
     return UserState(
         state.credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
-        consumed, sends, state.held, state.deferred,
+        consumed, sends, state.held, state.deferred, state.history,
     )  # fmt: skip
+
+
+def with_history(
+    state: UserState, entries: list[list[Any]], cfg: MerchantConfig | None, now_ms: int
+) -> UserState:
+    """``state`` with ``entries`` added to its history (rules/history.py)."""
+    history = hist.add(state.history, entries, now_ms - _spans(cfg)[0])
+    return UserState(
+        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
+        state.seen, state.consumed, state.sends, state.held, state.deferred, history,
+    )  # fmt: skip
+
+
+def _noted(state: UserState, o: Outcome, subject: str, cfg: MerchantConfig | None,
+           now_ms: int) -> tuple[UserState, Outcome]:  # fmt: skip
+    """A state event's result, with its outcome in the history."""
+    e = hist.entry(now_ms, o.event_id, o.kind, subject, o.reason, o.template_id, "", o.detail)
+    return with_history(state, [e], cfg, now_ms), o
 
 
 # --- state events --------------------------------------------------------------------------------
@@ -275,7 +300,8 @@ def apply_subscription(
     """Apply a popup/change/sent event; a repeated event id is ``duplicate`` (no double credit)."""
     detail = f"{ev.event} {ev.status or ''}".strip()
     if ev.event_id in state.events:
-        return state, _state_outcome(ev, "subscription", OutcomeReason.DUPLICATE, now_ms, detail)
+        o = _state_outcome(ev, "subscription", OutcomeReason.DUPLICATE, now_ms, detail)
+        return _noted(state, o, ev.template_id, cfg, now_ms)
     at = to_ms(ev.occurred_at)
     state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
     if ev.event == "popup" and ev.status == "accept":
@@ -290,7 +316,8 @@ def apply_subscription(
             state, muted_templates=_toggle(state.muted_templates, ev.template_id, False)
         )
     # popup reject: no credit, nothing to change; sent: a receipt for the deliver stage
-    return state, _state_outcome(ev, "subscription", OutcomeReason.APPLIED, now_ms, detail)
+    o = _state_outcome(ev, "subscription", OutcomeReason.APPLIED, now_ms, detail)
+    return _noted(state, o, ev.template_id, cfg, now_ms)
 
 
 def apply_preference(
@@ -299,27 +326,38 @@ def apply_preference(
     """Mute or unmute a kind (``all``: every kind); an older change than the last is ignored."""
     detail = f"{ev.op} {ev.kind}"
     if ev.event_id in state.events:
-        return state, _state_outcome(ev, "preference", OutcomeReason.DUPLICATE, now_ms, detail)
+        o = _state_outcome(ev, "preference", OutcomeReason.DUPLICATE, now_ms, detail)
+        return _noted(state, o, ev.kind, cfg, now_ms)
     at = to_ms(ev.occurred_at)
     state = prune(replace(state, events={**state.events, ev.event_id: at}), cfg, now_ms)
     kinds = NOTIFY_KINDS if ev.kind == "all" else (ev.kind,)
     if any(at < state.pref_at.get(k, at) for k in kinds):
-        return state, _state_outcome(ev, "preference", OutcomeReason.REGRESSION, now_ms, detail)
+        o = _state_outcome(ev, "preference", OutcomeReason.REGRESSION, now_ms, detail)
+        return _noted(state, o, ev.kind, cfg, now_ms)
     muted = state.muted_kinds
     for kind in kinds:
         muted = _toggle(muted, kind, ev.op == "mute")
     pref_at = {**state.pref_at, **dict.fromkeys(kinds, at)}
     new = replace(state, muted_kinds=muted, pref_at=pref_at)
-    return new, _state_outcome(ev, "preference", OutcomeReason.APPLIED, now_ms, detail)
+    o = _state_outcome(ev, "preference", OutcomeReason.APPLIED, now_ms, detail)
+    return _noted(new, o, ev.kind, cfg, now_ms)
 
 
-def apply_correction(state: UserState, corr: Correction) -> UserState:
+def apply_correction(
+    state: UserState, corr: Correction, cfg: MerchantConfig | None = None, now_ms: int = 0
+) -> UserState:
     """A failed send's credit effect (the errcode table's ``credit`` column, via
     ``rules/delivery._failed``): ZERO (43101) -> credits 0; RESTORE -> +1 once, for a send that
-    took a credit."""
+    took a credit. An effect that changed the state is noted in the history (at ``now_ms``,
+    or the correction's own time)."""
     if corr.action == CreditEffect.ZERO:
-        return state.with_credit(corr.template_id, -state.credit(corr.template_id))
-    if corr.action == CreditEffect.RESTORE and corr.notification_id in state.consumed:
+        new = state.with_credit(corr.template_id, -state.credit(corr.template_id))
+    elif corr.action == CreditEffect.RESTORE and corr.notification_id in state.consumed:
         consumed = {k: t for k, t in state.consumed.items() if k != corr.notification_id}
-        return replace(state.with_credit(corr.template_id, +1), consumed=consumed)
-    return state
+        new = replace(state.with_credit(corr.template_id, +1), consumed=consumed)
+    else:
+        return state
+    at = now_ms or corr.at
+    e = hist.entry(at, "", hist.CORRECTION, corr.template_id, hist.CORRECTION, corr.template_id,
+                   corr.notification_id, str(corr.action))  # fmt: skip
+    return with_history(new, [e], cfg, at)
