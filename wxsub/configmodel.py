@@ -23,7 +23,7 @@ __all__ = ["SECRET_KEYS", "STRICT", "Bad", "Int", "Number", "config_error", "val
 #: the pydantic config of every config model: an unknown key is an error
 STRICT = ConfigDict(extra="forbid")
 #: keys whose value is never quoted in an error
-SECRET_KEYS = frozenset({"secret", "token", "aes_key"})
+SECRET_KEYS = frozenset({"secret", "token", "aes_key", "sasl_password", "ssl_key_password"})
 
 
 class Bad(ValueError):

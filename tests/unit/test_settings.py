@@ -159,6 +159,8 @@ def test_bad_delivery_value_in_toml_names_the_key(tmp_path: Path) -> None:
         '[gateway.apps.wx1]\ntoken = "s3cr3t-value"\nmode = "safe"\n',
         '[gateway.apps.wx1]\ntoken = "s3cr3t-value"\naes_key = 7\n',
         '[gateway.apps]\nwx1 = "s3cr3t-value"\n',
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_password = "s3cr3t-value"\n',
+        '[support]\nenabled = true\nhost = "0.0.0.0"\ntoken = ["s3cr3t-value"]\n',
     ],
 )
 def test_errors_never_show_a_secret(tmp_path: Path, toml: str) -> None:
@@ -168,7 +170,7 @@ def test_errors_never_show_a_secret(tmp_path: Path, toml: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(cfg, env={})
     assert "s3cr3t" not in str(err.value) and "s3cr3t" not in repr(err.value)
-    assert err.value.key.startswith(("wechat.apps.wx1", "gateway.apps.wx1"))
+    assert err.value.key.startswith(("wechat.apps.wx1", "gateway.apps.wx1", "kafka.", "support."))
     assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
