@@ -91,7 +91,15 @@ async def _run(
     got = await dep.wait_for("outcomes", sum(early.outcomes.values()), timeout=180)
     got_intents = await dep.wait_for("intents", len(early.intents), timeout=180)
     done = got >= sum(early.outcomes.values()) and got_intents >= len(early.intents)
-    assert done, f"phase 1 not decided ({got}, {got_intents})\n{dep.logs()}"
+    if not done:
+        intents, outcomes = await dep.intents(), await dep.outcomes()
+        diff = early.outcomes - outcome_counter(o for o in outcomes if o.stage in RULE_STAGES)
+        extra = outcome_counter(o for o in outcomes if o.stage in RULE_STAGES) - early.outcomes
+        raise AssertionError(
+            f"phase 1 not decided ({got}, {got_intents})\n{dep.logs()}\n"
+            f"{_diagnose(intents, outcomes, early)}\nmissing {list(diff.items())[:10]}\n"
+            f"extra {list(extra.items())[:10]}"
+        )
     # the config changes at a quiescent point: phase 2 is decided under version 2, all of it
     assert await _apply(dep, log.changed_toml, "merchants-v2.toml") == 2
     assert await workers_at_version(dep, 2), f"version 2 not live\n{dep.logs()}"
