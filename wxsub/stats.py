@@ -89,7 +89,7 @@ async def _read_latest(
 
 # --- the table ----------------------------------------------------------------------------------
 
-_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "rejects", "feedback")
+_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "card", "rejects", "feedback")
 
 
 def format_table(table: StatsTable) -> str:
@@ -116,7 +116,7 @@ def format_table(table: StatsTable) -> str:
     out = [_row(head, widths), _row(["-" * w for w in widths], widths)]
     out += [_row(r, widths) for r in lines]
     if notes:
-        out += ["", "breakdown (failed by errcode, suppressed by reason):", *notes]
+        out += ["", "breakdown (failed by errcode, suppressed by reason, card results):", *notes]
     return "\n".join(out)
 
 
@@ -127,6 +127,7 @@ def _sum(value: int | Mapping[str, int]) -> int:
 def _detail(doc: Mapping[str, Any]) -> str:
     parts = [f"failed {code}={n}" for code, n in doc["failed"].items()]
     parts += [f"{reason}={n}" for reason, n in doc["suppressed"].items()]
+    parts += [f"card {result}={n}" for result, n in doc.get("card", {}).items()]
     return ", ".join(parts)
 
 

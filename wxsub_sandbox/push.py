@@ -101,7 +101,7 @@ class EventPusher:
 
     async def __call__(self, event: dict[str, Any]) -> None:
         target = self.targets.get(event["appid"])
-        if target is None or event["event"] not in _WRAPPERS:
+        if target is None or (event["event"] not in _WRAPPERS and "card" not in event):
             return
         message = render_message(event, target.original_id, target.fmt)
         attempts, status = 0, None

@@ -93,12 +93,13 @@ class Gateway:
 
 
 async def start_gateway(
-    settings: Settings, topic: str, produce_timeout_s: float = 4.0
+    settings: Settings, topic: str, produce_timeout_s: float = 4.0, card_topic: str | None = None
 ) -> tuple[web.AppRunner, SubscriptionProducer, CollectorRegistry, str]:
     registry = CollectorRegistry()
     producer = SubscriptionProducer(settings.kafka.bootstrap, topic, timeout_s=produce_timeout_s)
     await producer.start()
-    runner = web.AppRunner(create_gateway_app(settings, producer, registry))
+    cards = producer.to_topic(card_topic) if card_topic else None
+    runner = web.AppRunner(create_gateway_app(settings, producer, registry, card_sink=cards))
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

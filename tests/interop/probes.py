@@ -9,6 +9,8 @@ Operations (the same names and fields for every SDK):
 - ``templates``: the SDK's gettemplate: [{id, title, content, type, enums?}]
 - ``encrypt``: message: a push body encrypted and signed by the SDK's crypto
 - ``decrypt``: body, timestamp, nonce, msg_signature: a push read by the SDK's crypto
+- ``set_user_notify`` / ``get_user_notify`` (silenceper/wechat only): openid, notify_type,
+  notify_code, content_json, check_json: service cards (tests/interop/test_cards_go.py)
 
 An answer is ``{"ok": true, ...}`` or ``{"ok": false, "errcode": n, "error": text}``.
 

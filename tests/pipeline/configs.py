@@ -28,6 +28,7 @@ __all__ = [
     "TIGHT_CAP",
     "VARIANTS",
     "app_config",
+    "app_doc",
     "template_for",
     "to_toml",
 ]
@@ -66,13 +67,14 @@ def app_config(now_ms: int, window_s: int, orphan_s: int, version: int) -> dict[
     tz = ZoneInfo(TZ_NAME)
     start = dt.datetime.fromtimestamp((now_ms - 5 * _HOUR) / 1000, tz)
     end = dt.datetime.fromtimestamp((now_ms - 3 * _HOUR) / 1000, tz)
-    main = _app_doc(window_s, orphan_s, caps=1000)
+    main = app_doc(window_s, orphan_s, caps=1000)
     main["quiet_hours"] = {"start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
-    tight = _app_doc(window_s, orphan_s, caps=TIGHT_CAP[version])
+    tight = app_doc(window_s, orphan_s, caps=TIGHT_CAP[version])
     return {"apps": {APP_MAIN: main, APP_TIGHT: tight}}
 
 
-def _app_doc(window_s: int, orphan_s: int, caps: int) -> dict[str, Any]:
+def app_doc(window_s: int, orphan_s: int, caps: int) -> dict[str, Any]:
+    """One app's table: the classic kinds, per-status templates, caps of ``caps`` a day."""
     t = TEMPLATES
     day = {"max": caps, "window_s": 86_400}
     order_content = "订单号:{{character_string1.DATA}}\n状态:{{phrase2.DATA}}\n" + (

@@ -52,6 +52,7 @@ from typing import Any
 
 import orjson
 
+from tests.pipeline import cards_log
 from tests.pipeline.configs import (
     APP_MAIN,
     APP_NONE,
@@ -61,6 +62,7 @@ from tests.pipeline.configs import (
     SENSITIVE,
     TEMPLATES,
     app_config,
+    app_doc,
     template_for,
     to_toml,
 )
@@ -167,8 +169,12 @@ def generate(knobs: Knobs) -> EventLog:
 
 def merchants_doc(knobs: Knobs, version: int = 1) -> dict[str, Any]:
     """The merchant config of a generated log: version 1 decides phases 0 and 1, version 2
-    (the tight app's caps raised, ``tests.pipeline.configs``) decides phase 2."""
-    return app_config(knobs.now_ms, knobs.collapse_window_s, knobs.orphan_after_s, version)
+    (the tight app's caps raised, ``tests.pipeline.configs``) decides phase 2. The card apps
+    (WeChat Pay orders: ``cards_log``) are the same in both."""
+    doc = app_config(knobs.now_ms, knobs.collapse_window_s, knobs.orphan_after_s, version)
+    classic = lambda: app_doc(knobs.collapse_window_s, knobs.orphan_after_s, caps=1000)  # noqa: E731
+    doc["apps"].update(cards_log.card_apps(classic))
+    return doc
 
 
 def merchants_toml(knobs: Knobs, version: int = 1) -> str:
@@ -237,6 +243,7 @@ class _Gen:
         self.orders()
         self.products()
         self.tight()
+        cards_log.build(self, TEMPLATES)
         self.later()
         self.subscriptions()
         self.bad_inputs()
@@ -265,16 +272,8 @@ class _Gen:
         self.emit(0, old, "watch-regression")
 
     def watch(self, appid: str, openid: str, target: Target, kind: str, price: int | None) -> None:
-        rec = Watch(
-            self.eid("w"),
-            _at(self.k.now_ms - 6 * HOUR),
-            appid,
-            openid,
-            "watch",
-            target,
-            kind,
-            price,
-        )
+        at = _at(self.k.now_ms - 6 * HOUR)
+        rec = Watch(self.eid("w"), at, appid, openid, "watch", target, kind, price)
         self.emit(0, rec, "watch")
         self.watchers[(appid, target.type, target.id)].add((openid, kind))
 

@@ -54,8 +54,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from wxsub.agents.rules import cards, orders, subscriptions, watches
 from wxsub.agents.rules import decide as dec
-from wxsub.agents.rules import orders, subscriptions, watches
 from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
@@ -130,6 +130,9 @@ class Expected:
     all_outcomes: list[Outcome] = field(default_factory=list)  # in decision order, for debugging
     # user key -> the decisions kept in the user's state (rules/history.py), timer releases last
     histories: dict[str, list[Decided]] = field(default_factory=dict)
+    #: (appid, transaction id) -> the service-card states WeChat must have accepted, in order
+    #: (every card call succeeds: the generated log's payments are all registered and on time)
+    cards: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...], int]]:
         """Notification id -> (send body, source event ids, config version): what intents are
@@ -238,8 +241,13 @@ class _Sim:
         order, pending = self.orders.get(key), self.pending.get(key, ())
         if isinstance(record, OrderStatusChanged):
             step = orders.on_order_event(order, pending, record, cfg, self.now)
+            carded = cards.card_order_step(order, pending, step, record, cfg, self.now)
         else:
             step = orders.on_logistics_event(order, pending, record, cfg, self.now)
+            carded = cards.card_logistics_step(step, record, cfg, self.now)
+        step = carded.step
+        for op in carded.ops:  # the card stage calls them in seq order, each once
+            self.out.cards[(op.appid, op.code)].append(op.status)
         self.orders[key], self.pending[key] = step.order, step.pending
         for o in step.outcomes:
             self.outcome(o)

@@ -78,12 +78,10 @@ def test_every_reason_occurs(exp: Expected) -> None:
     R = OutcomeReason
     sends = {R.SENT, R.FAILED, R.IN_DOUBT, R.RECONCILED_SENT, R.RECONCILED_FAILED}
     # template_unfit needs a pulled template list, which the generated log has none of: it is
-    # covered by tests/agents/test_liveconfig.py and tests/e2e/test_live_config.py; the generated
-    # log has no WeChat Pay orders yet: card reasons are proven by tests/cards; paused is the
+    # covered by tests/agents/test_liveconfig.py and tests/e2e/test_live_config.py; paused is the
     # deliver stage's send-time guard (rules/guards.py), after the intents:
     # tests/deliver/test_deliver_pauses.py
-    cards = {R.CARD_UPDATE, R.CARD_REPLACED, R.CARD_ILLEGAL, R.CARD_ENDED}
-    assert set(exp.reasons()) == set(R) - sends - cards - {R.TEMPLATE_UNFIT, R.PAUSED}
+    assert set(exp.reasons()) == set(R) - sends - {R.TEMPLATE_UNFIT, R.PAUSED}
 
 
 def test_intents_are_valid_sends(log: EventLog, exp: Expected, merchants: Merchants) -> None:

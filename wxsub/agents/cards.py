@@ -38,6 +38,7 @@ __all__ = ["CardStage", "parse_card_event"]
 log = logging.getLogger(__name__)
 STAGE = "cards"
 _ROUNDS = 4  # calls per card within one batch (the rest: the timer)
+FAIL_RETS = frozenset({-10001, -10002, -1003, -1004, -1005})  # documented (GUIDE §1.5)
 
 
 def parse_card_event(raw: bytes) -> dict[str, Any]:
@@ -176,7 +177,8 @@ class CardStage:
         self, ctx: PartitionContext, store: PartitionStore, ev: dict[str, Any]
     ) -> None:
         fail_ret = ev["fail_ret"]
-        tally(ctx, self.env.metrics.card_failures, str(fail_ret))
+        label = str(fail_ret) if fail_ret in FAIL_RETS else "other"  # bounded label values
+        tally(ctx, self.env.metrics.card_failures, label)
         key = _key(ev["appid"], strip_code_prefix(ev["notify_code"]))
         entry = _get(store, key)
         if entry is not None:

@@ -22,7 +22,7 @@ from wxsub.errors import ConfigError, ProduceError, PushRejected, RejectReason
 from wxsub.gateway.dedupe import PushDeduper, TtlMap
 from wxsub.gateway.metrics import GatewayMetrics, event_label
 from wxsub.gateway.producer import RecordSink
-from wxsub.gateway.records import dedupe_key, to_records_keeping_invalid
+from wxsub.gateway.records import card_record, dedupe_key, to_records_keeping_invalid
 from wxsub.settings import GatewaySettings, PushEndpoint, Settings
 from wxsub.wechat.push_crypto import PushCipher, signature_matches
 from wxsub.wechat.push_parse import PushMessage, parse_document, read_message
@@ -56,13 +56,17 @@ def create_gateway_app(
     *,
     clock: Callable[[], float] = time.time,
     probe: ReadinessProbe | None = None,
+    card_sink: RecordSink | None = None,
 ) -> web.Application:
     """The gateway's aiohttp application; ``producer`` must be started by the caller.
 
     ``probe`` (a :class:`wxsub.streams.connection.KafkaProbe`) backs ``/health/ready``: 503
-    while Kafka is unreachable, so a load balancer sends WeChat's pushes elsewhere."""
+    while Kafka is unreachable, so a load balancer sends WeChat's pushes elsewhere.
+    ``card_sink`` takes service-card failure events (``card-events``); without one they are
+    acknowledged and counted as ``other``."""
     gw = settings.gateway
-    handler = _PushHandler(gw, _endpoints(gw), producer, GatewayMetrics(registry), clock)
+    metrics = GatewayMetrics(registry)
+    handler = _PushHandler(gw, _endpoints(gw), producer, metrics, clock, card_sink)
     app = web.Application(client_max_size=gw.max_body_bytes)
     app.router.add_get("/health", handler.health)
     app.router.add_get("/health/live", _live)
@@ -128,6 +132,7 @@ class _PushHandler:
         producer: RecordSink,
         metrics: GatewayMetrics,
         clock: Callable[[], float],
+        card_sink: RecordSink | None = None,
     ) -> None:
         self._gw = gw
         self._endpoints = endpoints
@@ -136,6 +141,7 @@ class _PushHandler:
         self._clock = clock
         self._dedupe = PushDeduper(TtlMap(gw.dedupe_ttl_s, gw.dedupe_max_entries))
         self._nonces = TtlMap(gw.dedupe_ttl_s, gw.dedupe_max_entries)
+        self._card_sink = card_sink
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "apps": len(self._endpoints)})
@@ -163,20 +169,18 @@ class _PushHandler:
             appid, message = await self._authenticate(request)
         except PushRejected as exc:
             return self._reject(exc, request)
-        if not message.is_subscription:
+        sink = self._producer
+        if message.is_card and self._card_sink is not None:
+            records, sink = [card_record(appid, message)], self._card_sink
+        elif not message.is_subscription:
             self._metrics.events.labels("other").inc()
             self._metrics.requests.labels("ignored").inc()
             return web.Response(text=SUCCESS)
-        records, invalid = to_records_keeping_invalid(appid, message)
-        if invalid:
-            log.warning(
-                "push item breaks the SubscriptionEvent schema; forwarded for the DLQ",
-                extra={"appid": appid, "items": invalid},
-            )
-            self._metrics.events.labels("invalid").inc(invalid)
+        else:
+            records = self._subscription_records(appid, message)
         try:
             ran = await self._dedupe.once(
-                dedupe_key(appid, message), lambda: self._produce(records, message.event)
+                dedupe_key(appid, message), lambda: self._produce(sink, records, message.event)
             )
         except ProduceError as exc:
             log.warning(
@@ -187,9 +191,21 @@ class _PushHandler:
         self._metrics.requests.labels("ok" if ran else "duplicate").inc()
         return web.Response(text=SUCCESS)
 
-    async def _produce(self, records: Sequence[tuple[bytes, bytes]], event: str) -> None:
+    def _subscription_records(self, appid: str, message: PushMessage) -> list[tuple[bytes, bytes]]:
+        records, invalid = to_records_keeping_invalid(appid, message)
+        if invalid:
+            log.warning(
+                "push item breaks the SubscriptionEvent schema; forwarded for the DLQ",
+                extra={"appid": appid, "items": invalid},
+            )
+            self._metrics.events.labels("invalid").inc(invalid)
+        return records
+
+    async def _produce(
+        self, sink: RecordSink, records: Sequence[tuple[bytes, bytes]], event: str
+    ) -> None:
         started = time.perf_counter()
-        await self._producer.produce(records)
+        await sink.produce(records)
         self._metrics.produce_seconds.observe(time.perf_counter() - started)
         self._metrics.events.labels(event_label(event)).inc()
         self._metrics.records.labels(event_label(event)).inc(len(records))

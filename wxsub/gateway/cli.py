@@ -54,7 +54,8 @@ async def serve(
     producer = SubscriptionProducer.from_settings(settings)
     await producer.start()
     probe = KafkaProbe(settings.kafka)
-    app = create_gateway_app(settings, producer, registry, probe=probe)
+    cards = producer.to_topic(settings.kafka.topic("card-events"))
+    app = create_gateway_app(settings, producer, registry, probe=probe, card_sink=cards)
     runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()

@@ -17,11 +17,12 @@ EVENT_LABELS = {
     "subscribe_msg_popup_event": "popup",
     "subscribe_msg_change_event": "change",
     "subscribe_msg_sent_event": "sent",
+    "notify_service_msg_send_result": "card",  # a service card's failure event (card-events)
 }
 
 
 def event_label(event: str) -> str:
-    """The metric label of an event name: one of the three subscription events, or other."""
+    """The metric label of an event name: a subscription or card event, or other."""
     return EVENT_LABELS.get(event, "other")
 
 
@@ -49,7 +50,7 @@ class GatewayMetrics:
         )
         self.records = Counter(
             "wxsub_gateway_records",
-            "SubscriptionEvent records produced (one per list item), by event type",
+            "Records produced (one per list item; one per card failure event), by event type",
             ["event"],
             registry=registry,
         )

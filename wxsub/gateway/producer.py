@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -71,16 +72,32 @@ class SubscriptionProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    def to_topic(self, topic: str) -> RecordSink:
+        """A sink writing to ``topic`` through this same producer (e.g. ``card-events``)."""
+        return _TopicSink(self, topic)
+
     async def produce(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         """Send all records and wait for every confirmation, or raise ProduceError."""
+        await self.produce_to(self.topic, records)
+
+    async def produce_to(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """:meth:`produce` to another topic."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 pending = [
-                    await self._producer.send(self.topic, value=value, key=key)
-                    for key, value in records
+                    await self._producer.send(topic, value=value, key=key) for key, value in records
                 ]
                 await asyncio.gather(*pending)
         except TimeoutError as exc:
             raise ProduceError(f"no acks=all confirmation within {self._timeout_s}s") from exc
         except KafkaError as exc:
             raise ProduceError(f"Kafka refused the write: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _TopicSink:
+    owner: SubscriptionProducer
+    topic: str
+
+    async def produce(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        await self.owner.produce_to(self.topic, records)

@@ -1,4 +1,5 @@
-"""Push message -> SubscriptionEvent records: the one place that knows the record's shape.
+"""Push message -> SubscriptionEvent records (and a card failure event -> its ``card-events``
+record): the one place that knows the records' shape.
 
 Event ids are deterministic, so a WeChat retry produced twice (two gateway replicas, or a
 timeout after Kafka did take the write) is recognised downstream by the subscriptions stage.
@@ -18,6 +19,7 @@ from wxsub.wechat.push_parse import (
     CHANGE_EVENT,
     POPUP_EVENT,
     SENT_EVENT,
+    CardFailure,
     PopupItem,
     PushItem,
     PushMessage,
@@ -25,6 +27,7 @@ from wxsub.wechat.push_parse import (
 )
 
 __all__ = [
+    "card_record",
     "dedupe_key",
     "push_event_id",
     "to_records",
@@ -53,11 +56,47 @@ def push_event_id(appid: str, message: PushMessage, index: int) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
+def _card_fingerprint(card: CardFailure | None) -> tuple[str, ...]:
+    if card is None:
+        return ()
+    return (card.notify_code, str(card.notify_type), str(card.card_status), str(card.fail_ret))
+
+
 def dedupe_key(appid: str, message: PushMessage) -> tuple[str, ...]:
-    """The retry identity: FromUserName + CreateTime + Event, plus the items' content, so
-    two different pushes in the same second (two send receipts) are not mistaken for a retry."""
+    """The retry identity: FromUserName + CreateTime + Event, plus the items' content (or the
+    card event's code, type, state and fail_ret), so two different pushes in the same second
+    (two send receipts) are not mistaken for a retry."""
     items = ("\x1e".join(_item_fingerprint(i)) for i in message.items)
-    return (appid, message.from_user, str(message.create_time), message.event, *items)
+    head = (appid, message.from_user, str(message.create_time), message.event)
+    return (*head, *items, *_card_fingerprint(message.card))
+
+
+def card_record(appid: str, message: PushMessage) -> tuple[bytes, bytes]:
+    """``(key, value)`` of a card failure event for ``card-events``, keyed by user
+    (``appid:openid``, as the card stage's ``card-ops``); ``agents.cards.parse_card_event``
+    reads it. ``event_id`` is deterministic (a retry produced twice has the same one)."""
+    card = message.card
+    if card is None:
+        raise ValueError("not a card event")
+    event_id = hashlib.blake2b(
+        "\x1f".join(dedupe_key(appid, message)).encode(), digest_size=16
+    ).hexdigest()
+    occurred = datetime.fromtimestamp(message.create_time, UTC)
+    doc = {
+        "type": "card_event",
+        "v": 1,
+        "event_id": event_id,
+        "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "create_time": message.create_time,
+        "appid": appid,
+        "openid": card.openid,
+        "notify_code": card.notify_code,
+        "notify_type": card.notify_type,
+        "card_status": card.card_status,
+        "fail_ret": card.fail_ret,
+        "fail_msg": card.fail_msg,
+    }
+    return f"{appid}:{card.openid}".encode(), orjson.dumps(doc)
 
 
 _EVENTS = {POPUP_EVENT: "popup", CHANGE_EVENT: "change", SENT_EVENT: "sent"}

@@ -105,14 +105,16 @@ CARD_2002 = _type(
 )  # fmt: skip
 
 # 2006: states 1-2 are WeChat's [doc]; 3-10 wxsub's own [inf] (arrival_time: ETA in 3-7,
-# the actual time in 8, as the field's documentation says)
+# the actual time in 8, as the field's documentation says). 5 (配送中) may follow 1 directly: a
+# same-city order often goes out for delivery with no separate "rider accepted" event, and the
+# default mapping (paid 1, shipped 5) needs it.
 _RIDER = ("arrival_time", "distance_to_store", "distance_to_destination")
 CARD_2006 = _type(
     2006, "购物&餐饮（同城配送）服务动态", "10000006",
     _s(1, "用户已支付", True, (10,), _PRODUCTS),
     _s(2, "备货中", True, (1, 2, 10), _PRODUCTS),
     _s(3, "骑手已接单", False, (1, 2, 10), _PATH, _RIDER, source="inf"),
-    _s(5, "配送中", False, (2, 3, 5, 10), _PATH, _RIDER, source="inf"),
+    _s(5, "配送中", False, (1, 2, 3, 5, 10), _PATH, _RIDER, source="inf"),  # 1: no rider step
     _s(8, "已送达", False, (3, 5, 10), _PATH, ("arrival_time",), source="inf"),
     _s(9, "已完成", False, (1, 2, 3, 5, 8, 10), source="inf"),
     _s(10, "售后中", False, (1, 2, 3, 5, 8), source="inf"),

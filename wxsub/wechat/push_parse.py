@@ -4,8 +4,9 @@ Two steps, so the gateway can decrypt in between: :func:`parse_document` turns a
 plain dict (XML through defusedxml with DTDs forbidden, so no entity expansion and no external
 entities; JSON through orjson), and :func:`read_message` turns that dict into a
 :class:`PushMessage`. Subscription events carry a list of items; WeChat sends ``List`` as one
-object for one item and as several (XML) or an array (JSON) for more. Errors are
-:class:`PushRejected` with reason ``malformed`` or ``forbidden_xml``.
+object for one item and as several (XML) or an array (JSON) for more. A service card's failure
+event (``notify_service_msg_send_result``) has flat fields and becomes :class:`CardFailure`.
+Errors are :class:`PushRejected` with reason ``malformed`` or ``forbidden_xml``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import defusedxml.ElementTree as SafeET
 import orjson
 
 from wxsub.errors import PushRejected, RejectReason
+from wxsub.wechat.card_types import strip_code_prefix
 
 __all__ = [
+    "CARD_EVENT",
     "CHANGE_EVENT",
     "POPUP_EVENT",
     "SENT_EVENT",
     "SUBSCRIPTION_EVENTS",
+    "CardFailure",
     "ChangeItem",
     "PopupItem",
     "PushItem",
@@ -44,6 +48,8 @@ _WRAPPERS = {
     SENT_EVENT: "SubscribeMsgSentEvent",
 }
 SUBSCRIPTION_EVENTS = frozenset(_WRAPPERS)
+#: a service card's delivery failed (docs/service-cards.md): flat fields, no ``List``
+CARD_EVENT = "notify_service_msg_send_result"
 _MAX_DEPTH = 4  # xml > wrapper > List > field
 _MAX_FIELD = 512
 
@@ -79,6 +85,19 @@ PushItem = PopupItem | ChangeItem | SentItem
 
 
 @dataclass(frozen=True, slots=True)
+class CardFailure:
+    """A ``notify_service_msg_send_result`` event: WeChat could not show a card update.
+    ``notify_code`` is kept as sent (it may carry a ``p1.`` prefix; the card stage strips it)."""
+
+    openid: str
+    notify_code: str
+    notify_type: int
+    card_status: int
+    fail_ret: int
+    fail_msg: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PushMessage:
     """A decoded push. ``items`` is empty for events other than the three subscription ones."""
 
@@ -88,10 +107,15 @@ class PushMessage:
     msg_type: str
     event: str
     items: tuple[PushItem, ...] = ()
+    card: CardFailure | None = None
 
     @property
     def is_subscription(self) -> bool:
         return self.msg_type == "event" and self.event in SUBSCRIPTION_EVENTS
+
+    @property
+    def is_card(self) -> bool:
+        return self.msg_type == "event" and self.event == CARD_EVENT
 
 
 def parse_document(body: bytes) -> dict[str, Any]:
@@ -115,6 +139,8 @@ def read_message(doc: Mapping[str, Any]) -> PushMessage:
         msg_type=msg_type,
         event=event,
     )
+    if message.is_card:
+        return replace(message, card=_card(doc, message.from_user))
     if not message.is_subscription:
         return message
     items = tuple(_item(event, raw) for raw in _raw_items(doc, event))
@@ -197,6 +223,24 @@ def _item(event: str, raw: Any) -> PushItem:
     if event == CHANGE_EVENT:
         return ChangeItem(template_id, status)
     return PopupItem(template_id, status, _text(raw, "PopupScene", required=False))
+
+
+def _card(doc: Mapping[str, Any], from_user: str) -> CardFailure:
+    """The flat fields of a card failure event; ``openid``, when sent, must be the sender."""
+    openid = _text(doc, "openid", required=False) or from_user
+    if openid != from_user:
+        raise PushRejected(RejectReason.MALFORMED, "openid is not FromUserName")
+    code = _text(doc, "notify_code")
+    if not strip_code_prefix(code) or any(c.isspace() for c in code):
+        raise PushRejected(RejectReason.MALFORMED, "notify_code is not a code")
+    return CardFailure(
+        openid,
+        code,
+        notify_type=_int(doc, "notify_type"),
+        card_status=_int(doc, "card_status"),
+        fail_ret=_int(doc, "fail_ret", signed=True),
+        fail_msg=_text(doc, "fail_msg", required=False),
+    )
 
 
 def _text(doc: Mapping[str, Any], key: str, *, required: bool = True) -> str:

@@ -3,7 +3,9 @@
 Every record that went in (published by the shop, or produced by the gateway from WeChat's
 pushes) must end as exactly one of: an event that led to a send (``sent``; a fan-out event
 counts once however many messages it made), one whose notifications were all ``suppressed``
-(by the most frequent reason), a ``state`` event applied (accepts, rejects, receipts, watches,
+(by the most frequent reason), a ``card`` event (a WeChat Pay order's event a service card took
+instead of a classic message: ``card_update`` ... in docs/service-cards.md), a ``state`` event
+applied (accepts, rejects, receipts, watches,
 preferences), a ``duplicate`` copy of an event already counted, or a ``dlq`` record. What
 is left is ``pending`` (decided, not yet answered) or ``unaccounted`` (a bug). Messages are
 checked on their own: every intent ends ``sent``, ``failed`` or ``in_doubt``.
@@ -24,6 +26,8 @@ _STATE_KINDS = frozenset({"subscription", "preference", "watch"})
 _SENT = frozenset({OutcomeReason.SENT, OutcomeReason.RECONCILED_SENT})
 _FAILED = frozenset({OutcomeReason.FAILED, OutcomeReason.RECONCILED_FAILED})
 _NOT_FINAL = frozenset({OutcomeReason.DUPLICATE, OutcomeReason.QUIET_HOURS_DEFERRED})
+_CARD = frozenset({OutcomeReason.CARD_UPDATE, OutcomeReason.CARD_REPLACED,
+                   OutcomeReason.CARD_ILLEGAL, OutcomeReason.CARD_ENDED})  # fmt: skip
 
 
 @dataclass
@@ -109,6 +113,8 @@ def _classify(outs: list[Outcome], messages: set[str]) -> str:
     if "pending" in messages:
         return "pending"  # a message decided, its answer not in yet
     final = [o.reason for o in outs if o.reason not in _NOT_FINAL]
+    if any(r in _CARD for r in final):
+        return "card"
     if final:
         return "suppressed:" + Counter(final).most_common(1)[0][0]
     if any(o.reason == OutcomeReason.DUPLICATE for o in outs):

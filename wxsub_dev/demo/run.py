@@ -120,7 +120,9 @@ async def _play(run: _Run) -> Accounting:
     run.say("\n[3/4] draining: waiting until every event has ended (timers included)")
     acc = await _drain(run)
     run.say("\n[4/4] summary")
-    run.say(summary(acc, len(stack.sandbox.recorder.calls(endpoint="send", errcode=0))))
+    book = stack.sandbox.state.cards
+    cards = (len(book.cards), sum(len(c.history) for c in book.cards.values()))
+    run.say(summary(acc, len(stack.sandbox.recorder.calls(endpoint="send", errcode=0)), cards))
     run.say("\nstatistics (wxsub stats):")
     run.say(format_table(await read_stats(stack.kafka)))
     run.say(_where_after(stack))
@@ -179,6 +181,9 @@ async def _trade(run: _Run) -> None:
             run.say("  🎉 store promotion (marketing cap: 1 a day per user)")
         for openid, tids in shop.take_accepts():
             run.stack.sandbox.world.accept(APPID, openid, tids, now=time.time())
+        for p in shop.take_payments():  # WeChat Pay knows the payment before the shop says so
+            run.stack.sandbox.state.cards.pay(APPID, p.openid, p.transaction_id, p.amount,
+                                              p.paid_at)  # fmt: skip
         if batch:
             await run.publish(batch)
         if time.monotonic() - last_report >= 2.0:
@@ -235,8 +240,9 @@ async def _account(run: _Run) -> Accounting:
     return account(inputs, outcomes, intents, dlq)
 
 
-def summary(acc: Accounting, sandbox_ok: int) -> str:
-    """The reconciliation as text (the last line says whether it holds)."""
+def summary(acc: Accounting, sandbox_ok: int, cards: tuple[int, int] = (0, 0)) -> str:
+    """The reconciliation as text (the last line says whether it holds); ``cards``: the service
+    cards the sandbox holds and the states it accepted for them."""
     by_topic = ", ".join(f"{t} {n}" for t, n in sorted(acc.records_in.items()))
     suppressed = acc.suppressed
     reasons = ", ".join(f"{r} {n}" for r, n in suppressed.most_common())
@@ -245,6 +251,12 @@ def summary(acc: Accounting, sandbox_ok: int) -> str:
         ("events in", acc.total_in, by_topic),
         ("= sent", e["sent"], "events that led to a message (a fan-out counts once)"),
         ("+ suppressed", sum(suppressed.values()), reasons),
+        (
+            "+ service card",
+            e["card"],
+            f"WeChat Pay orders: {cards[0]} cards took "
+            f"{cards[1]} states in the sandbox instead of classic messages",
+        ),
         ("+ state applied", e["state"], "accepts, rejects, receipts, watches, preferences"),
         ("+ duplicates", e["duplicate"], "copies of an event already counted"),
         ("+ DLQ", e["dlq"], f"{acc.records_in['bad']} bad events were published"),

@@ -6,7 +6,10 @@ half accept the marketing ones, some never accept (``no_credit``), a few switch 
 template off later (``muted``, and a reject after a send is user feedback in ``wxsub stats``).
 Traffic: order lifecycles (created -> paid -> shipped -> logistics -> delivered), a flash price
 drop on one SKU that most users watch (a fan-out), a store promotion (hitting the marketing cap
-for many), duplicates, and a few bad events that must land in the DLQ.
+for many), duplicates, and a few bad events that must land in the DLQ. A third of the orders are
+paid with WeChat Pay: their events carry the transaction id, so the shop's service card (2001)
+follows them instead of the order and logistics templates (:meth:`Shop.take_payments` gives the
+payments to register in the sandbox, as WeChat Pay would know them).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from wxsub.schemas.records import (
     Watch,
 )
 
-__all__ = ["APPID", "TEMPLATES", "Published", "Shop", "merchants_toml", "world_doc"]
+__all__ = ["APPID", "TEMPLATES", "Payment", "Published", "Shop", "merchants_toml", "world_doc"]
 
 APPID = "wxdemo0000000000a1"
 SECRET = "sandbox-secret-demo"  # noqa: S105 (the sandbox's own, not a real secret)
@@ -139,6 +142,12 @@ def merchants_toml(now: dt.datetime, collapse_window_s: int = 2, orphan_after_s:
             lines.append('notify_on = ["out_for_delivery", "delivered", "exception"]')
         lines.append(f"[apps.{APPID}.kinds.{kind}.data]")
         lines += [f'{k} = "{v}"' for k, v in _DATA[kind].items()]
+    lines += [
+        f"[apps.{APPID}.cards]",
+        "type = 2001",
+        'wxa_path_query = "pages/order/detail?id={order_id}"',
+        'product_img = "https://demo.shop/img/goods.png"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +169,16 @@ def _pub(record: Record) -> Published:
     return Published(_TOPIC_OF[type(record)], record.key, encode(record), record.event_id)
 
 
+@dataclass(frozen=True)
+class Payment:
+    """A WeChat Pay payment (the sandbox's ``CardBook.pay`` arguments)."""
+
+    openid: str
+    transaction_id: str
+    amount: int
+    paid_at: int  # epoch seconds
+
+
 @dataclass
 class _Order:
     order_id: str
@@ -167,6 +186,7 @@ class _Order:
     amount: int
     item: str
     steps: list[tuple[str, str]]  # (topic kind, status/state) still to publish
+    pay: Payment | None = None  # paid with WeChat Pay: a service card
 
 
 @dataclass
@@ -181,6 +201,8 @@ class Shop:
     _seq: int = field(default=0, init=False, repr=False)
     #: popups accepted at checkout since the last call of :meth:`take_accepts`
     _accepts: list[tuple[str, list[str]]] = field(default_factory=list, init=False, repr=False)
+    #: WeChat Pay payments since the last call of :meth:`take_payments`
+    _payments: list[Payment] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)  # noqa: S311 (a simulation, not a secret)
@@ -245,6 +267,11 @@ class Shop:
         out, self._accepts = self._accepts, []
         return out
 
+    def take_payments(self) -> list[Payment]:
+        """WeChat Pay payments made since the last call (register them before publishing)."""
+        out, self._payments = self._payments, []
+        return out
+
     def flash_sale(self, now: dt.datetime) -> Published:
         title = "限时秒杀 蓝牙耳机"
         ev = ProductPriceChanged(self._id("price"), now, APPID, FLASH_SKU, title, 29900, 19900)
@@ -259,7 +286,7 @@ class Shop:
 
     def _step(self, now: dt.datetime) -> Published:
         if not self._orders or (len(self._orders) < 40 and self._rng.random() < 0.3):
-            self._orders.append(self._new_order())
+            self._orders.append(self._new_order(now))
         order = self._rng.choice(self._orders)
         kind, status = order.steps.pop(0)
         if not order.steps:
@@ -273,13 +300,16 @@ class Shop:
             return _pub(ev)
         items = (OrderItem(f"sku-{_GOODS.index(order.item)}", order.item, 1),)
         st: Any = status
+        pay = order.pay if status != "created" else None
         ev = OrderStatusChanged(
             self._id("order"), now, APPID, order.openid, order.order_id, st, order.amount,
-            items=items,
+            items=items, transaction_id=pay.transaction_id if pay else None,
+            pay_amount=pay.amount if pay else None,
+            paid_at=dt.datetime.fromtimestamp(pay.paid_at, dt.UTC) if pay else None,
         )  # fmt: skip
         return _pub(ev)
 
-    def _new_order(self) -> _Order:
+    def _new_order(self, now: dt.datetime) -> _Order:
         openid = self._rng.choice(self.openids)
         order_id = f"D{self._rng.randrange(10**9, 10**10)}"
         steps = [("order-status", "created"), ("order-status", "paid")]
@@ -292,7 +322,12 @@ class Shop:
         if self._rng.random() < 0.8:  # the checkout page asks for the order updates
             self._accepts.append((openid, [TEMPLATES["order_status"], TEMPLATES["logistics"]]))
         price = self._rng.randrange(990, 39900)
-        return _Order(order_id, openid, price, self._rng.choice(_GOODS), steps)
+        order = _Order(order_id, openid, price, self._rng.choice(_GOODS), steps)
+        if self._rng.random() < 1 / 3:  # paid with WeChat Pay
+            txid = f"42000{self._rng.randrange(10**22, 10**23)}"
+            order.pay = Payment(openid, txid, price, int(now.timestamp()))
+            self._payments.append(order.pay)
+        return order
 
     def _id(self, prefix: str) -> str:
         self._seq += 1

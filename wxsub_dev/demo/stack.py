@@ -104,6 +104,7 @@ class Stack:
             await asyncio.to_thread(self._local.start)
             self.bootstrap = self._local.bootstrap
         self.sandbox = Sandbox(world_doc(self.shop.openids), port=0)
+        self.sandbox.state.cards.visible_after_s = 0  # no minute's wait for new payments
         await self.sandbox.start()
         self.settings = self._write_config()
         self.kafka = self.settings.kafka

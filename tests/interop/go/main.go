@@ -40,6 +40,12 @@ type request struct {
 	Data       map[string]json.RawMessage `json:"data"`
 	// encrypt
 	Message string `json:"message"`
+	// service cards (set_user_notify / get_user_notify)
+	OpenID      string `json:"openid"`
+	NotifyType  int64  `json:"notify_type"`
+	NotifyCode  string `json:"notify_code"`
+	ContentJSON string `json:"content_json"`
+	CheckJSON   string `json:"check_json"`
 }
 
 type probe struct {
@@ -143,6 +149,27 @@ func (p *probe) handle(r request) map[string]any {
 			})
 		}
 		return map[string]any{"ok": true, "templates": out}
+	case "set_user_notify":
+		err := p.mp.GetSubscribe().SetUserNotify(&subscribe.SetUserNotifyRequest{
+			OpenID: r.OpenID, NotifyType: r.NotifyType, NotifyCode: r.NotifyCode,
+			ContentJSON: r.ContentJSON, CheckJSON: r.CheckJSON,
+		})
+		if err != nil {
+			return failure(err)
+		}
+		return map[string]any{"ok": true}
+	case "get_user_notify":
+		res, err := p.mp.GetSubscribe().GetUserNotify(&subscribe.GetUserNotifyRequest{
+			OpenID: r.OpenID, NotifyType: r.NotifyType, NotifyCode: r.NotifyCode,
+		})
+		if err != nil {
+			return failure(err)
+		}
+		info := res.NotifyInfo
+		return map[string]any{"ok": true, "notify_info": map[string]any{
+			"notify_type": info.NotifyType, "content_json": info.ContentJSON,
+			"code_state": info.CodeState, "code_expire_time": info.CodeExpireTime,
+		}}
 	case "encrypt":
 		// a message-push body encrypted and signed the way WeChat does it (util.EncryptMsg)
 		random := []byte(util.RandomStr(16))

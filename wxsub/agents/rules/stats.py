@@ -8,6 +8,8 @@ A row is a flat ``dict[str, int]`` of counters, so rows of several partitions ad
 - ``in_doubt``: sends whose answer was lost (reported, never silently resent)
 - ``reconciled``: in-doubt sends settled by WeChat's ``subscribe_msg_sent_event``
 - ``suppressed:<reason>``: notifications that ended without a send, by reason
+- ``card:<update|replaced|illegal|ended>``: order events a service card took instead of a
+  classic message (``card_update`` ...: docs/service-cards.md), not counted as suppressed
 - ``deferred``: marketing held for quiet hours (not an end: it is sent or suppressed later)
 - ``rejects``: user rejects (popup reject, or switched off in the settings menu)
 - ``feedback``: rejects of a template the user was sent within ``FEEDBACK_WINDOW_MS`` before:
@@ -60,6 +62,10 @@ PLAIN_COUNTERS = (
 )  # fmt: skip
 
 Row = dict[str, int]
+_CARD_REASONS = frozenset(
+    {OutcomeReason.CARD_UPDATE, OutcomeReason.CARD_REPLACED, OutcomeReason.CARD_ILLEGAL,
+     OutcomeReason.CARD_ENDED}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -117,6 +123,8 @@ def update(o: Outcome, cfg: MerchantConfig | None, last_send: int | None, window
     if o.kind == "subscription":
         return _subscription(o, key, last_send, window_ms)
     if o.stage != "deliver":
+        if o.reason in _CARD_REASONS:
+            return Update(key, (f"card:{o.reason.removeprefix('card_')}",))
         counter = (
             "deferred"
             if o.reason == OutcomeReason.QUIET_HOURS_DEFERRED
@@ -171,9 +179,10 @@ def add_rows(rows: Iterable[Mapping[str, int]]) -> Row:
 
 
 def split_row(row: Mapping[str, int]) -> dict[str, object]:
-    """A row as a document: plain counters, ``failed`` by errcode, ``suppressed`` by reason."""
+    """A row as a document: plain counters, ``failed`` by errcode, ``suppressed`` by reason,
+    ``card`` by card result."""
     doc: dict[str, object] = {name: row.get(name, 0) for name in PLAIN_COUNTERS}
-    for group in ("failed", "suppressed"):
+    for group in ("failed", "suppressed", "card"):
         parts = {k.split(":", 1)[1]: n for k, n in row.items() if k.startswith(group + ":")}
         doc[group] = dict(sorted(parts.items()))
     return doc
