@@ -152,7 +152,7 @@ def _compare(dep_intents: list, dep_outcomes: list, dlq: int, exp: Expected) -> 
 async def test_pipeline_matches_oracle(
     kafka_bootstrap: str, tmp_path: Path, workers: int, kills: int
 ) -> None:
-    log, exp, early = _log(seed=11 + kills, window_s=6 if kills == 0 else 20)
+    log, exp, early = _log(seed=11 + kills, window_s=6 if kills == 0 else 40)
     dep = Deployment(kafka_bootstrap, tmp_path, log.merchants_toml)
     try:
         await _run(dep, log, exp, early, workers, kills, seed=kills)
