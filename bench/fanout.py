@@ -19,6 +19,11 @@ entries with credits (decide's ``users`` store). The worker restores both on sta
   dir wiped, everything restored from the changelogs); time from process start until a probe
   event's intent is committed, and the worker's RSS.
 
+* restore rate (after the restarts): every changelog partition of the deployment restored into
+  fresh stores by the runtime's own ``restore_all`` (records restored per second), beside a raw
+  read of the same partitions by a consumer configured like the restore consumer that only
+  counts the records; alternated raw, restore, restore, raw, medians.
+
 ``python -m bench.fanout -n 200000 --layouts one,two [--profile DIR]`` runs it alone (a
 LocalKafka unless ``--bootstrap``); ``--profile`` runs every worker under pyinstrument.
 """
@@ -37,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import (
     APPID,
@@ -52,6 +59,8 @@ from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import encode
 from wxsub.schemas.records import ProductPriceChanged, target_key
 from wxsub.streams.outbox import partition_for
+from wxsub.streams.restore import restore_all, restore_consumer
+from wxsub.streams.store import PartitionStore
 from wxsub.streams.topics import changelog_name
 
 __all__ = ["LAYOUTS", "main", "run_fanout"]
@@ -137,6 +146,8 @@ async def _run_layout(
             workers = [dep.start(STAGES)]
             out[f"restart_{mode}"] = await _restart(dep, workers[0], n, mode)
             workers[0].stop()
+        if modes:
+            out["restore_rate"] = await restore_rate(dep, workdir / "restore-probe")
     except Exception:
         for w in workers:
             print(w.tail())
@@ -200,6 +211,82 @@ async def _restart(dep: Deployment, worker: Worker, n: int, tag: str) -> dict[st
     await wait_until(resumed, 600, 0.2, f"{tag} restart")
     await asyncio.sleep(0)
     return {"resume_s": time.perf_counter() - t0, "rss_mib": worker.rss_mib()}
+
+
+async def _changelog_partitions(dep: Deployment) -> list[TopicPartition]:
+    prefix = changelog_name(dep.kafka, dep.app_id, "", "").removesuffix("--changelog")
+    admin = AIOKafkaAdminClient(bootstrap_servers=dep.bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        names = [t for t in names if t.endswith("-changelog")]
+    finally:
+        await admin.close()
+    return [TopicPartition(t, p) for t in sorted(names) for p in range(dep.partitions)]
+
+
+async def _raw_read(bootstrap: str, tps: list[TopicPartition]) -> tuple[int, float]:
+    """Records of ``tps`` read to their ends and counted (the restore consumer's settings)."""
+    consumer = await restore_consumer(bootstrap)
+    try:
+        t0 = time.perf_counter()
+        ends = await consumer.end_offsets(tps)
+        todo = {tp: end for tp, end in ends.items() if end > 0}
+        consumer.assign(list(todo))
+        await consumer.seek_to_beginning(*todo)
+        n = 0
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
+            for recs in batch.values():
+                n += len(recs)
+            for tp in list(todo):
+                if await consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+                    consumer.pause(tp)
+        return n, time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+
+
+async def _restore_once(bootstrap: str, tps: list[TopicPartition], state: Path) -> float:
+    """The runtime's restore of ``tps`` into fresh stores (as a cold start does)."""
+    shutil.rmtree(state, ignore_errors=True)
+    stores = {tp: PartitionStore(tp.topic, tp.partition, state / f"{tp.topic}-{tp.partition}")
+              for tp in tps}  # fmt: skip
+    consumer = await restore_consumer(bootstrap)
+    try:
+        t0 = time.perf_counter()
+        await restore_all(consumer, stores)
+        wall = time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+        for store in stores.values():
+            store.close()
+    return wall
+
+
+async def restore_rate(dep: Deployment, state: Path) -> dict[str, Any]:
+    """Cold restore throughput against a raw read of the same changelogs (ABBA, means)."""
+    tps = await _changelog_partitions(dep)
+    raw_s: list[float] = []
+    restore_s: list[float] = []
+    records = 0
+    for arm in ("raw", "restore", "restore", "raw"):
+        if arm == "raw":
+            records, wall = await _raw_read(dep.bootstrap, tps)
+            raw_s.append(wall)
+        else:
+            restore_s.append(await _restore_once(dep.bootstrap, tps, state))
+    shutil.rmtree(state, ignore_errors=True)
+    raw, restore = sum(raw_s) / len(raw_s), sum(restore_s) / len(restore_s)
+    return {
+        "records": records,
+        "raw_per_s": records / raw,
+        "restore_per_s": records / restore,
+        "ratio": raw / restore,
+        "raw_s": raw_s,
+        "restore_s": restore_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

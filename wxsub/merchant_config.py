@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from wxsub.merchant_cards import CardConfig
+from wxsub.retention import DEFAULT_RETENTION, Retention
 from wxsub.schemas import records
 from wxsub.schemas.internal import MARKETING_KINDS
 
@@ -191,6 +192,7 @@ class MerchantConfig:
     #: ``worker.merchants`` file
     version: int = 0
     cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
+    retention: Retention = DEFAULT_RETENTION  # [apps.<appid>.retention] (wxsub.retention)
 
     def kind(self, kind: str) -> KindConfig | None:
         return self.kinds.get(kind)

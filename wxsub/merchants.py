@@ -48,6 +48,7 @@ from wxsub.merchant_config import (
     QuietHours,
     placeholders,
 )
+from wxsub.retention import parse_retention
 from wxsub.schemas.internal import NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES, check, keyword_type
@@ -295,6 +296,8 @@ class _App(BaseModel):
     sensitive_words: list[str] = Field(default_factory=list)
     sensitive_words_file: Text | None = None
     cards: CardsModel | None = None
+    # validated by wxsub.retention (its own rules, against the largest stale_after_s)
+    retention: dict[str, Any] | None = None
     _words: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("kinds", mode="before")
@@ -335,6 +338,9 @@ class _App(BaseModel):
             dedupe_retention_s=self.dedupe_retention_s or self.max_stale() + DAY_S,
             sensitive_words=self._words,
             cards=self.cards.build() if self.cards else None,
+            retention=parse_retention(
+                f"apps.{appid}.retention", self.retention, stale_s=self.max_stale()
+            ),
         )
 
 

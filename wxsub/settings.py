@@ -186,6 +186,10 @@ class WorkerSettings:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_event_bytes: Annotated[Int, Field(ge=256)] = DEFAULT_MAX_BYTES
     session_timeout_ms: Int = 10_000
+    # expiry (docs/lifecycle.md): each store is swept once per interval, at most this many
+    # entries per timer tick, on the stages' timers
+    sweep_interval_s: Annotated[Number, Field(gt=0)] = 600.0
+    sweep_per_tick: Annotated[Int, Field(ge=1)] = 1000
 
 
 @dataclass(frozen=True, config=STRICT)

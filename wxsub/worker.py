@@ -30,6 +30,7 @@ from wxsub.config_follow import LiveConfig
 from wxsub.errors import ConfigError, SetupError
 from wxsub.logs import setup_logging
 from wxsub.merchants import Merchants, load_merchants
+from wxsub.retention import check_receipt_horizon
 from wxsub.settings import Settings, load_settings
 from wxsub.stats import read_stats
 from wxsub.streams.connection import KafkaProbe, security_kwargs
@@ -198,6 +199,9 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         from wxsub.agents.templates_pull import TemplatePuller
         from wxsub.wechat.client import WeChatClient
 
+        d = settings.delivery
+        retentions = {appid: cfg.retention for appid, cfg in merchants.apps.items()}
+        check_receipt_horizon(retentions, d.receipt_window_ms, d.receipt_skew_ms)
         client = WeChatClient(settings.wechat)
         closers.append(client.aclose)
         interval = settings.worker.templates_pull_interval_s

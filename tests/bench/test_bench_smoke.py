@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECT = {
     "baseline": ["raw aiokafka", "faust pass-through", "faust vs raw"],
     "pipeline": ["at_least_once", "exactly_once", "exactly_once / at_least_once"],
+    "peers": ["raw-confluent none", "wxsub eos", "quix eos", "faust alo", "wxsub vs quix, eos"],
     "latency": ["p50", "p99"],
-    "fanout": ["fan-out to 2000 watchers", "intents=2000", "restart cold"],
+    "fanout": ["fan-out to 2000 watchers", "intents=2000", "restart cold", "cold restore:"],
     "sender": ["ours vs aiohttp", "ours vs httpx-pool"],
 }
 
@@ -48,3 +49,5 @@ def test_every_benchmark_runs_at_tiny_size(kafka_bootstrap: str) -> None:
         assert code == 0, f"{name} failed:\n{text[-3000:]}"
         missing = [line for line in EXPECT[name] if line not in text]
         assert not missing, f"{name} output lacks {missing}:\n{text[-3000:]}"
+        # every run's output is read back and checked (bench/peers.py: exactly once per event)
+        assert "WRONG" not in text, f"{name}:\n{text[-3000:]}"

@@ -40,6 +40,12 @@ def test_micro_benchmark_runs_and_its_digest_is_stable(args: tuple[str, ...], di
     assert found[0].group(1) == found[1].group(1)  # same code, same input: same output
 
 
+def test_products_micro_fans_out_to_the_matching_watchers() -> None:
+    """The micro measures a fan-out, not a forward: 500 watches, 80% match (products_micro)."""
+    out = _run(*PRODUCTS)
+    assert "500 watchers" in out and " 402 records," in out, out
+
+
 @pytest.mark.kafka
 def test_txn_probe_runs(kafka_bootstrap: str) -> None:
     out = _run("bench.txn_probe", "--bootstrap", kafka_bootstrap, "--n", "2")

@@ -100,7 +100,8 @@ async def test_sandbox_failure_events_reach_the_card_stage(
 
                 async def r_decided() -> bool:  # R's three events have their outcomes
                     recs = await read_all(kafka_bootstrap, settings.kafka.topic("outcomes"))
-                    ids = [orjson.loads(r.value)["event_id"] for r in recs]
+                    docs = [orjson.loads(r.value) for r in recs]
+                    ids = {d["event_id"] for d in docs if d["reason"] != "card_refused"}
                     return sum(i.startswith("R-") for i in ids) == 3
 
                 await _wait(r_decided)
@@ -125,6 +126,12 @@ async def test_sandbox_failure_events_reach_the_card_stage(
         cands = await read_all(kafka_bootstrap, settings.kafka.topic("candidates"))
         assert [orjson.loads(r.value)["subject"] for r in cands] == []  # never classic
         assert metrics.card_failures.labels("-1004")._value.get() == 1
+        # the refusal is user feedback: one card_refused outcome for order R's user (stats)
+        outs = [orjson.loads(r.value) for r in await read_all(
+            kafka_bootstrap, settings.kafka.topic("outcomes"))]  # fmt: skip
+        refusals = [(o["appid"], o["openid"], o["event_id"][:2]) for o in outs
+                    if o["reason"] == "card_refused"]  # fmt: skip
+        assert refusals == [(APPID, OPENID, "R-")]
         # the alert's selector sees -1005 (and -10002), not the user's -1004
         assert 'wxsub_card_failures_total{fail_ret="-1005"} 1.0' in exposition
         assert _alert_selects("-1005") and _alert_selects("-10002")

@@ -84,6 +84,9 @@ def app_doc(window_s: int, orphan_s: int, caps: int) -> dict[str, Any]:
         "timezone": TZ_NAME,
         "collapse_window_s": window_s,
         "orphan_after_s": orphan_s,
+        # stale orders are 30 days old: expiry (every store is swept each second in these tests)
+        # must not forget them between their events, which the oracle does not model
+        "retention": {"order_s": 40 * 86_400, "unwatch_s": 7 * 86_400},
         "sensitive_words": [SENSITIVE, "违禁品"],
         "caps": {"transactional": day, "marketing": dict(day)},
         "kinds": {

@@ -264,6 +264,14 @@ class _Gen:
         self.watch(APP_MAIN, openid, target, "price_drop", None)
         self.phase0.append(self._watch_entry(APP_MAIN, openid, target, "price_drop", "unwatch"))
         self.watchers[(APP_MAIN, "sku", "sku-unwatched")] = set()  # its events: no_match
+        # a late watch older than that unwatch: the remembered unwatch beats it (regression)
+        late = Watch(self.eid("w"), _at(self.k.now_ms - 5 * HOUR - 30 * MIN), APP_MAIN, openid,
+                     "watch", target, "price_drop")  # fmt: skip
+        self.emit(0, late, "watch-regression")
+        # a watch older than every unwatch_s: refused as stale
+        ancient = Watch(self.eid("w"), _at(self.k.now_ms - 10 * DAY), APP_MAIN, openid,
+                        "watch", Target("sku", "sku-ancient"), "price_drop")  # fmt: skip
+        self.emit(0, ancient, "watch-stale")
         t = self.k.now_ms - DAY
         self.watch(APP_MAIN, openid, Target("sku", "sku000"), "restock", None)
         old = Watch(

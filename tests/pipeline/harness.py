@@ -73,6 +73,7 @@ class Deployment:
             "WXSUB_WORKER_WEB_PORT": str(self.web_ports.setdefault(index, free_port())),
             "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
             **self.secure_env,
+            "WXSUB_WORKER_SWEEP_INTERVAL_S": "1",  # expiry runs all the time (docs/lifecycle.md)
             **self.extra_env,
         }
 

@@ -54,8 +54,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from wxsub.agents.rules import cards, orders, subscriptions, watches
+from wxsub.agents.rules import cards, orders, retention, subscriptions, watches
 from wxsub.agents.rules import decide as dec
+from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.history import Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
@@ -191,6 +192,7 @@ class _Sim:
         self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
         self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
         self.users: dict[str, UserState] = {}
+        self.unwatched: dict[str, int] = {}  # watch key -> event time of the remembered unwatch
         self.out = Expected()
 
     # -- outputs --
@@ -218,12 +220,17 @@ class _Sim:
             key = (record.appid, record.target.type, record.target.id)
             wkey = watches.watch_key(*key, record.openid, record.kind)
             existing = self.watches[key].get(wkey)
-            self.outcome(watches.watch_outcome(existing, record, self.now))
-            new = watches.apply_watch(existing, record)
-            if new is None:
+            late = retention.watch_too_late(to_ms(record.occurred_at), cfg, self.now)
+            step = watches.on_watch(existing, self.unwatched.get(wkey), record, self.now, late)
+            self.outcome(step.outcome)
+            if step.watch is None:
                 self.watches[key].pop(wkey, None)
             else:
-                self.watches[key][wkey] = new
+                self.watches[key][wkey] = step.watch
+            if step.unwatched_at is None:
+                self.unwatched.pop(wkey, None)
+            else:
+                self.unwatched[wkey] = step.unwatched_at
         elif isinstance(record, SubscriptionEvent):
             user = self.user(record.appid, record.openid)
             state, o = subscriptions.apply_subscription(user, record, cfg, self.now)

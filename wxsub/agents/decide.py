@@ -4,7 +4,9 @@ Inputs, all keyed by user and co-partitioned: candidates (from the orders and pr
 subscriptions (from the gateway), preferences (from shops), corrections (from delivery). The
 ``users`` store holds one UserState per user; the due index holds users with held (collapse) or
 deferred (quiet hours) intents, released by the timer. Within a batch, states are cached and
-written once per user.
+written once per user, only when changed; a state with nothing left in it is deleted (absent and
+empty are the same state). The timer also sweeps the store (``StoreExpiry``): a user with
+nothing left once pruned is deleted, one whose pruned state is at most half its size rewritten.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.rules import decide as rules
+from wxsub.agents.rules.retention import Reason, swept_user
 from wxsub.agents.rules.subscriptions import (
     UserState,
     apply_correction,
@@ -42,6 +46,7 @@ __all__ = ["DecideStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
+_EMPTY = encode_user(UserState())
 
 
 class _Users:
@@ -61,14 +66,21 @@ class _Users:
         return hit[0]
 
     def put(self, key: bytes, state: UserState) -> None:
-        self.cache[key] = (state, self.cache[key][1])
+        hit = self.cache[key]
+        if state is hit[0]:  # unchanged (a suppressed candidate, a duplicate): nothing to write
+            return
+        self.cache[key] = (state, hit[1])
         self.dirty.add(key)
 
     def flush(self) -> None:
         due = DueIndex(self.store)
         for key in self.dirty:
             state, old_due = self.cache[key]
-            self.store.put(key, encode_user(state))
+            raw = encode_user(state)
+            if raw == _EMPTY:  # nothing left: no entry (reads give UserState() for none)
+                self.store.delete(key)
+            else:
+                self.store.put(key, raw)
             due.set(key, old_due, state.next_due())
         self.dirty.clear()
         self.cache.clear()
@@ -81,6 +93,7 @@ class DecideStage:
         self.spec = StageSpec(
             STAGE, tuple(env.topic(n) for n in names), stores=("users",), timer_interval_s=1.0
         )
+        self.expiry = StoreExpiry(env, STAGE, "users")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         users = _Users(ctx.stores["users"])
@@ -116,6 +129,26 @@ class DecideStage:
             users.put(key, decision.state)
             await self._emit(ctx, decision.intents, decision)
         users.flush()
+        self._sweep(ctx, self.env.clock())
+
+    def _sweep(self, ctx: PartitionContext, now: int) -> None:
+        """Prune the users of this slice; delete those with nothing left."""
+        store, expiry = ctx.stores["users"], self.expiry
+        for key, raw in expiry.slice(ctx, now):
+            if key.startswith(DueIndex.PREFIX):
+                continue
+            cfg = self.env.merchants.app(key_appid(key))
+            state, changed = swept_user(decode_user(raw), cfg, now)
+            if state is None:
+                store.delete(key)
+                expiry.expired(ctx, Reason.USER_EMPTY)
+            elif changed:
+                # rewritten only once pruning halves it: the user's next event prunes anyway,
+                # and a rewrite per expired id would double what the changelog is written
+                smaller = encode_user(state)
+                if 2 * len(smaller) <= len(raw):
+                    store.put(key, smaller)
+        expiry.sample()
 
     async def _state_event(
         self, ctx: PartitionContext, users: _Users, rec: ConsumerRecord, now: int

@@ -11,7 +11,9 @@ offsets, and its calls start only then (``ctx.on_commit``) and run while the par
 next batch: their finals are written by the partition's next turn (a batch, the timer, or a
 ``settle`` turn the runtime gives it when idle or before it gives the partition up). So a batch
 costs one transaction, and the partition does not wait for WeChat between batches. Retries and
-crash leftovers are handled by ``on_timer`` through the ledger's DueIndex. Every decision is in
+crash leftovers are handled by ``on_timer`` through the ledger's DueIndex; it also sweeps the
+ledger (``StoreExpiry``): an entry in a final state past ``retention.delivery_s`` is deleted with
+its index entries and tombstoned on ``deliveries``. Every decision is in
 ``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the 45009 pauses
 ``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees.
 """
@@ -31,11 +33,13 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
+from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.quota_pauses import QuotaPauses
 from wxsub.agents.rules import delivery as rules
 from wxsub.agents.rules import guards, pauses
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
+from wxsub.agents.rules.retention import entry_expired
 from wxsub.agents.templates_pull import TemplatePuller
 from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
 from wxsub.schemas import SubscriptionEvent, decode_topic
@@ -105,6 +109,7 @@ class DeliverStage:
         self._backlog = DueBacklog(env.metrics)
         self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
         self._in_flight: dict[int, _InFlight] = {}  # partition -> calls started after a commit
+        self.expiry = StoreExpiry(env, rules.STAGE, "ledger")
 
     # --- runtime entry points -------------------------------------------------------------------
 
@@ -154,6 +159,24 @@ class DeliverStage:
         self.kind_pauses.refresh()  # the gauge's series follow the live config
         if self.puller is not None:
             await self.puller.maybe_pull(ctx, now_ms)
+        await self._sweep(ctx, ledger, self.env.clock())
+
+    async def _sweep(self, ctx: PartitionContext, ledger: Ledger, now: int) -> None:
+        """Forget the final entries of this slice past retention: the entry and its index
+        entries go, and a tombstone goes to ``deliveries`` (compaction drops the id)."""
+        expiry, merchants = self.expiry, self.env.merchants
+        topic = self.env.topic("deliveries")
+        for key, raw in expiry.slice(ctx, now):
+            if not key.startswith(b"n|"):
+                continue  # index entries go with their entry
+            entry = rules.decode_entry(raw)
+            reason = entry_expired(entry.state, entry.at, merchants.app(entry.appid), now)
+            if reason is None:
+                continue
+            ledger.forget(entry)
+            await ctx.send(topic, entry.notification_id.encode(), None)
+            expiry.expired(ctx, reason)
+        expiry.sample()
 
     # --- work in flight (the runtime's Settling protocol) -----------------------------------------
 

@@ -28,6 +28,8 @@ class Ledger:
     ``n|nid`` -> entry; the DueIndex (retries, and attempts so a leftover is found by the
     timer); ``u|appid:openid|template|attempt_at|nid`` for attempt/in-doubt entries (receipt
     matching, oldest first); ``m|msgid`` -> nid for sent entries (a receipt of a known send).
+    An entry in a final state is forgotten with its index entries after ``retention.delivery_s``
+    (:meth:`forget`).
     """
 
     def __init__(self, store: PartitionStore) -> None:
@@ -50,6 +52,17 @@ class Ledger:
                 self.store.put(new_key, b"")
         if new.state == LedgerState.SENT and new.msgid and (old is None or old.msgid != new.msgid):
             self.store.put(b"m|" + new.msgid.encode(), nid)
+
+    def forget(self, entry: Entry) -> None:
+        """Delete an entry and its index entries (expiry: ``rules.retention.entry_expired``)."""
+        nid = entry.notification_id.encode()
+        self.store.delete(b"n|" + nid)
+        self.due.set(nid, entry.due, None)
+        user = _user_index(entry)
+        if user is not None:
+            self.store.delete(user)
+        if entry.msgid:
+            self.store.delete(b"m|" + entry.msgid.encode())
 
     def open_attempts(self, appid: str, openid: str, template_id: str) -> list[tuple[int, str]]:
         """(attempt_at, nid) of the user's attempt/in-doubt entries for a template, oldest first."""

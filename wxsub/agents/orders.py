@@ -1,7 +1,9 @@
 """The orders stage: order-status and logistics (co-partitioned by order key) -> candidates.
 
 State per order key in the ``orders`` store: the order (owner, latest status) and the logistics
-events waiting for it. Pending events past ``orphan_after_s`` end as ``orphan`` on a timer.
+events waiting for it. Pending events past ``orphan_after_s`` end as ``orphan`` on a timer. The
+timer also sweeps the store (``StoreExpiry``): an order past its retention
+(``rules.retention.order_expired``) is forgotten; logistics for it later end as ``orphan``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import Misrouted, StageEnv
+from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.rules import cards as card_rules
 from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
+from wxsub.agents.rules.retention import order_expired
 from wxsub.errors import InputError
 from wxsub.schemas.internal import encode_internal, user_key
 from wxsub.schemas.records import OrderStatusChanged, key_appid
@@ -38,6 +42,7 @@ class OrdersStage:
             stores=("orders",),
             timer_interval_s=1.0,
         )
+        self.expiry = StoreExpiry(env, STAGE, "orders")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         store = ctx.stores["orders"]
@@ -98,6 +103,9 @@ class OrdersStage:
         if new is not order:
             doc["order"] = new
             store.put(rec.key, encode_internal(doc))
+            refused = card_rules.refusal_outcome(new, result, self.env.clock()) if new else None
+            if refused is not None:
+                await self.env.emit_outcomes(ctx, (refused,))
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["orders"]
@@ -111,6 +119,27 @@ class OrdersStage:
             step = OrderStep(order, keep)
             _save(store, due, key, (), step, rules.orphan_after_s(cfg))
             await self.env.emit_outcomes(ctx, gone)
+        self._sweep(ctx, store, self.env.clock())
+
+    def _sweep(self, ctx: PartitionContext, store: Any, now: int) -> None:
+        """Forget the orders of this slice that are past their retention (pending logistics
+        of a key stay: they end as ``orphan`` on their own)."""
+        expiry = self.expiry
+        for key, raw in expiry.slice(ctx, now):
+            if key.startswith(DueIndex.PREFIX):
+                continue
+            order, pending = _load(raw)
+            if order is None:
+                continue
+            reason = order_expired(order, self.env.merchants.app(order.appid), now)
+            if reason is None:
+                continue
+            if pending:
+                store.put(key, encode_internal({"order": None, "pending": pending}))
+            else:
+                store.delete(key)
+            expiry.expired(ctx, reason, deleted=not pending)
+        expiry.sample()
 
 
 def _load(raw: bytes | None) -> tuple[OrderState | None, tuple[PendingLogistics, ...]]:

@@ -6,6 +6,12 @@ product event fans out by scanning that prefix in chunks of ``FANOUT_CHUNK``; a 
 not finish in one chunk becomes a job (event + cursor) continued by the timer, chunk by chunk,
 each in its own transaction, so other targets' events are processed in between.
 
+An unwatch deletes the watch and leaves a marker (``_UNWATCH`` + watch key -> the unwatch's
+event time) for ``retention.unwatch_s``, so a late older watch is a ``regression``; a watch
+event older than that is refused as ``stale``. The timer sweeps the store (``StoreExpiry``):
+watches past ``retention.watch_ttl_s`` and markers past ``unwatch_s`` are deleted; a fan-out
+tells no watch past its time-to-live even before the sweep reached it.
+
 Per watcher a chunk costs a RocksDB step, one ``orjson.loads`` of the stored watch and the
 checks and candidate bytes of :class:`~wxsub.agents.rules.watches.Fanout` (no dataclass per
 watcher), then the send.
@@ -20,7 +26,10 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.expiry import StoreExpiry
+from wxsub.agents.rules import retention as lifecycle
 from wxsub.agents.rules import watches as rules
+from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
 from wxsub.schemas.internal import user_key
@@ -36,6 +45,7 @@ log = logging.getLogger(__name__)
 STAGE = rules.STAGE
 FANOUT_CHUNK = 5000
 _JOB = b"\x02job|"
+_UNWATCH = b"\x03unwatch|"
 
 
 class ProductsStage:
@@ -48,6 +58,7 @@ class ProductsStage:
             stores=("watches",),
             timer_interval_s=0.05,
         )
+        self.expiry = StoreExpiry(env, STAGE, "watches")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         store = ctx.stores["watches"]
@@ -75,6 +86,24 @@ class ProductsStage:
             budget -= self.chunk
             if budget <= 0:
                 return
+        self._sweep(ctx, store, self.env.clock())
+
+    def _sweep(self, ctx: PartitionContext, store: PartitionStore, now: int) -> None:
+        """Delete the watches and unwatch markers of this slice that are past retention."""
+        expiry, merchants = self.expiry, self.env.merchants
+        for key, raw in expiry.slice(ctx, now):
+            if key.startswith(_UNWATCH):
+                appid = key[len(_UNWATCH) :].split(b"\x1f", 1)[0].decode()
+                reason = lifecycle.unwatch_expired(int(raw), merchants.app(appid), now)
+            elif key[:1] >= b"\x20":  # a watch (the other keys start with a control byte)
+                doc = orjson.loads(raw)
+                reason = lifecycle.watch_expired(doc, merchants.app(doc["appid"]), now)
+            else:
+                continue
+            if reason is not None:
+                store.delete(key)
+                expiry.expired(ctx, reason)
+        expiry.sample()
 
     async def _watch(
         self, ctx: PartitionContext, store: PartitionStore, ev: Watch, now: int
@@ -82,12 +111,22 @@ class ProductsStage:
         key = rules.watch_key(ev.appid, ev.target.type, ev.target.id, ev.openid, ev.kind).encode()
         raw = store.get(key)
         existing = WatchState.from_dict(orjson.loads(raw)) if raw else None
-        await self.env.emit_outcomes(ctx, (rules.watch_outcome(existing, ev, now),))
-        new = rules.apply_watch(existing, ev)
-        if new is None:
-            store.delete(key)
-        elif new != existing:
-            store.put(key, orjson.dumps(new))
+        marker = store.get(_UNWATCH + key)
+        unwatched_at = int(marker) if marker is not None else None
+        cfg = self.env.merchants.app(ev.appid)
+        late = lifecycle.watch_too_late(to_ms(ev.occurred_at), cfg, now)
+        step = rules.on_watch(existing, unwatched_at, ev, now, too_late=late)
+        await self.env.emit_outcomes(ctx, (step.outcome,))
+        if step.watch is None:
+            if existing is not None:
+                store.delete(key)
+        elif step.watch != existing:
+            store.put(key, orjson.dumps(step.watch))
+        if step.unwatched_at != unwatched_at:
+            if step.unwatched_at is None:
+                store.delete(_UNWATCH + key)
+            else:
+                store.put(_UNWATCH + key, b"%d" % step.unwatched_at)
 
     async def _fan_out(
         self,
@@ -100,7 +139,8 @@ class ProductsStage:
         """One chunk of a fan-out; saves the job for the timer when watchers remain."""
         ev = decode_topic(job["topic"], job["raw"].encode())
         assert isinstance(ev, ProductPriceChanged | ProductStockChanged | Promotion)
-        fan = rules.Fanout(ev, now)
+        ttl_ms = lifecycle.retention(self.env.merchants.app(ev.appid)).watch_ttl_s * 1000
+        fan = rules.Fanout(ev, now, watched_after=self.env.clock() - ttl_ms)
         prefix = rules.watch_prefix(ev.appid, *rules.event_target(ev)).encode()
         cursor = job["cursor"].encode("utf-8", "surrogateescape") if job["cursor"] else None
         docs = []

@@ -11,7 +11,9 @@ The ``stats`` store holds, per partition: ``r|<row key>`` the partition's cumula
 ``d|<row key>`` a dirty mark, ``l|<user>|<template>`` the user's last send time (expired by a
 DueIndex after the feedback window). The timer (1 s) emits each dirty row to the compacted
 ``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
-transaction that clears the marks: readers sum the latest record of every partition.
+transaction that clears the marks: readers sum the latest record of every partition. The timer
+also sweeps the store (``StoreExpiry``): a day's row past ``retention.stats_days`` is deleted and
+tombstoned on the ``stats`` topic.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
+from wxsub.agents.rules.retention import stats_day_expired
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
 from wxsub.streams.due import DueIndex
@@ -49,6 +53,7 @@ class StatsStage:
         self.spec = StageSpec(
             STAGE, (env.topic("outcomes"),), stores=("stats",), timer_interval_s=interval_s
         )
+        self.expiry = StoreExpiry(env, STAGE, "stats")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         store = ctx.stores["stats"]
@@ -115,3 +120,21 @@ class StatsStage:
             )
             value = rules.encode_record(rec)
             await ctx.send(topic, rec.topic_key, value, partition=ctx.partition)
+        await self._sweep(ctx, self.env.clock())
+
+    async def _sweep(self, ctx: PartitionContext, now: int) -> None:
+        """Forget the day rows of this slice past ``retention.stats_days`` (store + topic)."""
+        store, expiry, topic = ctx.stores["stats"], self.expiry, self.env.topic("stats")
+        for key, _ in expiry.slice(ctx, now):
+            if not key.startswith(_ROW):
+                continue
+            row = rules.RowKey.decode(key[len(_ROW) :])
+            reason = stats_day_expired(row.day, self.env.merchants.app(row.appid), now)
+            if reason is None:
+                continue
+            store.delete(key)
+            store.delete(_DIRTY + key[len(_ROW) :])
+            rec = rules.StatsRecord(row, ctx.partition, {}, now)
+            await ctx.send(topic, rec.topic_key, None, partition=ctx.partition)
+            expiry.expired(ctx, reason)
+        expiry.sample()

@@ -117,6 +117,7 @@ class OutcomeReason(enum.StrEnum):
     CARD_REPLACED = "card_replaced"  # a classic template the live card replaces was not sent
     CARD_ILLEGAL = "card_illegal"  # the card state table forbids the transition it needs
     CARD_ENDED = "card_ended"  # the card is terminal, refused or past its window
+    CARD_REFUSED = "card_refused"  # the user refused the order's card (-1004): user feedback
     # send-time guards (rules/guards.py): the deliver stage also ends sends as ``stale`` and
     # defers them as ``quiet_hours_deferred``
     PAUSED = "paused"  # the app's kind is paused (feedback, 43107, 45168): nothing sent

@@ -113,6 +113,19 @@ class WorkerMetrics:
             ["stage"],
             registry=r,
         )
+        self.store_entries = Gauge(
+            "wxsub_store_entries",
+            "Live entries in a stage's store on this worker (its partitions), counted by the "
+            "expiry sweep once per pass (worker.sweep_interval_s), not per event",
+            ["stage", "store"],
+            registry=r,
+        )
+        self.expired = Counter(
+            "wxsub_expired",
+            "Store entries deleted (tombstoned) by expiry, by store and reason",
+            ["store", "reason"],
+            registry=r,
+        )
         self.quota_paused = Gauge(
             "wxsub_quota_paused", "1 while an appid is paused on 45009", ["appid"], registry=r
         )

@@ -8,6 +8,11 @@ builders with ``send_batch`` when the transaction commits (a full builder waits 
 behind the next one of its topic-partition). Order within a topic-partition is kept, which is
 all Kafka orders anyway.
 
+Appending goes straight to the C builder inside aiokafka's ``BatchBuilder`` on the aiokafka
+versions read for it (``DIRECT_APPEND_VERSIONS``): the wrapper's keyword call, serializer hook
+and per-record checks cost about as much as the C append itself (bench/RESULTS.md, 2026-12-06);
+on any other version, or a producer with serializers, the public ``append`` is used.
+
 Partitions are Kafka's default (murmur2 of the key, as the Java client and aiokafka compute it),
 so co-partitioning with topics written by other clients holds.
 """
@@ -19,10 +24,18 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import aiokafka
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 from murmurhash2 import murmurhash2
 
-__all__ = ["KAFKA_SEED", "Outbox", "partition_for"]
+__all__ = ["DIRECT_APPEND_VERSIONS", "KAFKA_SEED", "Outbox", "partition_for"]
+
+#: aiokafka versions whose ``BatchBuilder.append`` was read: it serializes (no serializers here),
+#: calls ``self._builder.append(self._relative_offset, timestamp, key, value, headers)``, on
+#: None closes the batch, else counts the record in ``_relative_offset``. Outbox does the same.
+DIRECT_APPEND_VERSIONS = frozenset({"0.14.0"})
+_DIRECT = aiokafka.__version__ in DIRECT_APPEND_VERSIONS
 
 # Kafka's murmur2 is MurmurHash2 (32-bit) with this seed (Utils.murmur2 in the Java client)
 KAFKA_SEED = 0x9747B28C
@@ -49,6 +62,7 @@ class Outbox:
         self._builders: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[tuple[str, int], Any]] = []  # full builders, in creation order
         self._partitions: dict[str, int] = {}
+        self._direct: bool | None = None  # known at the first builder (see _new_builder)
         # (future of a submitted batch, records in it); results are RecordMetadata of the batch
         self.submitted: list[tuple[asyncio.Future[Any], int]] = []
 
@@ -73,14 +87,33 @@ class Outbox:
         slot = (topic, partition)
         builder = self._builders.get(slot)
         if builder is None:
-            builder = self._builders[slot] = self._producer.create_batch()
+            builder = self._builders[slot] = self._new_builder()
         hdrs = list(headers) if headers else []
+        if self._direct:
+            # BatchBuilder.append without its wrapper (DIRECT_APPEND_VERSIONS)
+            offset = builder._relative_offset  # noqa: SLF001
+            if builder._builder.append(offset, None, key, value, hdrs) is not None:  # noqa: SLF001
+                builder._relative_offset = offset + 1  # noqa: SLF001
+                return True
+            builder.close()
+        elif builder.append(timestamp=None, key=key, value=value, headers=hdrs) is not None:
+            return True
+        self._full.append((slot, builder))
+        builder = self._builders[slot] = self._new_builder()
         if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
-            self._full.append((slot, builder))
-            builder = self._builders[slot] = self._producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
-                raise ValueError(f"record too large for one batch on {topic}")
+            raise ValueError(f"record too large for one batch on {topic}")
         return True
+
+    def _new_builder(self) -> Any:
+        builder = self._producer.create_batch()
+        if self._direct is None:
+            self._direct = (
+                _DIRECT
+                and type(builder) is BatchBuilder
+                and builder._key_serializer is None  # noqa: SLF001
+                and builder._value_serializer is None  # noqa: SLF001
+            )
+        return builder
 
     async def add(
         self,

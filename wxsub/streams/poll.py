@@ -28,6 +28,10 @@ __all__ = ["PollLoop"]
 
 log = logging.getLogger(__name__)
 
+#: bytes fetched per input partition and request (aiokafka's ``max_partition_fetch_bytes``; a
+#: record batch larger than this is still returned whole)
+FETCH_BYTES_PER_PARTITION = 1024 * 1024
+
 
 class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs the group consumer of one stage: fetch, hand out, follow the assignment."""
@@ -124,7 +128,12 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             rebalance_timeout_ms=120_000,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self._poll_timeout_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            # About one batch (max_batch records of a few hundred bytes) per partition: a
+            # partition whose turn runs is paused (turns.py), and aiokafka drops what it had
+            # fetched beyond the batch for a paused partition and fetches it again after the
+            # resume. With 4 MiB (~12 k records) per partition most of every fetch was thrown
+            # away: the worker's CPU per event fell 7% at 1 MiB (bench/RESULTS.md, 2026-12-06).
+            max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
             **self._security,
         )
 

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-__all__ = ["CommittedView", "PartitionStore"]
+__all__ = ["RESERVED_PREFIX", "CommittedView", "PartitionStore"]
 
-_CHECKPOINT = b"\x00wxsub:checkpoint"
+#: keys the runtime keeps for itself in every store (the checkpoint); never a stage's
+RESERVED_PREFIX = b"\x00wxsub:"
+_CHECKPOINT = RESERVED_PREFIX + b"checkpoint"
 
 
 class PartitionStore:
@@ -37,6 +39,7 @@ class PartitionStore:
         opts.set_write_buffer_size(8 * 1024 * 1024)
         self._db = Rdict(str(path), options=opts)
         self._overlay: dict[bytes, bytes | None] = {}
+        self.closed = False
 
     # --- reads and writes while processing ----------------------------------------------------
 
@@ -141,6 +144,7 @@ class PartitionStore:
         return CommittedView(self._db)
 
     def close(self) -> None:
+        self.closed = True
         self._db.close()
 
 

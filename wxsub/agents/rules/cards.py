@@ -31,7 +31,7 @@ from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.agents.rules.orders import STAGE, OrderState, OrderStep, PendingLogistics
 from wxsub.merchant_cards import CardConfig
 from wxsub.merchants import MerchantConfig
-from wxsub.schemas.internal import Candidate, OutcomeReason
+from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason
 from wxsub.schemas.records import LogisticsUpdated, OrderStatusChanged
 from wxsub.schemas.struct import from_doc, record
 from wxsub.wechat.card_types import CardType, check_content, legal
@@ -145,6 +145,17 @@ def apply_card_result(order: OrderState | None, result: CardResult) -> OrderStat
     if order is None or order.card_code != result.code or order.card_off:
         return order
     return replace(order, card_off=result.result)
+
+
+def refusal_outcome(order: OrderState, result: CardResult, now_ms: int) -> Outcome | None:
+    """The ``card_refused`` outcome when ``result`` is the user refusing the order's card
+    (-1004): user feedback, counted per template in stats (``card:refused``)."""
+    if result.result != "refused" or order.card_code != result.code:
+        return None
+    return outcome(
+        order.event_id, "order_status", OutcomeReason.CARD_REFUSED, STAGE, now_ms,
+        appid=order.appid, openid=order.openid, detail=result.detail,
+    )  # fmt: skip
 
 
 # --- internals -----------------------------------------------------------------------------------

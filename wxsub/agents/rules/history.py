@@ -97,6 +97,14 @@ def add(history: str, entries: Sequence[Sequence[Any]], horizon_ms: int) -> str:
     return out
 
 
+def expire(history: str, horizon_ms: int) -> str:
+    """``history`` without the entries decided before ``horizon_ms`` (oldest first, so only the
+    first entry needs a look when nothing is due)."""
+    if not history or _at(history) >= horizon_ms:
+        return history
+    return "\n".join([line for line in history.split("\n") if _at(line) >= horizon_ms])
+
+
 _MIN_ENTRY = len('[0,"","","","","",""]') + 1
 
 

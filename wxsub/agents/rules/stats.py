@@ -9,7 +9,8 @@ A row is a flat ``dict[str, int]`` of counters, so rows of several partitions ad
 - ``reconciled``: in-doubt sends settled by WeChat's ``subscribe_msg_sent_event``
 - ``suppressed:<reason>``: notifications that ended without a send, by reason
 - ``card:<update|replaced|illegal|ended>``: order events a service card took instead of a
-  classic message (``card_update`` ...: docs/service-cards.md), not counted as suppressed
+  classic message (``card_update`` ...: docs/service-cards.md), not counted as suppressed;
+  ``card:refused``: users who refused an order's card (-1004), user feedback like ``feedback``
 - ``deferred``: marketing held for quiet hours (not an end: it is sent or suppressed later)
 - ``rejects``: user rejects (popup reject, or switched off in the settings menu)
 - ``feedback``: rejects of a template the user was sent within ``FEEDBACK_WINDOW_MS`` before:
@@ -64,7 +65,7 @@ PLAIN_COUNTERS = (
 Row = dict[str, int]
 _CARD_REASONS = frozenset(
     {OutcomeReason.CARD_UPDATE, OutcomeReason.CARD_REPLACED, OutcomeReason.CARD_ILLEGAL,
-     OutcomeReason.CARD_ENDED}
+     OutcomeReason.CARD_ENDED, OutcomeReason.CARD_REFUSED}
 )  # fmt: skip
 
 

@@ -264,6 +264,21 @@ def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserStat
     )  # fmt: skip
 
 
+def history_expired(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
+    """``state`` without the history entries decided before the dedupe retention (what
+    ``with_history`` drops at the user's next decision anyway): the sweep's part, so a user
+    whose only state is an old history ends (retention.swept_user)."""
+    if not state.history:
+        return state
+    history = hist.expire(state.history, now_ms - _spans(cfg)[0])
+    if history == state.history:
+        return state
+    return UserState(
+        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
+        state.seen, state.consumed, state.sends, state.held, state.deferred, history,
+    )  # fmt: skip
+
+
 def with_history(
     state: UserState, entries: list[list[Any]], cfg: MerchantConfig | None, now_ms: int
 ) -> UserState:

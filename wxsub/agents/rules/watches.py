@@ -34,11 +34,13 @@ __all__ = [
     "Fanout",
     "ProductEvent",
     "WatchState",
+    "WatchStep",
     "apply_watch",
     "event_target",
     "fanout_candidate",
     "matches",
     "no_match_outcome",
+    "on_watch",
     "promotion_matches",
     "watch_key",
     "watch_matches",
@@ -108,6 +110,48 @@ def apply_watch(existing: WatchState | None, ev: Watch) -> WatchState | None:
         occurred_at=at,
         event_id=ev.event_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStep:
+    """A watch event's result: the key's new watch (None: none) and unwatch time (None: no
+    marker), and the event's outcome."""
+
+    watch: WatchState | None
+    unwatched_at: int | None
+    outcome: Outcome
+
+
+def on_watch(
+    existing: WatchState | None,
+    unwatched_at: int | None,
+    ev: Watch,
+    now_ms: int,
+    too_late: bool = False,
+) -> WatchStep:
+    """A watch event against the key's watch and its remembered unwatch (event time of the
+    last applied unwatch, kept ``retention.unwatch_s``). An event older than either changes
+    nothing (``regression``); an unwatch deletes the watch and is remembered, so a late older
+    watch cannot bring it back; ``too_late`` (older than ``unwatch_s``,
+    ``rules.retention.watch_too_late``) refuses the event as ``stale``."""
+    at = to_ms(ev.occurred_at)
+    if too_late:
+        out = outcome(
+            ev.event_id, "watch", OutcomeReason.STALE, STAGE, now_ms,
+            appid=ev.appid, openid=ev.openid, detail=f"{ev.op} {ev.kind}: older than unwatch_s",
+        )  # fmt: skip
+        return WatchStep(existing, unwatched_at, out)
+    if unwatched_at is not None and at < unwatched_at:
+        out = outcome(
+            ev.event_id, "watch", OutcomeReason.REGRESSION, STAGE, now_ms,
+            appid=ev.appid, openid=ev.openid, detail=f"{ev.op} {ev.kind}: older than an unwatch",
+        )  # fmt: skip
+        return WatchStep(existing, unwatched_at, out)
+    out = watch_outcome(existing, ev, now_ms)
+    if out.reason == OutcomeReason.REGRESSION:
+        return WatchStep(existing, unwatched_at, out)
+    new = apply_watch(existing, ev)
+    return WatchStep(new, at if ev.op == "unwatch" else None, out)
 
 
 def watch_outcome(existing: WatchState | None, ev: Watch, now_ms: int) -> Outcome:
@@ -219,10 +263,17 @@ class Fanout:
     """
 
     def __init__(
-        self, ev: ProductEvent, now_ms: int, encode: Callable[[Any], bytes] = encode_internal
+        self,
+        ev: ProductEvent,
+        now_ms: int,
+        encode: Callable[[Any], bytes] = encode_internal,
+        watched_after: int | None = None,
     ) -> None:
         self.ev = ev
         self.now_ms = now_ms
+        # a watch set at or before this (event time) is past its time-to-live: told nothing,
+        # even before the sweep deletes it
+        self._after = watched_after
         self._encode = encode
         self._appid = ev.appid
         self._target_type, self._target_id = event_target(ev)
@@ -248,6 +299,8 @@ class Fanout:
             or doc["target_type"] != self._target_type
             or doc["appid"] != self._appid
         ):
+            return False
+        if self._after is not None and doc["occurred_at"] <= self._after:
             return False
         if self._price is None:
             return True
