@@ -86,7 +86,9 @@ async def seed_watchers(dep: Deployment, n: int, kind: str = "price_drop", sku: 
 
     def entries() -> Any:
         for i in range(n):
-            w = WatchState(APPID, openid(i), "sku", sku, kind, None, 1 + i, f"w-{i}")
+            # watched an hour ago (a watch lives watch_ttl_s; distinct times: FCFS order)
+            at = int(time.time() * 1000) - 3_600_000 + i
+            w = WatchState(APPID, openid(i), "sku", sku, kind, None, at, f"w-{i}")
             yield topic, w.key.encode(), orjson.dumps(w)
 
     await produce(dep.bootstrap, ((t, k, v) for t, k, v in entries()), partition=part)
