@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from wxsub.configmodel import Bad, Int, validate
+from wxsub.errors import ConfigError
 from wxsub.merchant_cards import CardsModel
 from wxsub.merchant_config import (
     DAY_S,
@@ -48,7 +49,6 @@ from wxsub.merchant_config import (
     QuietHours,
     placeholders,
 )
-from wxsub.errors import ConfigError
 from wxsub.merchant_guards import (
     check_classes,
     parse_alerts,
