@@ -59,7 +59,7 @@ from typing import Any, Protocol
 from wxsub.agents.rules import cards, orders, retention, stock, subscriptions, watches
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules.common import to_ms
-from wxsub.agents.rules.history import Decided, decisions
+from wxsub.agents.rules.history import RELEASED, Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
@@ -337,11 +337,15 @@ class _Sim:
             appid = key.split(":", 1)[0]
             decision = dec.on_timer(state, self.m.app(appid), at)
             self.users[key] = decision.state
-            # (the history as of the log's now, plus the releases: at _FOREVER the history's
-            # retention would forget the rest)
+            # (the history as of the log's now, plus this firing's releases: at _FOREVER the
+            # history's retention would forget the rest; releases of an earlier firing, at a
+            # config change, are in ``state.history`` already and must not be listed twice)
             appid, openid = key.split(":", 1)
             now = decisions(state.history, appid, openid)
+            released = {i.notification_id for i in decision.intents}
             later = decisions(decision.state.history, appid, openid)
-            self.out.histories[key] = now + [d for d in later if d.reason == "released"]
+            self.out.histories[key] = now + [
+                d for d in later if d.reason == RELEASED and d.notification_id in released
+            ]
             for i in decision.intents:
                 self.intent(i)

@@ -170,6 +170,20 @@ def test_the_cap_change_changes_phase_2_only(log: EventLog, exp: Expected) -> No
     assert len(sent) == 2
 
 
+def test_histories_list_each_timer_release_once(log: EventLog, exp: Expected) -> None:
+    """Timers fire at the config change and at the end: a user's history lists each release
+    once (the support trace compares it with the worker's), and only intents' releases."""
+    phase = {e.record.event_id: e.phase for e in log.entries if e.record is not None}
+    by_phase: Counter[int] = Counter()
+    for key, decided in exp.histories.items():
+        released = Counter(d.notification_id for d in decided if d.reason == "released")
+        assert [n for n, c in released.items() if c > 1] == [], key
+        for nid in released:
+            assert nid in exp.intents, (key, nid)
+            by_phase[min(phase[exp.intents[nid].event_ids[-1]], 2)] += 1
+    assert by_phase[1] > 10 and by_phase[2] > 0  # released at the change and at the end
+
+
 def _merge(entries: list[Entry], rng: random.Random) -> list[Entry]:
     """A random interleaving that keeps the order within each (topic, key): what Kafka keeps."""
     queues: dict[tuple[str, str], list[Entry]] = defaultdict(list)
