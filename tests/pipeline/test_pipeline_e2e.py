@@ -53,6 +53,29 @@ def _log(seed: int, window_s: int, **knobs: int) -> tuple[EventLog, Expected, Ex
     return log, expected(log.entries, v1, now, changes={2: v2}), expected(early, v1, now)
 
 
+def _bootstrap_expected(log: EventLog) -> tuple[Expected, Expected]:
+    """The oracle of ``log`` and that of phases 0 and 1 alone, for a deployment that never
+    applies config: the workers decide with the ``worker.merchants`` file
+    (``log.merchants_toml``: the bootstrap, version 0) from start to end. For tests of something
+    else (broker faults, ACLs) that publish without :func:`_run`; they too publish phase 2 only
+    once phases 0 and 1 are decided (:func:`_undecided`): phase 2 competes with phase 1 for caps."""
+    merchants = at_version(parse_merchants(tomllib.loads(log.merchants_toml)), 0)
+    early = [e for e in log.entries if e.phase < 2]
+    now = log.knobs.now_ms
+    return expected(log.entries, merchants, now), expected(early, merchants, now)
+
+
+async def _undecided(dep: Deployment, exp: Expected, timeout: float) -> str:
+    """Wait until ``dep`` holds as many outcomes and intents as ``exp``: "" then, else (at the
+    timeout) what it holds of each."""
+    want_o, want_i = sum(exp.outcomes.values()), len(exp.intents)
+    got_o = await dep.wait_for("outcomes", want_o, timeout=timeout)
+    got_i = await dep.wait_for("intents", want_i, timeout=timeout)
+    if got_o >= want_o and got_i >= want_i:
+        return ""
+    return f"outcomes {got_o} of {want_o}, intents {got_i} of {want_i}"
+
+
 async def _apply(dep: Deployment, toml: str, name: str) -> int:
     """``wxsub merchants apply`` of ``toml`` to the deployment; the version it became."""
     path = dep.workdir / name
