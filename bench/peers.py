@@ -290,6 +290,18 @@ async def _create_topics(bootstrap: str, names: list[str], compact: bool = False
         await admin.create_topics(
             [NewTopic(t, PARTITIONS, 1, topic_configs=configs) for t in names]
         )
+        # Quix checks its topics through its own admin client as it starts; on a loaded
+        # machine that can come before the new topic's metadata has spread ("not found").
+        for _ in range(300):
+            descs = await admin.describe_topics(names)
+            if all(
+                d.get("error_code") == 0
+                and len(d.get("partitions") or ()) == PARTITIONS
+                and all(p.get("leader", -1) >= 0 for p in d["partitions"])
+                for d in descs
+            ):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
