@@ -10,8 +10,11 @@ setup:
 demo: setup
 	$(VENV)/bin/wxsub demo
 
+# Two pytest workers: most of the suite's time is spent waiting on brokers and subprocesses.
+# Tests that share one expensive session resource run on one worker (xdist_group: the secured
+# cluster, the interop probes).
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 SRC := wxsub wxsub_sandbox wxsub_dev tests bench
 

@@ -5,6 +5,9 @@
     python -m bench --only pipeline,latency --events 50000
 
 The broker is ``--bootstrap`` / ``$WXSUB_KAFKA_BOOTSTRAP`` or a LocalKafka started for the run.
+Every Kafka client connects with the ``[kafka]`` settings of ``$WXSUB_CONFIG`` / ``WXSUB_KAFKA_*``
+(``bench.common.kafka_settings``: ``security_protocol``, SASL, TLS), as the worker processes do,
+so a benchmark runs against a secured cluster as it does against a plaintext broker.
 Each benchmark prints its figures and its ratio to the baseline measured in the same run;
 ``--json`` adds one JSON line with everything. bench/RESULTS.md records the latest full run.
 """
@@ -21,17 +24,17 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench import sender
 from bench.baseline import run_baseline
-from bench.common import broker, machine, order_events, produce, ratio
+from bench.common import broker, kafka_settings, machine, order_events, produce, ratio
 from bench.fanout import run_fanout
 from bench.latency import run_latency
 from bench.peers import run_peers
 from bench.pipeline import run_pipeline
-from wxsub.settings import KafkaSettings
 from wxsub.streams.topics import ensure_topics
 
 __all__ = ["main"]
@@ -62,7 +65,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
 
 async def bench_baseline(boot: str, size: dict[str, Any], out: dict[str, Any]) -> None:
     n = size["events"]
-    kafka = KafkaSettings(bootstrap=boot, topic_prefix=f"base{os.getpid()}-{time.time_ns()}.")
+    kafka = replace(kafka_settings(boot), topic_prefix=f"base{os.getpid()}-{time.time_ns()}.")
     await ensure_topics(kafka, "base")
     inp = kafka.topic("order-status")
     await produce(boot, ((inp, k, v) for _, k, v in order_events(n, max(n // 5, 1), 0)))

@@ -28,23 +28,22 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import ROOT, ratio
+from bench.common import ROOT, client, ratio
 
 __all__ = ["FAUST_KINDS", "run_baseline"]
 
 
 async def raw_loop(bootstrap: str, inp: str, out: str, n: int) -> dict[str, float]:
+    kw = client(bootstrap)  # this subprocess has the benchmark's environment
     consumer = AIOKafkaConsumer(
         inp,
-        bootstrap_servers=bootstrap,
+        **kw,
         group_id=f"raw-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=True,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=256 * 1024
-    )
+    producer = AIOKafkaProducer(**kw, acks="all", linger_ms=10, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
     done = 0

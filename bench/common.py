@@ -31,9 +31,9 @@ from wxsub.agents.rules.subscriptions import UserState, encode_user
 from wxsub.schemas import encode
 from wxsub.schemas.internal import user_key
 from wxsub.schemas.records import OrderItem, OrderStatus, OrderStatusChanged
-from wxsub.settings import KafkaSettings
+from wxsub.settings import KafkaSettings, load_settings
 from wxsub.streams import reading
-from wxsub.streams.connection import security_kwargs
+from wxsub.streams.connection import client_kwargs, security_kwargs
 from wxsub.streams.topics import changelog_name, ensure_topics
 from wxsub_dev.local_kafka import LocalKafka
 
@@ -46,7 +46,9 @@ __all__ = [
     "SECRET",
     "Deployment",
     "Worker",
+    "client",
     "free_port",
+    "kafka_settings",
     "machine",
     "merchants_toml",
     "order_event",
@@ -103,6 +105,20 @@ def broker(bootstrap: str | None) -> Iterator[str]:
         return
     with LocalKafka() as kafka:
         yield kafka.bootstrap
+
+
+def kafka_settings(bootstrap: str) -> KafkaSettings:
+    """The Kafka settings every benchmark connects to ``bootstrap`` with: ``[kafka]`` of
+    ``$WXSUB_CONFIG`` and the ``WXSUB_KAFKA_*`` environment (``security_protocol``, SASL, TLS,
+    replication: docs/operations.md), as any wxsub process reads them. The worker and baseline
+    subprocesses inherit the same environment, so they connect the same way."""
+    return replace(load_settings().kafka, bootstrap=bootstrap)
+
+
+def client(bootstrap: str) -> dict[str, Any]:
+    """aiokafka keyword arguments for ``bootstrap`` (``bootstrap_servers`` included):
+    ``client_kwargs(kafka_settings(bootstrap))``. Holds a revealed password: never print it."""
+    return client_kwargs(kafka_settings(bootstrap))
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -240,15 +256,17 @@ async def produce(
     partition: int | None = None,
     security: Mapping[str, Any] | None = None,
 ) -> int:
-    """Produce (full topic, key, value) quickly (acks=all, idempotent); returns how many."""
+    """Produce (full topic, key, value) quickly (acks=all, idempotent); returns how many.
+
+    ``security``: aiokafka security arguments; default: :func:`kafka_settings`'s."""
+    kw = client(bootstrap) if security is None else {"bootstrap_servers": bootstrap, **security}
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kw,
         enable_idempotence=True,
         acks="all",
         linger_ms=20,
         max_batch_size=512 * 1024,
         max_request_size=8 * 1024 * 1024,
-        **(security or {}),
     )
     await producer.start()
     n = 0
@@ -269,7 +287,10 @@ async def produce(
 async def read_topic(
     bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
 ) -> list[Any]:
-    """Every committed record of ``topic`` (all partitions), read to the current end."""
+    """Every committed record of ``topic`` (all partitions), read to the current end
+    (``security`` defaults to :func:`kafka_settings`'s)."""
+    if security is None:
+        security = security_kwargs(kafka_settings(bootstrap))
     return await reading.read_topic(
         bootstrap, topic, security=security, max_partition_fetch_bytes=8 * 1024 * 1024
     )
@@ -358,6 +379,11 @@ class Deployment:
     # a secured cluster: its KafkaSettings (security, replication) and the workers' env for it
     secure: KafkaSettings | None = None
     secure_env: dict[str, str] = field(default_factory=dict)
+    # otherwise: kafka_settings(bootstrap), the environment's security settings
+    connect: KafkaSettings = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.connect = kafka_settings(self.bootstrap)
 
     @property
     def app_id(self) -> str:
@@ -365,11 +391,8 @@ class Deployment:
 
     @property
     def kafka(self) -> KafkaSettings:
-        if self.secure is not None:
-            return replace(self.secure, topic_prefix=f"b{self.uid}.", partitions=self.partitions)
-        return KafkaSettings(
-            bootstrap=self.bootstrap, topic_prefix=f"b{self.uid}.", partitions=self.partitions
-        )
+        base = self.connect if self.secure is None else self.secure
+        return replace(base, topic_prefix=f"b{self.uid}.", partitions=self.partitions)
 
     @property
     def security(self) -> dict[str, Any]:

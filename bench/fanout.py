@@ -42,6 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from bench.common import (
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import encode
 from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, target_key
+from wxsub.streams.connection import client_kwargs
 from wxsub.streams.outbox import partition_for
 from wxsub.streams.restore import restore_all, restore_consumer
 from wxsub.streams.store import PartitionStore
@@ -91,7 +93,9 @@ async def seed_watchers(dep: Deployment, n: int, kind: str = "price_drop", sku: 
             w = WatchState(APPID, openid(i), "sku", sku, kind, None, at, f"w-{i}")
             yield topic, w.key.encode(), orjson.dumps(w)
 
-    await produce(dep.bootstrap, ((t, k, v) for t, k, v in entries()), partition=part)
+    await produce(
+        dep.bootstrap, ((t, k, v) for t, k, v in entries()), partition=part, security=dep.security
+    )
 
 
 async def run_fanout(
@@ -185,7 +189,9 @@ async def _fan_out(dep: Deployment, workers: list[Worker], n: int) -> dict[str, 
     at = datetime.now(UTC)
     ev = ProductPriceChanged("pd-1", at, APPID, SKU, "超轻跑步鞋", 39_900, 29_900)
     cpu0, t0 = [w.cpu() for w in workers], time.perf_counter()
-    await produce(dep.bootstrap, [(dep.topic("products"), ev.key.encode(), encode(ev))])
+    await produce(
+        dep.bootstrap, [(dep.topic("products"), ev.key.encode(), encode(ev))], security=dep.security
+    )
 
     def done() -> bool:
         return _sum(workers, "wxsub_records_total", tries=1, stage="decide") >= n
@@ -207,7 +213,7 @@ async def _restart(dep: Deployment, worker: Worker, n: int, tag: str) -> dict[st
     """Seconds from process start until a probe event's intent is committed; RSS then."""
     t0 = time.perf_counter()
     _, key, raw = order_event(0, openid(n - 1), int(time.time() * 1000), f"probe{tag}", steps=1)
-    await produce(dep.bootstrap, [(dep.topic("order-status"), key, raw)])
+    await produce(dep.bootstrap, [(dep.topic("order-status"), key, raw)], security=dep.security)
 
     def resumed() -> bool:
         try:
@@ -223,7 +229,7 @@ async def _restart(dep: Deployment, worker: Worker, n: int, tag: str) -> dict[st
 
 async def _changelog_partitions(dep: Deployment) -> list[TopicPartition]:
     prefix = changelog_name(dep.kafka, dep.app_id, "", "").removesuffix("--changelog")
-    admin = AIOKafkaAdminClient(bootstrap_servers=dep.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(dep.kafka))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -233,9 +239,11 @@ async def _changelog_partitions(dep: Deployment) -> list[TopicPartition]:
     return [TopicPartition(t, p) for t in sorted(names) for p in range(dep.partitions)]
 
 
-async def _raw_read(bootstrap: str, tps: list[TopicPartition]) -> tuple[int, float]:
+async def _raw_read(
+    bootstrap: str, tps: list[TopicPartition], security: Mapping[str, Any]
+) -> tuple[int, float]:
     """Records of ``tps`` read to their ends and counted (the restore consumer's settings)."""
-    consumer = await restore_consumer(bootstrap)
+    consumer = await restore_consumer(bootstrap, security)
     try:
         t0 = time.perf_counter()
         ends = await consumer.end_offsets(tps)
@@ -256,12 +264,14 @@ async def _raw_read(bootstrap: str, tps: list[TopicPartition]) -> tuple[int, flo
         await consumer.stop()
 
 
-async def _restore_once(bootstrap: str, tps: list[TopicPartition], state: Path) -> float:
+async def _restore_once(
+    bootstrap: str, tps: list[TopicPartition], state: Path, security: Mapping[str, Any]
+) -> float:
     """The runtime's restore of ``tps`` into fresh stores (as a cold start does)."""
     shutil.rmtree(state, ignore_errors=True)
     stores = {tp: PartitionStore(tp.topic, tp.partition, state / f"{tp.topic}-{tp.partition}")
               for tp in tps}  # fmt: skip
-    consumer = await restore_consumer(bootstrap)
+    consumer = await restore_consumer(bootstrap, security)
     try:
         t0 = time.perf_counter()
         await restore_all(consumer, stores)
@@ -281,10 +291,10 @@ async def restore_rate(dep: Deployment, state: Path) -> dict[str, Any]:
     records = 0
     for arm in ("raw", "restore", "restore", "raw"):
         if arm == "raw":
-            records, wall = await _raw_read(dep.bootstrap, tps)
+            records, wall = await _raw_read(dep.bootstrap, tps, dep.security)
             raw_s.append(wall)
         else:
-            restore_s.append(await _restore_once(dep.bootstrap, tps, state))
+            restore_s.append(await _restore_once(dep.bootstrap, tps, state, dep.security))
     shutil.rmtree(state, ignore_errors=True)
     raw, restore = sum(raw_s) / len(raw_s), sum(restore_s) / len(restore_s)
     return {
@@ -316,7 +326,7 @@ async def run_restock(bootstrap: str, workdir: Path, n: int, stock: int) -> dict
                                                      stock, 0))  # fmt: skip
             cpu0, t0 = worker.cpu(), time.perf_counter()
             await produce(dep.bootstrap, [(dep.topic("products"), e.key.encode(), encode(e))
-                                          for e in events])  # fmt: skip
+                                          for e in events], security=dep.security)  # fmt: skip
 
             def told(want: int = (i + 1) * stock) -> bool:
                 return _sum([worker], "wxsub_records_total", tries=1, stage="decide") >= want

@@ -54,6 +54,7 @@ from bench.common import (
     read_topic,
     wait_until,
 )
+from wxsub.streams.connection import client_kwargs
 
 __all__ = ["run_latency", "start_sandbox", "world_toml"]
 
@@ -174,7 +175,7 @@ async def _rates(
     pids: dict[str, int | None],
 ) -> list[dict[str, Any]]:
     producer = AIOKafkaProducer(
-        bootstrap_servers=dep.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        **client_kwargs(dep.kafka), enable_idempotence=True, acks="all", linger_ms=5
     )  # linger 5 ms: the Kafka 4 Java producer's default, as a shop's producer would have
     await producer.start()
     sends = _Sends(record)
@@ -250,7 +251,7 @@ async def _hops(
     orders: dict[bytes, str] = {}  # notification id -> order id (deliveries are keyed by nid)
     for _, topic in HOPS:
         first: dict[str, float] = {}
-        for rec in await read_topic(dep.bootstrap, dep.topic(topic)):
+        for rec in await read_topic(dep.bootstrap, dep.topic(topic), dep.security):
             m = order.search(rec.value or b"")
             key = m.group().decode() if m is not None else orders.get(rec.key)
             if key is None:

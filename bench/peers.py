@@ -25,6 +25,10 @@ key's last ``n`` must equal its events; at-least-once must produce each at least
     python -m bench.peers [--events 100000] [--faust-events 20000] [--rounds 2] [--bootstrap ..]
     python -m bench.peers --tiny          # smoke size (tests/bench runs it)
     python -m bench.peers --one KIND GUARANTEE BOOTSTRAP INPUT OUTPUT N RESULT_JSON WORKDIR
+
+The aiokafka clients (setup, read-back, ``raw-aiokafka``, ``wxsub``) connect with the ``[kafka]``
+settings of ``$WXSUB_CONFIG`` / ``WXSUB_KAFKA_*`` (bench.common.kafka_settings: TLS, SASL); the
+other engines (confluent-kafka, Quix, Faust) are given the bootstrap only.
 """
 
 from __future__ import annotations
@@ -47,7 +51,17 @@ from typing import Any
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import ROOT, broker, machine, order_events, produce, ratio, read_topic
+from bench.common import (
+    ROOT,
+    broker,
+    client,
+    kafka_settings,
+    machine,
+    order_events,
+    produce,
+    ratio,
+    read_topic,
+)
 
 __all__ = ["ENGINES", "main", "run_peers"]
 
@@ -122,6 +136,7 @@ async def wxsub_hop(
     """A minimal Stage with one store on StageRunner."""
     from aiokafka import ConsumerRecord
 
+    from wxsub.streams.connection import security_kwargs
     from wxsub.streams.runtime import StageRunner
     from wxsub.streams.stage import PartitionContext, StageSpec
 
@@ -157,6 +172,7 @@ async def wxsub_hop(
         Hop(), bootstrap=bootstrap, app_id=f"hop{uuid.uuid4().hex[:8]}", state_dir=workdir,
         changelog_topic=lambda stage, store: f"{out}-{stage}-{store}-changelog",
         commit_interval_ms=100, on_commit=on_commit,
+        security=security_kwargs(kafka_settings(bootstrap)),
         guarantee="exactly_once" if guarantee == "eos" else "at_least_once",
     )  # fmt: skip
     await _create_topics(bootstrap, [f"{out}-hop-counts-changelog"], compact=True)
@@ -283,13 +299,26 @@ def one(argv: list[str]) -> int:
 
 
 async def _create_topics(bootstrap: str, names: list[str], compact: bool = False) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client(bootstrap))
+    replicas = kafka_settings(bootstrap).replication_factor
     await admin.start()
     try:
         configs = {"cleanup.policy": "compact"} if compact else {}
         await admin.create_topics(
-            [NewTopic(t, PARTITIONS, 1, topic_configs=configs) for t in names]
+            [NewTopic(t, PARTITIONS, replicas, topic_configs=configs) for t in names]
         )
+        # Quix checks its topics through its own admin client as it starts; on a loaded
+        # machine that can come before the new topic's metadata has spread ("not found").
+        for _ in range(300):
+            descs = await admin.describe_topics(names)
+            if all(
+                d.get("error_code") == 0
+                and len(d.get("partitions") or ()) == PARTITIONS
+                and all(p.get("leader", -1) >= 0 for p in d["partitions"])
+                for d in descs
+            ):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

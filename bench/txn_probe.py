@@ -8,6 +8,7 @@ each commit ``n`` transactions of 10 records plus their input offsets; CPU per t
 this process (aiokafka) and, when it listens on this machine, of the broker.
 
 ``python -m bench.txn_probe --bootstrap HOST:PORT [--n 40]``: prints the median of each phase.
+It connects with the ``[kafka]`` settings of ``$WXSUB_CONFIG`` / ``WXSUB_KAFKA_*`` (TLS, SASL).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import aiokafka.producer.sender as sender
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import listener_pid, proc_cpu_s
+from bench.common import client, kafka_settings, listener_pid, proc_cpu_s
 from wxsub.streams import aiokafka_tuning
 
 __all__ = ["main"]
@@ -30,7 +31,7 @@ __all__ = ["main"]
 
 async def _phases(bootstrap: str, topic: str, n: int, backoff_ms: int) -> dict[str, float]:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client(bootstrap),
         transactional_id=f"txn-probe-{uuid.uuid4().hex[:8]}",
         linger_ms=0,
         retry_backoff_ms=backoff_ms,
@@ -57,7 +58,7 @@ async def _phases(bootstrap: str, topic: str, n: int, backoff_ms: int) -> dict[s
 async def _transactions(bootstrap: str, topic: str, p: int, n: int) -> None:
     """``n`` transactions of one partition's producer: 10 records and the input offsets each."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client(bootstrap),
         transactional_id=f"txn-cpu-{uuid.uuid4().hex[:8]}",
         linger_ms=10,
     )
@@ -77,10 +78,10 @@ async def _transactions(bootstrap: str, topic: str, p: int, n: int) -> None:
 
 async def _cpu(bootstrap: str, n: int, rounds: int = 3) -> None:
     topic = f"txn-cpu-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client(bootstrap))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 8, 1)])
+        await admin.create_topics([NewTopic(topic, 8, _replicas(bootstrap))])
         broker = listener_pid(int(bootstrap.rsplit(":", 1)[1]))
         for r in range(rounds):  # the first warms the broker up
             b0, c0, t0 = proc_cpu_s(broker or 0), time.process_time(), time.perf_counter()
@@ -100,10 +101,10 @@ async def _cpu(bootstrap: str, n: int, rounds: int = 3) -> None:
 
 async def _run(bootstrap: str, n: int) -> None:
     topic = f"txn-probe-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client(bootstrap))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.create_topics([NewTopic(topic, 1, _replicas(bootstrap))])
         shipped = sender.BACKOFF_OVERRIDE
         for backoff in (100, 20, 1):
             medians = await _phases(bootstrap, topic, n, backoff)
@@ -119,6 +120,10 @@ async def _run(bootstrap: str, n: int) -> None:
         await admin.delete_topics([topic])
     finally:
         await admin.close()
+
+
+def _replicas(bootstrap: str) -> int:
+    return kafka_settings(bootstrap).replication_factor
 
 
 def main() -> None:

@@ -3,8 +3,12 @@
 The pipeline (orders, products, decide; two worker processes, SASL_SSL as ``User:wxsub`` with
 the documented worker ACLs, replication 3, min ISR 2) runs the event log of tests/pipeline while
 a broker is killed, restarted, or stopped for a while. Whatever happens, intents and outcomes
-equal the oracle's: nothing lost, nothing twice. One test of each kind runs by default; the
-long loops are ``soak``.
+equal the oracle's: nothing lost, nothing twice.
+
+The default suite runs each kind of fault once, in turn, in one pipeline run
+(``test_each_broker_fault_in_turn``: one deployment and one oracle comparison instead of three,
+to stay within the suite's time budget). Each kind on its own, and the long loops, are ``soak``
+(``make soak``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from wxsub_dev.kafka_cluster import LocalKafkaCluster
 pytestmark = pytest.mark.kafka
 
 Fault = Callable[[LocalKafkaCluster, Deployment], Awaitable[None]]
+SOAK = pytest.mark.soak
 
 
 def _deployment(cluster: LocalKafkaCluster, tmp_path: Path, merchants: str) -> Deployment:
@@ -157,12 +162,26 @@ def _in_turn(*faults: Fault) -> Fault:
     return fault
 
 
+@pytest.mark.timeout(600)  # three faults in turn, each with its broker restarts, on 2 cores
+async def test_each_broker_fault_in_turn_loses_and_repeats_nothing(
+    healthy_cluster: LocalKafkaCluster, tmp_path: Path
+) -> None:
+    """kill -9 of the busiest leader, a rolling restart and an 8 s outage, in turn, while
+    phase 1 is published (the default suite's fault test: one of each kind).
+
+    The windows are wide (45 s): on a loaded machine the restarts can hold an order's late
+    logistics longer than a short orphan window, which the oracle would then call an orphan."""
+    fault = _in_turn(_kill9_leader(1), _rolling_restart(1), _outage(8))
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=45)
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(900)  # three faults in turn, each with its broker restart, on 2 loaded cores
 async def test_all_broker_faults_in_one_run(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path
 ) -> None:
-    """kill -9 of the busiest leader, a rolling restart and a 15 s outage, in turn.
+    """kill -9 of the busiest leader, a rolling restart and a 15 s outage, in turn, on the
+    full-size log.
 
     It used to stop short of the oracle's counts: a produce batch that expired while its
     partition had no leader (the kill -9) had spent an aiokafka sequence number, so that
@@ -170,21 +189,21 @@ async def test_all_broker_faults_in_one_run(
     stage never got past it. The runtime now renews the producer after a failed transaction
     (partition.py ``renew_producer``; tests/streams/test_runtime_producer_renewal.py)."""
     fault = _in_turn(_kill9_leader(1), _rolling_restart(1), _outage(15))
-    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=30, soak=True)
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=45, soak=True)
 
 
 @pytest.mark.parametrize(
-    "rounds", [1, pytest.param(8, marks=pytest.mark.soak, id="soak")], ids=["once", "soak"]
+    "rounds", [pytest.param(1, marks=SOAK), pytest.param(8, marks=SOAK)], ids=["once", "soak"]
 )
 async def test_kill9_of_the_busiest_leader_loses_and_repeats_nothing(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
 ) -> None:
     fault = _kill9_leader(rounds)
-    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=20, soak=rounds > 1)
+    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=40, soak=rounds > 1)
 
 
 @pytest.mark.parametrize(
-    "rounds", [1, pytest.param(3, marks=pytest.mark.soak, id="soak")], ids=["once", "soak"]
+    "rounds", [pytest.param(1, marks=SOAK), pytest.param(3, marks=SOAK)], ids=["once", "soak"]
 )
 async def test_rolling_restart_of_all_brokers_loses_and_repeats_nothing(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
@@ -194,7 +213,7 @@ async def test_rolling_restart_of_all_brokers_loses_and_repeats_nothing(
 
 
 @pytest.mark.parametrize(
-    "seconds", [8, pytest.param(60, marks=pytest.mark.soak, id="60s")], ids=["8s", "60s"]
+    "seconds", [pytest.param(8, marks=SOAK), pytest.param(60, marks=SOAK)], ids=["8s", "60s"]
 )
 async def test_a_broker_down_for_a_while_stalls_then_resumes_exactly_once(
     healthy_cluster: LocalKafkaCluster, tmp_path: Path, seconds: int

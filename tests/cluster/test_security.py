@@ -155,7 +155,7 @@ async def test_worker_lacking_an_acl_fails_with_one_clear_line_and_loses_nothing
     principal, the group and the missing ACL; once the ACL is granted a new worker processes
     every event: outcomes and intents equal the oracle's."""
     cluster = healthy_cluster
-    log = e2e._log(seed=5, window_s=6, users=30, orders=50)[0]
+    log = e2e._log(seed=5, window_s=20, users=20, orders=40)[0]
     exp, early = e2e._bootstrap_expected(log)  # no config applied: the file, version 0
     dep = Deployment(cluster.bootstrap, tmp_path, log.merchants_toml)
     app_id = f"{APP}{dep.uid}"

@@ -54,32 +54,33 @@ def merchants(quiet_end: dt.datetime) -> Merchants:
 
 async def test_quiet_hours_and_staleness_at_send_time(kafka_bootstrap: str, tmp_path: Path) -> None:
     world = make_world(users=len(USERS), credits=3)
-    quiet_end = dt.datetime.now(TZ).replace(microsecond=0) + dt.timedelta(seconds=7)
-    release_ms = int(quiet_end.timestamp() * 1000)
-    config = merchants(quiet_end)
-    async with (
-        harness(kafka_bootstrap, world) as h,
-        run_stage(h.settings, tmp_path, merchants=config) as _,
-    ):
-        # decided outside quiet hours (decide judged event time), delivered inside them
-        service = intent(world, USERS[0], 0)  # order_status: service, never held
-        marketing = replace(intent(world, USERS[1], 0), kind="price_drop")
-        # a promotion that is 4 s old when the quiet window ends: stale on release
-        goes_stale = replace(intent(world, USERS[2], 0), kind="promotion")
-        await h.produce([service, marketing, goes_stale])
-        ledger = await h.wait_ledger(h.all_in("sent", "failed"), timeout=60)
-        outcomes = defaultdict(list)
-        for o in await h.outcomes():
-            outcomes[o.notification_id].append(o.reason)
-        assert outcomes[service.notification_id] == ["sent"]
-        assert outcomes[marketing.notification_id] == ["quiet_hours_deferred", "sent"]
-        assert outcomes[goes_stale.notification_id] == ["quiet_hours_deferred", "stale"]
-        assert ledger[marketing.notification_id].state == "sent"
-        assert ledger[marketing.notification_id].at >= release_ms  # released by the timer
-        assert ledger[goes_stale.notification_id].state == "failed"
-        sends = h.sends_by_nid()
-        assert set(sends) == {service.notification_id, marketing.notification_id}
-        corrections = await h.corrections()
-        assert [(c.notification_id, c.action) for c in corrections] == [
-            (goes_stale.notification_id, "restore")
-        ]
+    async with harness(kafka_bootstrap, world) as h:
+        # the window ends 10 s after the harness is up (a loaded machine's start-up is not in it)
+        quiet_end = dt.datetime.now(TZ).replace(microsecond=0) + dt.timedelta(seconds=10)
+        release_ms = int(quiet_end.timestamp() * 1000)
+        async with run_stage(h.settings, tmp_path, merchants=merchants(quiet_end)) as _:
+            # decided outside quiet hours (decide judged event time), delivered inside them
+            service = intent(world, USERS[0], 0)  # order_status: service, never held
+            marketing = replace(intent(world, USERS[1], 0), kind="price_drop")
+            # a promotion that happened 5 s before the window ends: fresh when deliver first
+            # sees it (deferred), past its stale_after_s of 4 s when the timer releases it
+            goes_stale = replace(
+                intent(world, USERS[2], 0), kind="promotion", occurred_at=release_ms - 5000
+            )
+            await h.produce([service, marketing, goes_stale])
+            ledger = await h.wait_ledger(h.all_in("sent", "failed"), timeout=60)
+            outcomes = defaultdict(list)
+            for o in await h.outcomes():
+                outcomes[o.notification_id].append(o.reason)
+            assert outcomes[service.notification_id] == ["sent"]
+            assert outcomes[marketing.notification_id] == ["quiet_hours_deferred", "sent"]
+            assert outcomes[goes_stale.notification_id] == ["quiet_hours_deferred", "stale"]
+            assert ledger[marketing.notification_id].state == "sent"
+            assert ledger[marketing.notification_id].at >= release_ms  # released by the timer
+            assert ledger[goes_stale.notification_id].state == "failed"
+            sends = h.sends_by_nid()
+            assert set(sends) == {service.notification_id, marketing.notification_id}
+            corrections = await h.corrections()
+            assert [(c.notification_id, c.action) for c in corrections] == [
+                (goes_stale.notification_id, "restore")
+            ]

@@ -26,6 +26,7 @@ __all__ = [
     "AccessDenied",
     "KafkaProbe",
     "access_denied",
+    "bootstrap_error",
     "client_kwargs",
     "principal_of",
     "security_kwargs",
@@ -110,6 +111,37 @@ def access_denied(
             )
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+async def bootstrap_error(
+    bootstrap: str, security: Mapping[str, Any], timeout_s: float = 5.0
+) -> BaseException | None:
+    """Why connecting to ``bootstrap`` fails, or None when some broker accepts us.
+
+    aiokafka's bootstrap swallows each broker's error (a bad password, a TLS failure) into one
+    ``KafkaConnectionError("Unable to bootstrap ...")``; this opens one connection per address
+    itself, so :func:`access_denied` can tell an authentication failure from an outage."""
+    from aiokafka.conn import create_conn
+
+    last: BaseException | None = None
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=int(timeout_s * 1000),
+                    **security,
+                )
+        except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+            last = exc
+            if access_denied(exc, security, "") is not None:
+                return exc
+            continue
+        conn.close()
+        return None
+    return last
 
 
 @functools.lru_cache(maxsize=8)
