@@ -22,8 +22,8 @@ support queries would fail).
 
 Why so few bytes: the history is itself a string inside the user's stored JSON, which the
 decide stage reads and writes for every candidate: each byte is encoded, compressed, stored and
-read back again, and a tab is two bytes there (``\t``). The codes and the three tabs fewer save
-about 22 stored bytes per entry over the seven-field form, which was itself a quarter fewer than
+read back again, and a tab is two bytes there (``\\t``). The codes and two tabs fewer save
+20-23 stored bytes per entry over the seven-field form, which was itself a quarter fewer than
 JSON arrays (whose 12 quotes are escaped): bench/RESULTS.md, "support".
 
 The notification id is not stored: it is ``notification_id(appid, openid, template_id,
