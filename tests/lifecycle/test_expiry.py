@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -18,6 +19,7 @@ from wxsub.agents.decide import DecideStage
 from wxsub.agents.deliver import DeliverStage
 from wxsub.agents.orders import OrdersStage
 from wxsub.agents.products import ProductsStage
+from wxsub.agents.rules.history import decisions
 from wxsub.agents.rules.watches import watch_key
 from wxsub.agents.stats import StatsStage
 from wxsub.merchants import Merchants, parse_merchants
@@ -129,7 +131,9 @@ async def test_users_pruned_and_deleted_when_empty_never_written_empty(
                 await asyncio.sleep(0.2)
             assert set(got) == {rej, acc, nobody}
             assert b"events" in (got[acc] or b"")
-            assert b"no_template" in (got[nobody] or b"") and b"credits" not in got[nobody]
+            stored = orjson.loads(got[nobody] or b"{}")
+            assert "credits" not in stored  # only the decision is kept
+            assert [d.reason for d in decisions(stored["history"])] == ["no_template"]
             lc.clock.offset = 3 * DAY  # past the dedupe retention (2 days without a config)
             got = await lc.until(
                 log, lambda latest: latest.get(rej, b"") is None and latest.get(nobody) is None
