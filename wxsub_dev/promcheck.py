@@ -33,8 +33,8 @@ from wxsub.errors import PrometheusError, SetupError
 __all__ = [
     "DASHBOARD_FILE",
     "DASHBOARD_FILES",
-    "MERCHANT_DASHBOARD_FILE",
     "GATEWAY_JOB",
+    "MERCHANT_DASHBOARD_FILE",
     "RULES_FILE",
     "WORKER_JOB",
     "PanelQuery",

@@ -51,7 +51,9 @@ def test_funnel_labels_of_sends_grants_rejects_and_suppressions() -> None:
     reject = sub_outcome("change", "reject", T0 + 1000)
     steps = funnel(reject, update(reject, CFG, T0, WEEK), CFG)
     assert steps == [(False, (APPID, TPL["order_status"], "order_status", "rejected_after_send"))]
-    capped = Outcome("e", "order_status", "capped", "decide", APPID, "o1", TPL["order_status"], at=T0)
+    capped = Outcome(
+        "e", "order_status", "capped", "decide", APPID, "o1", TPL["order_status"], at=T0
+    )
     (step,) = funnel(capped, update(capped, CFG, None, WEEK), CFG)
     assert step == (True, (APPID, TPL["order_status"], "order_status", "capped"))
 
