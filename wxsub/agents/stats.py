@@ -31,6 +31,7 @@ from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.opens import OpenJoin
 from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
+from wxsub.agents.rules.attribution import OPEN_WINDOW_MS
 from wxsub.agents.rules.retention import stats_day_expired
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
@@ -52,6 +53,7 @@ class StatsStage:
         env: StageEnv,
         interval_s: float = 1.0,
         feedback_window_ms: int = rules.FEEDBACK_WINDOW_MS,
+        open_window_ms: int = OPEN_WINDOW_MS,
     ) -> None:
         self.env = env
         self.window_ms = feedback_window_ms
@@ -62,7 +64,7 @@ class StatsStage:
             timer_interval_s=interval_s,
         )
         self.expiry = StoreExpiry(env, STAGE, "stats")
-        self.opens = OpenJoin(env)
+        self.opens = OpenJoin(env, open_window_ms)
         self._opened_topic = env.topic("opened")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
