@@ -11,10 +11,10 @@ demo: setup
 	$(VENV)/bin/wxsub demo
 
 # Two pytest workers: most of the suite's time is spent waiting on brokers and subprocesses.
-# Tests that share one expensive session resource run on one worker (xdist_group: the secured
-# cluster, the interop probes).
+# --dist loadfile keeps a module's tests on one worker (tests/cluster/test_cluster.py: one
+# secured cluster, not one per worker).
 test: setup
-	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile
 
 SRC := wxsub wxsub_sandbox wxsub_dev tests bench
 

@@ -11,22 +11,24 @@ order_status = { paid = 2 }        # overrides of the default status -> card sta
 logistics = { exception = 3 }      # overrides of the default logistics state -> card state map
 ```
 
-Validated completely at start; every mistake is a ConfigError naming its key
-(``apps.wx1.cards.type``, ``apps.wx1.cards.order_status.paid``). docs/service-cards.md has the
-default tables.
+Validated completely (the pydantic :class:`CardsModel`, part of ``wxsub.merchants``' models);
+every mistake is a ConfigError naming its key (``apps.wx1.cards.type``,
+``apps.wx1.cards.order_status.paid``). docs/service-cards.md has the default tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
-from wxsub.errors import ConfigError
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainValidator, model_validator
+
+from wxsub.configmodel import Bad, Int
 from wxsub.schemas import records
 from wxsub.wechat.card_types import CARD_TYPES, CardType
 
-__all__ = ["DEFAULT_MAPS", "REPLACEABLE", "CardConfig", "parse_cards"]
+__all__ = ["DEFAULT_MAPS", "REPLACEABLE", "CardConfig", "CardsModel"]
 
 REPLACEABLE = ("order_status", "logistics")
 _ORDER = get_args(records.OrderStatus)
@@ -51,9 +53,6 @@ DEFAULT_MAPS: Mapping[int, tuple[Mapping[str, int], Mapping[str, int]]] = {
     ),
 }  # fmt: skip
 
-_KEYS = {"type", "replaces", "wxa_path_query", "product_img", "product_path_query",
-         "order_status", "logistics"}  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class CardConfig:
@@ -72,73 +71,77 @@ class CardConfig:
         return self.card.notify_type
 
 
-def parse_cards(key: str, raw: Any) -> CardConfig | None:
-    """The app's card config, or None when the section is absent."""
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise ConfigError(key, "must be a table")
-    for name in raw:
-        if name not in _KEYS:
-            raise ConfigError(f"{key}.{name}", "unknown setting")
-    notify_type = raw.get("type")
-    card = CARD_TYPES.get(notify_type) if isinstance(notify_type, int) else None
+def _card_type(raw: Any) -> CardType:
+    card = CARD_TYPES.get(raw) if isinstance(raw, int) and not isinstance(raw, bool) else None
     if card is None:
         known = ", ".join(str(t) for t in CARD_TYPES)
-        raise ConfigError(
-            f"{key}.type", f"must be a supported card type ({known}); got {notify_type!r}"
-        )
-    replaces = raw.get("replaces", list(REPLACEABLE))
-    if not isinstance(replaces, list) or any(r not in REPLACEABLE for r in replaces):
-        raise ConfigError(f"{key}.replaces", f"must be a list of {', '.join(REPLACEABLE)}")
-    path = _text(key, raw, "wxa_path_query", required=True)
-    orders, logistics = DEFAULT_MAPS[card.notify_type]
-    return CardConfig(
-        card=card,
-        wxa_path_query=path,
-        product_img=_text(key, raw, "product_img", required=True),
-        product_path_query=_text(key, raw, "product_path_query") or path,
-        replaces=frozenset(replaces),
-        order_map=_map(f"{key}.order_status", raw.get("order_status"), orders, _ORDER, card),
-        logistics_map=_map(f"{key}.logistics", raw.get("logistics"), logistics, _LOGISTICS, card),
-    )
+        raise ValueError(f"must be a supported card type ({known}); got {raw!r}")
+    return card
 
 
-def _text(key: str, raw: Mapping[str, Any], name: str, *, required: bool = False) -> str:
-    value = raw.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip() or len(value) > 1024:
-        raise ConfigError(f"{key}.{name}", "required text (at most 1024 characters)")
-    if value.count("{") != value.count("}") or (value.replace("{order_id}", "").count("{") > 0):
-        raise ConfigError(f"{key}.{name}", "the only placeholder is {order_id}")
+def _replaceable(value: list[str]) -> list[str]:
+    if any(r not in REPLACEABLE for r in value):
+        raise ValueError(f"must be a list of {', '.join(REPLACEABLE)}")
     return value
 
 
-def _map(
-    key: str,
-    raw: Any,
-    defaults: Mapping[str, int],
-    names: tuple[str, ...],
-    card: CardType,
-) -> dict[str, int]:
+def _text(value: str) -> str:
+    if not value.strip() or len(value) > 1024:
+        raise ValueError("required text (at most 1024 characters)")
+    if value.count("{") != value.count("}") or (value.replace("{order_id}", "").count("{") > 0):
+        raise ValueError("the only placeholder is {order_id}")
+    return value
+
+
+CardText = Annotated[str, AfterValidator(_text)]
+
+
+class CardsModel(BaseModel):
+    """``[apps.<appid>.cards]`` as written; ``build()`` gives the runtime :class:`CardConfig`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    type: Annotated[CardType, PlainValidator(_card_type)]
+    replaces: Annotated[list[str], AfterValidator(_replaceable)] = list(REPLACEABLE)
+    wxa_path_query: CardText
+    product_img: CardText
+    product_path_query: CardText | None = None
+    order_status: dict[str, Int] | None = None
+    logistics: dict[str, Int] | None = None
+
+    @model_validator(mode="after")
+    def _states(self) -> CardsModel:
+        for key, table, names in (("order_status", self.order_status, _ORDER),
+                                  ("logistics", self.logistics, _LOGISTICS)):  # fmt: skip
+            for name, state in (table or {}).items():
+                if name not in names:
+                    raise Bad(f"{key}.{name}", f"unknown status; one of {', '.join(names)}")
+                if state != 0 and self.type.state(state) is None:
+                    states = ", ".join(str(s) for s in self.type.states)
+                    raise Bad(
+                        f"{key}.{name}",
+                        f"card {self.type.notify_type} has no state {state} ({states})",
+                    )
+        return self
+
+    def build(self) -> CardConfig:
+        orders, logistics = DEFAULT_MAPS[self.type.notify_type]
+        return CardConfig(
+            card=self.type,
+            wxa_path_query=self.wxa_path_query,
+            product_img=self.product_img,
+            product_path_query=self.product_path_query or self.wxa_path_query,
+            replaces=frozenset(self.replaces),
+            order_map=_map(orders, self.order_status),
+            logistics_map=_map(logistics, self.logistics),
+        )
+
+
+def _map(defaults: Mapping[str, int], overrides: Mapping[str, int] | None) -> dict[str, int]:
+    """The default status -> card state table with the overrides (0 = no card update)."""
     out = dict(defaults)
-    if raw is None:
-        return out
-    if not isinstance(raw, Mapping):
-        raise ConfigError(key, "must be a table of status = card state (0 = no card update)")
-    for name, state in raw.items():
-        if name not in names:
-            raise ConfigError(f"{key}.{name}", f"unknown status; one of {', '.join(names)}")
-        if not isinstance(state, int) or isinstance(state, bool):
-            raise ConfigError(f"{key}.{name}", "must be a card state id (an integer)")
+    for name, state in (overrides or {}).items():
         if state == 0:
             out.pop(name, None)
-        elif card.state(state) is None:
-            states = ", ".join(str(s) for s in card.states)
-            raise ConfigError(
-                f"{key}.{name}", f"card {card.notify_type} has no state {state} ({states})"
-            )
         else:
             out[name] = state
     return out

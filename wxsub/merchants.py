@@ -1,13 +1,11 @@
 """The merchant config: per mini program, which events notify whom, with which template, and how.
 
-Read once at start (``load_merchants``), validated completely, frozen. Every error is a
-:class:`~wxsub.errors.ConfigError` naming the key (``apps.wx1.kinds.logistics.template_id``).
-The format is documented in ``deploy/merchants.example.toml`` and ``docs/policies.md``.
-
-A kind's ``data`` maps each template keyword to a format string over the candidate's values
-(``"{order_id}"``, ``"{title}降价了"``); :data:`VALUE_NAMES` lists the names each kind offers.
-A format string that is exactly one placeholder passes the typed value to the keyword renderer
-(money becomes ``¥12.50`` for an ``amount``, a time becomes ``2024年5月1日 10:00``).
+Read at start (``load_merchants``) or from the live-config topic (``wxsub.liveconfig``),
+validated completely by the pydantic models of the TOML below, then built into the plain frozen
+dataclasses of :mod:`wxsub.merchant_config` (re-exported here) that the decision rules read per
+event. Every error is a :class:`~wxsub.errors.ConfigError` naming the key
+(``apps.wx1.kinds.logistics.template_id``); ``wxsub merchants apply`` adds the TOML line. The
+format is documented in ``deploy/merchants.example.toml`` and ``docs/policies.md``.
 """
 
 from __future__ import annotations
@@ -16,40 +14,49 @@ import datetime as dt
 import re
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from wxsub.configmodel import Bad, Int, validate
 from wxsub.errors import ConfigError
-from wxsub.merchant_cards import CardConfig, parse_cards
-from wxsub.merchant_checks import choice as _choice
-from wxsub.merchant_checks import int_of as _int
-from wxsub.merchant_checks import only as _only
-from wxsub.merchant_checks import str_of as _str
-from wxsub.merchant_checks import table as _table
+from wxsub.merchant_cards import CardsModel
+from wxsub.merchant_config import (
+    DAY_S,
+    DEFAULT_NOTIFY,
+    DEFAULT_ORPHAN_AFTER_S,
+    DEFAULT_STATUS_TEXT,
+    MONEY_NAMES,
+    STATES,
+    TIME_NAMES,
+    VALUE_NAMES,
+    Cap,
+    KindConfig,
+    MerchantConfig,
+    Merchants,
+    QuietHours,
+    placeholders,
+)
 from wxsub.merchant_guards import (
-    DEFAULT_ALERTS,
-    DEFAULT_PAUSE_THRESHOLDS,
-    AlertConfig,
-    PauseThresholds,
     check_classes,
     parse_alerts,
     parse_class,
     parse_pause_thresholds,
 )
-from wxsub.merchant_vocabulary import (
-    DEFAULT_NOTIFY as _DEFAULT_NOTIFY,
-)
-from wxsub.merchant_vocabulary import (
-    DEFAULT_STATUS_TEXT,
-    MONEY_NAMES,
-    TIME_NAMES,
-    VALUE_NAMES,
-    placeholders,
-)
-from wxsub.merchant_vocabulary import STATES as _STATES
-from wxsub.retention import DEFAULT_RETENTION, Retention, parse_retention
-from wxsub.schemas.internal import MARKETING_KINDS, NOTIFY_KINDS
+from wxsub.retention import parse_retention
+from wxsub.schemas.internal import NOTIFY_KINDS
 from wxsub.tomlfile import read_toml
 from wxsub.wechat.keywords import TYPES, check, keyword_type
 from wxsub.wechat.templates import parse_content
@@ -70,127 +77,6 @@ __all__ = [
     "placeholders",
 ]
 
-_CLOCK = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
-_STATES_OK = ("developer", "trial", "formal")
-_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
-_DAY_S = 86_400
-#: a logistics event waiting for its order ends as ``orphan`` after this (wall clock); also the
-#: default where an app has no config
-DEFAULT_ORPHAN_AFTER_S = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Cap:
-    """At most ``max`` sends of one class per user within ``window_s`` (event time)."""
-
-    max: int
-    window_s: int
-
-
-@dataclass(frozen=True, slots=True)
-class QuietHours:
-    """Local [start, end) when marketing waits; may wrap midnight (22:00 -> 08:00)."""
-
-    start: dt.time
-    end: dt.time
-
-    def contains(self, local: dt.time) -> bool:
-        if self.start < self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
-
-
-@dataclass(frozen=True, slots=True)
-class KindConfig:
-    """How one kind of notification is rendered and when it fires."""
-
-    kind: str
-    template_id: str
-    keywords: Mapping[str, str]  # keyword name -> WeChat type, layout order
-    data: Mapping[str, str]  # keyword name -> format string over VALUE_NAMES[kind]
-    page: str = ""
-    miniprogram_state: str = "formal"
-    lang: str = "zh_CN"
-    notify_on: frozenset[str] = frozenset()
-    status_text: Mapping[str, str] = field(default_factory=dict)
-    enum_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    stale_after_s: int = _DAY_S
-    #: status -> the variant used for candidates of that status (its own template and data;
-    #: ``by_status`` in the TOML). Chosen by the pure decision rules (``for_status``)
-    variants: Mapping[str, KindConfig] = field(default_factory=dict)
-    #: why the kind (or this variant) cannot send: its template at WeChat does not fit the
-    #: mapping (``wxsub.liveconfig.check_kind``); "" = it may send
-    disabled: str = ""
-    #: ``service`` or ``marketing`` (the ``class`` key; "" = by kind: promotion is marketing)
-    message_class: str = ""
-    #: whether the class is marketing (a field, not a property: decide reads it per candidate,
-    #: and a slot read is the cheapest)
-    marketing: bool = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.message_class:
-            default = "marketing" if self.kind in MARKETING_KINDS else "service"
-            object.__setattr__(self, "message_class", default)
-        object.__setattr__(self, "marketing", self.message_class == "marketing")
-
-    def for_status(self, status: object) -> KindConfig:
-        """The variant for ``status`` (order or logistics state), or the kind itself."""
-        if self.variants and type(status) is str:
-            return self.variants.get(status, self)
-        return self
-
-    def all_templates(self) -> tuple[KindConfig, ...]:
-        """The kind itself and its variants: every (template, mapping) it may send with."""
-        return (self, *self.variants.values())
-
-
-@dataclass(frozen=True, slots=True)
-class MerchantConfig:
-    """Everything about one appid."""
-
-    appid: str
-    timezone: zoneinfo.ZoneInfo
-    kinds: Mapping[str, KindConfig]
-    transactional_cap: Cap | None = None
-    marketing_cap: Cap | None = None
-    quiet_hours: QuietHours | None = None
-    collapse_window_s: int = 0
-    orphan_after_s: int = DEFAULT_ORPHAN_AFTER_S
-    dedupe_retention_s: int = 2 * _DAY_S
-    sensitive_words: tuple[str, ...] = ()  # matched by wxsub.agents.rules.content
-    #: the live-config version that carried this config (``wxsub merchants apply``); 0 = the
-    #: ``worker.merchants`` file
-    version: int = 0
-    cards: CardConfig | None = None  # service cards (wxsub/merchant_cards.py)
-    retention: Retention = DEFAULT_RETENTION  # [apps.<appid>.retention] (wxsub.retention)
-    alerts: AlertConfig = DEFAULT_ALERTS  # restock limit, price collapse (merchant_guards.py)
-    pause_thresholds: PauseThresholds = DEFAULT_PAUSE_THRESHOLDS  # feedback auto-pause
-
-    def kind(self, kind: str) -> KindConfig | None:
-        return self.kinds.get(kind)
-
-    def cap(self, marketing: bool) -> Cap | None:
-        return self.marketing_cap if marketing else self.transactional_cap
-
-    @property
-    def max_cap_window_s(self) -> int:
-        caps = [c.window_s for c in (self.transactional_cap, self.marketing_cap) if c]
-        return max(caps, default=0)
-
-    @property
-    def max_stale_after_s(self) -> int:
-        return max((k.stale_after_s for k in self.kinds.values()), default=_DAY_S)
-
-
-@dataclass(frozen=True, slots=True)
-class Merchants:
-    """All merchant configs, by appid."""
-
-    apps: Mapping[str, MerchantConfig]
-
-    def app(self, appid: str) -> MerchantConfig | None:
-        return self.apps.get(appid)
-
 
 def load_merchants(path: str | Path) -> Merchants:
     """Read and validate a merchant config TOML file."""
@@ -200,288 +86,313 @@ def load_merchants(path: str | Path) -> Merchants:
 
 def parse_merchants(doc: Mapping[str, Any], base_dir: Path | None = None) -> Merchants:
     """Validate a parsed merchant config; word files are relative to ``base_dir``."""
-    _only(doc, "", {"apps"})
-    apps = _table(doc.get("apps", {}), "apps")
-    return Merchants(
-        {appid: _app(appid, _table(raw, f"apps.{appid}"), base_dir) for appid, raw in apps.items()}
-    )
+    model: _Doc = validate(_Doc, doc, context={"base_dir": base_dir})
+    return Merchants({appid: app.build(appid) for appid, app in model.apps.items()})
 
 
-# --- one app -----------------------------------------------------------------------------------
+# --- the TOML, as pydantic models ----------------------------------------------------------------
 
-_APP_KEYS = {
-    "timezone",
-    "kinds",
-    "caps",
-    "quiet_hours",
-    "collapse_window_s",
-    "orphan_after_s",
-    "dedupe_retention_s",
-    "sensitive_words",
-    "sensitive_words_file",
-    "cards",
-    "retention",
-    "alerts",
-    "pauses",
-}
+#: strict: a TOML value of the wrong type is an error (no "5" for 5), an unknown key too
+_MODEL = ConfigDict(extra="forbid", strict=True)
+_CLOCK = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
+Text = Annotated[str, Field(min_length=1)]
 
 
-def _app(appid: str, raw: Mapping[str, Any], base_dir: Path | None) -> MerchantConfig:
-    key = f"apps.{appid}"
-    _only(raw, key, _APP_KEYS)
-    tz = _zone(f"{key}.timezone", raw.get("timezone", "Asia/Shanghai"))
-    kinds_raw = _table(raw.get("kinds", {}), f"{key}.kinds")
-    kinds = {name: _kind(f"{key}.kinds.{name}", name, k) for name, k in kinds_raw.items()}
-    check_classes(
-        [(f"{key}.kinds.{n}", t.template_id, t.message_class)
-         for n, kc in kinds.items() for t in kc.all_templates()]
-    )  # fmt: skip
-    caps = _table(raw.get("caps", {}), f"{key}.caps")
-    _only(caps, f"{key}.caps", {"transactional", "marketing"})
-    stale = max((k.stale_after_s for k in kinds.values()), default=_DAY_S)
-    retention = _int(raw, key, "dedupe_retention_s", stale + _DAY_S, minimum=1)
-    if retention < stale:
-        raise ConfigError(
-            f"{key}.dedupe_retention_s", f"must be >= the largest stale_after_s ({stale})"
+def _nested(model: type[BaseModel], name: str, raw: Any, context: Any) -> Any:
+    """``raw`` validated as ``model`` under key ``name`` (errors keep their full key)."""
+    try:
+        return model.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise Bad(name, "", inner=exc) from None
+
+
+class _Mapping(BaseModel):
+    """What a kind and a ``by_status`` variant both set: the template and its mapping.
+    Validated with ``context["kind"]``, the kind it belongs to."""
+
+    model_config = _MODEL
+    template_id: Text
+    content: str | None = None
+    keywords: dict[str, Text] | None = None
+    data: dict[str, Text]
+    page: str | None = None
+    miniprogram_state: Literal["developer", "trial", "formal"] | None = None
+    lang: Literal["zh_CN", "en_US", "zh_HK", "zh_TW"] | None = None
+    enum_values: dict[str, list[Text]] = Field(default_factory=dict)
+    _keywords: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fits(self, info: ValidationInfo) -> _Mapping:
+        kind = (info.context or {}).get("kind")
+        if kind is None:  # an instance validated before, passed on by its container
+            return self
+        self._keywords = self._keyword_types()
+        for name, fmt in self.data.items():
+            _check_names(f"data.{name}", kind, fmt)
+        _check_names("page", kind, self.page or "")
+        for name in self.enum_values:
+            if self._keywords.get(name) != "enum":
+                raise Bad(f"enum_values.{name}", "not an enum keyword of the template")
+        for name, type_ in self._keywords.items():
+            if type_ == "enum" and name not in self.enum_values:
+                raise Bad(f"enum_values.{name}", "required for an enum keyword")
+        return self
+
+    def _keyword_types(self) -> dict[str, str]:
+        """Keyword name -> type, from ``content``, an explicit ``keywords`` table, or the names."""
+        if self.content is not None and self.keywords is not None:
+            raise Bad("keywords", "give content or keywords, not both")
+        if self.content is not None:
+            try:
+                parsed = parse_content(self.content)
+            except ValueError as exc:
+                raise Bad("content", str(exc)) from None
+            if not parsed:
+                raise Bad("content", "has no {{keyword.DATA}} placeholder")
+            keywords = {kw.name: kw.type for kw in parsed}
+        elif self.keywords is not None:
+            keywords = dict(self.keywords)
+        else:
+            keywords = {name: keyword_type(name) for name in self.data}
+        for name, type_ in keywords.items():
+            if type_ not in TYPES:
+                raise Bad(f"keywords.{name}", f"unknown keyword type {type_!r}")
+        if not self.data:
+            raise Bad("data", "required: keyword -> format string")
+        for name in keywords:
+            if name not in self.data:
+                raise Bad(f"data.{name}", "the template has this keyword: map it")
+        for name in self.data:
+            if name not in keywords:
+                raise Bad(f"data.{name}", "not a keyword of the template")
+        return keywords
+
+    def build(self, kind: str, base: _Kind) -> KindConfig:
+        """The runtime config; what this does not set comes from ``base`` (its kind)."""
+        return KindConfig(
+            kind=kind,
+            template_id=self.template_id,
+            keywords=self._keywords,
+            data=dict(self.data),
+            page=self.page if self.page is not None else base.page or "",
+            miniprogram_state=self.miniprogram_state or base.miniprogram_state or "formal",
+            lang=self.lang or base.lang or "zh_CN",
+            notify_on=base.notify(kind) if self is base else frozenset(DEFAULT_NOTIFY[kind]),
+            status_text=base.texts(kind),
+            enum_values={name: tuple(values) for name, values in self.enum_values.items()},
+            stale_after_s=base.stale_after_s,
+            message_class=base.message_class or "",
         )
-    return MerchantConfig(
-        appid=appid,
-        timezone=tz,
-        kinds=kinds,
-        transactional_cap=_cap(f"{key}.caps.transactional", caps.get("transactional")),
-        marketing_cap=_cap(f"{key}.caps.marketing", caps.get("marketing")),
-        quiet_hours=_quiet(f"{key}.quiet_hours", raw.get("quiet_hours")),
-        collapse_window_s=_int(raw, key, "collapse_window_s", 0, minimum=0),
-        orphan_after_s=_int(raw, key, "orphan_after_s", DEFAULT_ORPHAN_AFTER_S, minimum=1),
-        dedupe_retention_s=retention,
-        sensitive_words=_words(key, raw, base_dir),
-        cards=parse_cards(f"{key}.cards", raw.get("cards")),
-        retention=parse_retention(f"{key}.retention", raw.get("retention"), stale_s=stale),
-        alerts=parse_alerts(f"{key}.alerts", raw.get("alerts")),
-        pause_thresholds=parse_pause_thresholds(f"{key}.pauses", raw.get("pauses")),
-    )
 
 
-_KIND_KEYS = {
-    "template_id",
-    "content",
-    "keywords",
-    "data",
-    "page",
-    "miniprogram_state",
-    "lang",
-    "notify_on",
-    "status_text",
-    "enum_values",
-    "stale_after_s",
-    "by_status",
-    "class",
-}
-#: what a ``by_status`` variant may set; page, state, lang, status_text and staleness are
-#: inherited from its kind unless given
-_VARIANT_KEYS = {
-    "template_id",
-    "content",
-    "keywords",
-    "data",
-    "page",
-    "miniprogram_state",
-    "lang",
-    "enum_values",
-}
-_INHERITED = ("page", "miniprogram_state", "lang", "status_text", "stale_after_s", "class")
+class _Kind(_Mapping):
+    """``[apps.<appid>.kinds.<kind>]``."""
 
+    notify_on: list[str] | None = None
+    status_text: dict[str, str] | None = None
+    stale_after_s: Annotated[Int, Field(ge=1)] = DAY_S
+    by_status: dict[str, _Mapping] | None = None
+    # ``class``: service | marketing (merchant_guards.parse_class; "" = by kind)
+    message_class: Any = Field(default=None, alias="class")
 
-def _kind(key: str, kind: str, raw: Any) -> KindConfig:
-    raw = _table(raw, key)
-    if kind not in NOTIFY_KINDS:
-        raise ConfigError(key, f"unknown kind; one of {', '.join(NOTIFY_KINDS)}")
-    _only(raw, key, _KIND_KEYS)
-    base = _one_kind(key, kind, {k: v for k, v in raw.items() if k != "by_status"})
-    if "by_status" not in raw:
-        return base
-    if kind not in _STATES:
-        raise ConfigError(f"{key}.by_status", "only order_status and logistics have states")
-    table = _table(raw["by_status"], f"{key}.by_status")
-    variants = {}
-    for status, vraw in table.items():
-        vkey = f"{key}.by_status.{status}"
-        if status not in base.notify_on:
-            raise ConfigError(vkey, f"{status!r} is not in notify_on: it would never be used")
-        vraw = _table(vraw, vkey)
-        _only(vraw, vkey, _VARIANT_KEYS)
-        merged = {k: raw[k] for k in _INHERITED if k in raw} | dict(vraw)
-        variants[status] = _one_kind(vkey, kind, merged)
-    return replace(base, variants=variants)
+    @field_validator("by_status", mode="before")
+    @classmethod
+    def _variants(cls, raw: Any, info: ValidationInfo) -> Any:
+        if raw is None or not isinstance(raw, Mapping):
+            return raw
+        if (info.context or {})["kind"] not in STATES:
+            raise ValueError("only order_status and logistics have states")
+        return {s: _nested(_Mapping, s, v, info.context) for s, v in raw.items()}
 
-
-def _one_kind(key: str, kind: str, raw: Mapping[str, Any]) -> KindConfig:
-    template_id = _str(raw, key, "template_id", required=True)
-    data_raw = _table(raw.get("data"), f"{key}.data")
-    data = {name: _str(data_raw, f"{key}.data", name, required=True) for name in data_raw}
-    keywords = _keywords(key, raw, data)
-    for name, fmt in data.items():
-        _check_names(f"{key}.data.{name}", kind, fmt)
-    page = _str(raw, key, "page")
-    _check_names(f"{key}.page", kind, page)
-    state = _str(raw, key, "miniprogram_state") or "formal"
-    _choice(f"{key}.miniprogram_state", state, _STATES_OK)
-    lang = _str(raw, key, "lang") or "zh_CN"
-    _choice(f"{key}.lang", lang, _LANGS)
-    return KindConfig(
-        kind=kind,
-        template_id=template_id,
-        keywords=keywords,
-        data=data,
-        page=page,
-        miniprogram_state=state,
-        lang=lang,
-        notify_on=_notify_on(key, kind, raw.get("notify_on")),
-        status_text=_status_text(key, kind, raw.get("status_text")),
-        enum_values=_enums(key, raw.get("enum_values"), keywords),
-        stale_after_s=_int(raw, key, "stale_after_s", _DAY_S, minimum=1),
-        message_class=parse_class(f"{key}.class", kind, raw.get("class")),
-    )
-
-
-def _keywords(key: str, raw: Mapping[str, Any], data: Mapping[str, str]) -> dict[str, str]:
-    """Keyword name -> type, from ``content``, an explicit ``keywords`` table, or the names."""
-    if "content" in raw and "keywords" in raw:
-        raise ConfigError(f"{key}.keywords", "give content or keywords, not both")
-    if "content" in raw:
+    @model_validator(mode="after")
+    def _states(self, info: ValidationInfo) -> _Kind:
+        kind = (info.context or {}).get("kind")
+        if kind is None:  # validated before (see _fits)
+            return self
+        states = STATES.get(kind)
+        if states is None and self.notify_on is not None:
+            raise Bad("notify_on", "only order_status and logistics have states")
+        for state in self.notify_on or ():
+            if states is not None and state not in states:
+                raise Bad("notify_on", f"unknown state {state!r}; one of {', '.join(states)}")
+        for state, text in (self.status_text or {}).items():
+            if states is not None and state not in states:
+                raise Bad(f"status_text.{state}", "unknown state")
+            if check("phrase", text) is not None:
+                raise Bad(f"status_text.{state}", "must be a phrase: 1 to 5 Chinese characters")
         try:
-            parsed = parse_content(_str(raw, key, "content"))
-        except ValueError as exc:
-            raise ConfigError(f"{key}.content", str(exc)) from None
-        if not parsed:
-            raise ConfigError(f"{key}.content", "has no {{keyword.DATA}} placeholder")
-        keywords = {kw.name: kw.type for kw in parsed}
-    elif "keywords" in raw:
-        table = _table(raw["keywords"], f"{key}.keywords")
-        keywords = {n: _str(table, f"{key}.keywords", n, required=True) for n in table}
-    else:
-        keywords = {name: keyword_type(name) for name in data}
-    for name, type_ in keywords.items():
-        if type_ not in TYPES:
-            raise ConfigError(f"{key}.keywords.{name}", f"unknown keyword type {type_!r}")
-    if not data:
-        raise ConfigError(f"{key}.data", "required: keyword -> format string")
-    for name in keywords:
-        if name not in data:
-            raise ConfigError(f"{key}.data.{name}", "the template has this keyword: map it")
-    for name in data:
-        if name not in keywords:
-            raise ConfigError(f"{key}.data.{name}", "not a keyword of the template")
-    return keywords
+            self.message_class = parse_class("class", kind, self.message_class)
+        except ConfigError as exc:
+            raise Bad("class", str(exc).split(": ", 1)[-1]) from None
+        notify = self.notify(kind)
+        for status in self.by_status or {}:
+            if status not in notify:
+                raise Bad(
+                    f"by_status.{status}", f"{status!r} is not in notify_on: it would never be used"
+                )
+        return self
+
+    def notify(self, kind: str) -> frozenset[str]:
+        if kind not in STATES:
+            return frozenset()
+        return frozenset(self.notify_on if self.notify_on is not None else DEFAULT_NOTIFY[kind])
+
+    def texts(self, kind: str) -> dict[str, str]:
+        return {**DEFAULT_STATUS_TEXT.get(kind, {}), **(self.status_text or {})}
+
+    def build_kind(self, kind: str) -> KindConfig:
+        base = self.build(kind, self)
+        if not self.by_status:
+            return base
+        variants = {s: v.build(kind, self) for s, v in self.by_status.items()}
+        return replace(base, variants=variants)
+
+
+class _Cap(BaseModel):
+    model_config = _MODEL
+    max: Annotated[Int, Field(ge=0)]
+    window_s: Annotated[Int, Field(ge=1)]
+
+
+class _Caps(BaseModel):
+    model_config = _MODEL
+    transactional: _Cap | None = None
+    marketing: _Cap | None = None
+
+
+def _clock(raw: Any) -> dt.time:
+    match = _CLOCK.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise ValueError("required: a local time like 22:00 or 22:00:30")
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    if h > 23 or m > 59 or s > 59:
+        raise ValueError(f"not a valid time of day: {raw!r}")
+    return dt.time(h, m, s)
+
+
+Clock = Annotated[dt.time, PlainValidator(_clock)]
+
+
+class _Quiet(BaseModel):
+    model_config = _MODEL
+    start: Clock
+    end: Clock
+
+    @model_validator(mode="after")
+    def _differ(self) -> _Quiet:
+        if self.start == self.end:
+            raise Bad("end", "must differ from start")
+        return self
+
+
+def _zone(raw: Any) -> zoneinfo.ZoneInfo:
+    if not isinstance(raw, str) or not raw:
+        raise ValueError("must be a time zone name like Asia/Shanghai")
+    try:
+        return zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {raw!r}") from None
+
+
+class _App(BaseModel):
+    """``[apps.<appid>]``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    timezone: Annotated[zoneinfo.ZoneInfo, PlainValidator(_zone)] = zoneinfo.ZoneInfo(
+        "Asia/Shanghai"
+    )
+    kinds: dict[str, _Kind] = Field(default_factory=dict)
+    caps: _Caps = Field(default_factory=_Caps)
+    quiet_hours: _Quiet | None = None
+    collapse_window_s: Annotated[Int, Field(ge=0)] = 0
+    orphan_after_s: Annotated[Int, Field(ge=1)] = DEFAULT_ORPHAN_AFTER_S
+    dedupe_retention_s: Annotated[Int, Field(ge=1)] | None = None
+    sensitive_words: list[str] = Field(default_factory=list)
+    sensitive_words_file: Text | None = None
+    cards: CardsModel | None = None
+    # validated by wxsub.retention (its own rules, against the largest stale_after_s)
+    retention: dict[str, Any] | None = None
+    # validated by wxsub.merchant_guards (restock limit, price collapse; feedback pauses)
+    alerts: dict[str, Any] | None = None
+    pauses: dict[str, Any] | None = None
+    _words: tuple[str, ...] = PrivateAttr(default=())
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _kinds(cls, raw: Any, info: ValidationInfo) -> Any:
+        if not isinstance(raw, Mapping):
+            return raw
+        for name in raw:
+            if name not in NOTIFY_KINDS:
+                raise Bad(name, f"unknown kind; one of {', '.join(NOTIFY_KINDS)}")
+        ctx = info.context or {}
+        return {k: _nested(_Kind, k, v, {**ctx, "kind": k}) for k, v in raw.items()}
+
+    @model_validator(mode="after")
+    def _app_rules(self, info: ValidationInfo) -> _App:
+        stale = self.max_stale()
+        if self.dedupe_retention_s is not None and self.dedupe_retention_s < stale:
+            raise Bad("dedupe_retention_s", f"must be >= the largest stale_after_s ({stale})")
+        self._words = _words(self, (info.context or {}).get("base_dir"))
+        return self
+
+    def max_stale(self) -> int:
+        return max((k.stale_after_s for k in self.kinds.values()), default=DAY_S)
+
+    def build(self, appid: str) -> MerchantConfig:
+        caps = self.caps
+        key = f"apps.{appid}"
+        kinds = {name: kind.build_kind(name) for name, kind in self.kinds.items()}
+        check_classes(
+            [(f"{key}.kinds.{n}", t.template_id, t.message_class)
+             for n, kc in kinds.items() for t in kc.all_templates()]
+        )  # fmt: skip
+        return MerchantConfig(
+            appid=appid,
+            timezone=self.timezone,
+            kinds=kinds,
+            transactional_cap=_cap(caps.transactional),
+            marketing_cap=_cap(caps.marketing),
+            quiet_hours=QuietHours(self.quiet_hours.start, self.quiet_hours.end)
+            if self.quiet_hours
+            else None,
+            collapse_window_s=self.collapse_window_s,
+            orphan_after_s=self.orphan_after_s,
+            dedupe_retention_s=self.dedupe_retention_s or self.max_stale() + DAY_S,
+            sensitive_words=self._words,
+            cards=self.cards.build() if self.cards else None,
+            retention=parse_retention(
+                f"apps.{appid}.retention", self.retention, stale_s=self.max_stale()
+            ),
+            alerts=parse_alerts(f"{key}.alerts", self.alerts),
+            pause_thresholds=parse_pause_thresholds(f"{key}.pauses", self.pauses),
+        )
+
+
+class _Doc(BaseModel):
+    model_config = _MODEL
+    apps: dict[str, _App] = Field(default_factory=dict)
+
+
+def _cap(model: _Cap | None) -> Cap | None:
+    return Cap(model.max, model.window_s) if model is not None else None
 
 
 def _check_names(key: str, kind: str, fmt: str) -> None:
     for name in placeholders(fmt):
         if name not in VALUE_NAMES[kind]:
             known = ", ".join(sorted(VALUE_NAMES[kind]))
-            raise ConfigError(key, f"unknown value {{{name}}}; {kind} offers {known}")
+            raise Bad(key, f"unknown value {{{name}}}; {kind} offers {known}")
 
 
-def _notify_on(key: str, kind: str, raw: Any) -> frozenset[str]:
-    if kind not in _STATES:
-        if raw is not None:
-            raise ConfigError(f"{key}.notify_on", "only order_status and logistics have states")
-        return frozenset()
-    if raw is None:
-        return frozenset(_DEFAULT_NOTIFY[kind])
-    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
-        raise ConfigError(f"{key}.notify_on", "must be a list of states")
-    for state in raw:
-        if state not in _STATES[kind]:
-            raise ConfigError(
-                f"{key}.notify_on", f"unknown state {state!r}; one of {', '.join(_STATES[kind])}"
-            )
-    return frozenset(raw)
-
-
-def _status_text(key: str, kind: str, raw: Any) -> dict[str, str]:
-    out = dict(DEFAULT_STATUS_TEXT.get(kind, {}))
-    table = _table(raw if raw is not None else {}, f"{key}.status_text")
-    for state, text in table.items():
-        skey = f"{key}.status_text.{state}"
-        if kind in _STATES and state not in _STATES[kind]:
-            raise ConfigError(skey, "unknown state")
-        if not isinstance(text, str) or check("phrase", text) is not None:
-            raise ConfigError(skey, "must be a phrase: 1 to 5 Chinese characters")
-        out[state] = text
-    return out
-
-
-def _enums(key: str, raw: Any, keywords: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    table = _table(raw if raw is not None else {}, f"{key}.enum_values")
-    out: dict[str, tuple[str, ...]] = {}
-    for name, values in table.items():
-        if keywords.get(name) != "enum":
-            raise ConfigError(f"{key}.enum_values.{name}", "not an enum keyword of the template")
-        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-            raise ConfigError(f"{key}.enum_values.{name}", "must be a list of strings")
-        out[name] = tuple(values)
-    for name, type_ in keywords.items():
-        if type_ == "enum" and name not in out:
-            raise ConfigError(f"{key}.enum_values.{name}", "required for an enum keyword")
-    return out
-
-
-def _cap(key: str, raw: Any) -> Cap | None:
-    if raw is None:
-        return None
-    table = _table(raw, key)
-    _only(table, key, {"max", "window_s"})
-    return Cap(
-        max=_int(table, key, "max", None, minimum=0),
-        window_s=_int(table, key, "window_s", None, minimum=1),
-    )
-
-
-def _quiet(key: str, raw: Any) -> QuietHours | None:
-    if raw is None:
-        return None
-    table = _table(raw, key)
-    _only(table, key, {"start", "end"})
-    start = _clock(f"{key}.start", table.get("start"))
-    end = _clock(f"{key}.end", table.get("end"))
-    if start == end:
-        raise ConfigError(f"{key}.end", "must differ from start")
-    return QuietHours(start, end)
-
-
-def _clock(key: str, raw: Any) -> dt.time:
-    match = _CLOCK.match(raw) if isinstance(raw, str) else None
-    if match is None:
-        raise ConfigError(key, "required: a local time like 22:00 or 22:00:30")
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    if h > 23 or m > 59 or s > 59:
-        raise ConfigError(key, f"not a valid time of day: {raw!r}")
-    return dt.time(h, m, s)
-
-
-def _zone(key: str, raw: Any) -> zoneinfo.ZoneInfo:
-    if not isinstance(raw, str) or not raw:
-        raise ConfigError(key, "must be a time zone name like Asia/Shanghai")
-    try:
-        return zoneinfo.ZoneInfo(raw)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(key, f"unknown time zone {raw!r}") from None
-
-
-def _words(key: str, raw: Mapping[str, Any], base_dir: Path | None) -> tuple[str, ...]:
-    inline = raw.get("sensitive_words", [])
-    if not isinstance(inline, list) or not all(isinstance(w, str) for w in inline):
-        raise ConfigError(f"{key}.sensitive_words", "must be a list of strings")
-    words = [w.strip() for w in inline]
-    file = raw.get("sensitive_words_file")
+def _words(app: _App, base_dir: Path | None) -> tuple[str, ...]:
+    words = [w.strip() for w in app.sensitive_words]
+    file = app.sensitive_words_file
     if file is not None:
-        if not isinstance(file, str) or not file:
-            raise ConfigError(f"{key}.sensitive_words_file", "must be a path")
         path = Path(file) if base_dir is None else base_dir / file
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{key}.sensitive_words_file", f"cannot read {path}: {exc}") from None
+            raise Bad("sensitive_words_file", f"cannot read {path}: {exc}") from None
         words += [ln.strip() for ln in lines if not ln.lstrip().startswith("#")]
     return tuple(sorted({w for w in words if w}))

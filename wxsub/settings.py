@@ -11,14 +11,16 @@ str are masked, so they never reach logs, metrics or exception messages by accid
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-from wxsub.errors import ConfigError
+from pydantic import AfterValidator, BeforeValidator, Field, GetCoreSchemaHandler, ValidationInfo
+from pydantic.dataclasses import dataclass
+from pydantic_core import CoreSchema, core_schema
+
+from wxsub.configmodel import STRICT, Bad, Int, Number, validate
 from wxsub.schemas.codec import DEFAULT_MAX_BYTES
 from wxsub.tomlfile import read_toml
 
@@ -38,7 +40,10 @@ __all__ = [
 
 
 class Secret:
-    """A string that never shows itself in repr/str. Use ``.reveal()`` where it must be sent."""
+    """A string that never shows itself in repr/str. Use ``.reveal()`` where it must be sent.
+
+    In a settings file it is the value itself or ``env:VARNAME`` (read from the environment
+    the settings are loaded with), so the file need not hold it."""
 
     __slots__ = ("_value",)
 
@@ -62,105 +67,132 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.with_info_plain_validator_function(_secret)
 
-@dataclass(frozen=True)
+
+def _secret(raw: Any, info: ValidationInfo) -> Secret:
+    """A Secret from a settings value; the messages never hold the value."""
+    if isinstance(raw, Secret):
+        return raw
+    if not isinstance(raw, str) or not raw:
+        raise ValueError("required (a string, or env:VARNAME)")
+    if raw.startswith("env:"):
+        env = (info.context or {}).get("env", os.environ)
+        var = raw[4:]
+        if var not in env:
+            raise ValueError(f"environment variable {var} is not set")
+        return Secret(env[var])
+    return Secret(raw)
+
+
+def _rule(ok: Any, message: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _with_appids(table: Any) -> Any:
+    """``[<section>.apps.<appid>]`` tables get their appid from the key."""
+    if not isinstance(table, Mapping):
+        return table
+    return {k: {**v, "appid": k} if isinstance(v, Mapping) else v for k, v in table.items()}
+
+
+Port = Annotated[Int, _rule(lambda p: 0 < p < 65536, "must be a TCP port (1-65535)")]
+NonEmpty = Annotated[str, _rule(lambda s: bool(s.strip()), "must not be empty")]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
+OptionalSecret = Annotated[Secret | None, BeforeValidator(_empty_is_none)]
+
+
+@dataclass(frozen=True, config=STRICT)
 class KafkaSettings:
-    bootstrap: str = "127.0.0.1:9092"
+    bootstrap: NonEmpty = "127.0.0.1:9092"
     topic_prefix: str = "wxsub."
-    partitions: int = 8
-    replication_factor: int = 1
-    producer_linger_s: float = 0.01
-    request_timeout_s: float = 30.0
+    partitions: Annotated[Int, Field(ge=1)] = 8
+    replication_factor: Annotated[Int, Field(ge=1)] = 1
+    producer_linger_s: Number = 0.01
+    request_timeout_s: Number = 30.0
     # connecting like a production client (docs/operations.md, "Securing Kafka")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str = ""
-    sasl_password: Secret | None = None  # "env:NAME" keeps it out of the file
-    ssl_cafile: Path | None = None  # PEM CA bundle (default: the system's)
-    ssl_certfile: Path | None = None  # PEM client certificate (mutual TLS)
-    ssl_keyfile: Path | None = None  # its PEM private key
-    ssl_key_password: Secret | None = None
+    sasl_password: OptionalSecret = None  # "env:NAME" keeps it out of the file
+    ssl_cafile: OptionalPath = None  # PEM CA bundle (default: the system's)
+    ssl_certfile: OptionalPath = None  # PEM client certificate (mutual TLS)
+    ssl_keyfile: OptionalPath = None  # its PEM private key
+    ssl_key_password: OptionalSecret = None
     ssl_check_hostname: bool = True
     # false: the operator creates the topics; the worker only checks them (and says which lack)
     create_topics: bool = True
-    min_insync_replicas: int | None = None  # topic config for wxsub's topics (None: broker's)
+    # topic config for wxsub's topics (None: the broker's)
+    min_insync_replicas: Annotated[Int | None, BeforeValidator(_empty_is_none)] = None
 
     def __post_init__(self) -> None:
-        _check(self.partitions >= 1, "kafka.partitions", "must be >= 1")
-        _check(self.replication_factor >= 1, "kafka.replication_factor", "must be >= 1")
-        _check(bool(self.bootstrap.strip()), "kafka.bootstrap", "must not be empty")
-        if self.min_insync_replicas is not None:
-            _check(
-                1 <= self.min_insync_replicas <= self.replication_factor,
-                "kafka.min_insync_replicas",
-                "must be >= 1 and <= kafka.replication_factor",
-            )
-        if self.security_protocol.startswith("SASL_"):
-            _check(
-                bool(self.sasl_username),
-                "kafka.sasl_username",
-                f"required with security_protocol {self.security_protocol}",
-            )
-            _check(
-                bool(self.sasl_password),
-                "kafka.sasl_password",
-                f"required with security_protocol {self.security_protocol} (a string or env:NAME)",
-            )
-        _check(
-            self.ssl_keyfile is None or self.ssl_certfile is not None,
-            "kafka.ssl_certfile",
-            "required when kafka.ssl_keyfile is set",
-        )
+        isr = self.min_insync_replicas
+        if isr is not None and not 1 <= isr <= self.replication_factor:
+            raise Bad("min_insync_replicas", "must be >= 1 and <= kafka.replication_factor")
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.sasl_username:
+                raise Bad(
+                    "sasl_username", f"required with security_protocol {self.security_protocol}"
+                )
+            if not self.sasl_password:
+                raise Bad(
+                    "sasl_password",
+                    f"required with security_protocol {protocol} (a string or env:NAME)",
+                )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise Bad("ssl_certfile", "required when kafka.ssl_keyfile is set")
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, key)
-            _check(path is None or path.is_file(), f"kafka.{key}", f"no such file: {path}")
+            if path is not None and not path.is_file():
+                raise Bad(key, f"no such file: {path}")
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical one (``topic('intents')`` -> ``wxsub.intents``)."""
         return f"{self.topic_prefix}{name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class WorkerSettings:
     app_id: str = "wxsub"
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    web_port: Port = 6066
     state_dir: Path = Path(".wxsub/state")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    max_in_flight: int = 200
+    max_in_flight: Annotated[Int, Field(ge=1)] = 200
     # records a stage takes per poll, over its partitions (each partition's share is one
     # transaction): larger amortises the transactions' round trips, smaller cuts latency
-    max_batch: int = 2000
+    max_batch: Annotated[Int, Field(ge=1)] = 2000
     # a partition starts its next batch no sooner than this after its last one started (Kafka
     # Streams' commit.interval.ms): fewer, larger transactions, at most this much added latency
-    commit_interval_ms: int = 100
+    commit_interval_ms: Annotated[Int, Field(ge=0)] = 100
     in_doubt_policy: Literal["report", "resend"] = "report"
-    merchants: Path | None = None  # bootstrap: used until the merchants topic holds a config
+    merchants: OptionalPath = None  # bootstrap: used until the merchants topic holds a config
     # the worker that owns deliver partition 0 pulls every app's template list this often
     # (wxsub.liveconfig); 0 = never (pull with ``wxsub templates pull``)
-    templates_pull_interval_s: float = 300.0
+    templates_pull_interval_s: Annotated[Number, Field(ge=0)] = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_event_bytes: int = DEFAULT_MAX_BYTES
-    session_timeout_ms: int = 10_000
+    max_event_bytes: Annotated[Int, Field(ge=256)] = DEFAULT_MAX_BYTES
+    session_timeout_ms: Int = 10_000
     # expiry (docs/lifecycle.md): each store is swept once per interval, at most this many
     # entries per timer tick, on the stages' timers
-    sweep_interval_s: float = 600.0
-    sweep_per_tick: int = 1000
-
-    def __post_init__(self) -> None:
-        _check(self.sweep_interval_s > 0, "worker.sweep_interval_s", "must be > 0")
-        _check(self.sweep_per_tick >= 1, "worker.sweep_per_tick", "must be >= 1")
-        _check(0 < self.web_port < 65536, "worker.web_port", "must be a TCP port (1-65535)")
-        _check(self.max_in_flight >= 1, "worker.max_in_flight", "must be >= 1")
-        _check(self.max_batch >= 1, "worker.max_batch", "must be >= 1")
-        _check(self.commit_interval_ms >= 0, "worker.commit_interval_ms", "must be >= 0")
-        _check(self.max_event_bytes >= 256, "worker.max_event_bytes", "must be >= 256")
-        _check(
-            self.templates_pull_interval_s >= 0, "worker.templates_pull_interval_s", "must be >= 0"
-        )
+    sweep_interval_s: Annotated[Number, Field(gt=0)] = 600.0
+    sweep_per_tick: Annotated[Int, Field(ge=1)] = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class AppCredentials:
     """A mini program's API credentials."""
 
@@ -168,28 +200,26 @@ class AppCredentials:
     secret: Secret
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class WeChatSettings:
-    api_base: str = "https://api.weixin.qq.com"
+    api_base: Annotated[
+        str,
+        _rule(
+            lambda u: u.startswith(("http://", "https://")), "must start with http:// or https://"
+        ),
+    ] = "https://api.weixin.qq.com"
     token_mode: Literal["stable", "classic"] = "stable"  # noqa: S105 (a mode, not a secret)
-    token_refresh_margin_s: float = 200.0
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 10.0
-    max_connections: int = 200
-    keepalive_expiry_s: float = 15.0
-    apps: Mapping[str, AppCredentials] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check(
-            self.api_base.startswith(("http://", "https://")),
-            "wechat.api_base",
-            "must start with http:// or https://",
-        )
-        _check(self.read_timeout_s > 0, "wechat.read_timeout_s", "must be > 0")
-        _check(self.max_connections >= 1, "wechat.max_connections", "must be >= 1")
+    token_refresh_margin_s: Number = 200.0
+    connect_timeout_s: Number = 3.0
+    read_timeout_s: Annotated[Number, Field(gt=0)] = 10.0
+    max_connections: Annotated[Int, Field(ge=1)] = 200
+    keepalive_expiry_s: Number = 15.0
+    apps: Annotated[Mapping[str, AppCredentials], BeforeValidator(_with_appids)] = field(
+        default_factory=dict
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class PushEndpoint:
     """Message-push settings of one mini program (WeChat -> our gateway)."""
 
@@ -197,65 +227,65 @@ class PushEndpoint:
     token: Secret
     aes_key: Secret | None = None
     mode: Literal["plain", "compatible", "safe"] = "plain"
-    original_id: str | None = None  # the gh_... id WeChat sends as ToUserName
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    host: str = "127.0.0.1"
-    port: int = 8081
-    max_body_bytes: int = 64 * 1024
-    timestamp_window_s: int = 300
-    dedupe_ttl_s: float = 600.0
-    dedupe_max_entries: int = 100_000
-    produce_timeout_s: float = 4.0
-    apps: Mapping[str, PushEndpoint] = field(default_factory=dict)
+    original_id: OptionalStr = None  # the gh_... id WeChat sends as ToUserName
 
     def __post_init__(self) -> None:
-        _check(0 < self.port < 65536, "gateway.port", "must be a TCP port (1-65535)")
-        _check(self.max_body_bytes >= 256, "gateway.max_body_bytes", "must be >= 256")
-        _check(self.dedupe_max_entries >= 1, "gateway.dedupe_max_entries", "must be >= 1")
-        _check(
-            self.dedupe_ttl_s >= 2 * self.timestamp_window_s,
-            "gateway.dedupe_ttl_s",
-            "must be >= 2 * gateway.timestamp_window_s (a replay inside the window is caught)",
-        )
-        _check(self.produce_timeout_s > 0, "gateway.produce_timeout_s", "must be > 0")
+        if self.mode != "plain" and self.aes_key is None:
+            raise Bad("aes_key", f"required in {self.mode} mode")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    max_body_bytes: Annotated[Int, Field(ge=256)] = 64 * 1024
+    timestamp_window_s: Int = 300
+    dedupe_ttl_s: Number = 600.0
+    dedupe_max_entries: Annotated[Int, Field(ge=1)] = 100_000
+    produce_timeout_s: Annotated[Number, Field(gt=0)] = 4.0
+    apps: Annotated[Mapping[str, PushEndpoint], BeforeValidator(_with_appids)] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        if self.dedupe_ttl_s < 2 * self.timestamp_window_s:
+            raise Bad(
+                "dedupe_ttl_s",
+                "must be >= 2 * gateway.timestamp_window_s (a replay inside the window is caught)",
+            )
+
+
+@dataclass(frozen=True, config=STRICT)
 class DeliverySettings:
     """The deliver stage's retry, pause and reconciliation knobs (``DeliveryPolicy``; its
     ``in_doubt_resend`` follows ``worker.in_doubt_policy``). ``docs/delivery.md`` explains them."""
 
-    max_attempts: int = 5  # retryable refusals before a send is failed
-    backoff_base_ms: int = 2_000  # first retry delay; doubles per refusal
-    backoff_max_ms: int = 300_000
-    jitter: float = 0.25  # +- this fraction of the delay
-    quota_pause_ms: int = 600_000  # 45009: the appid's sends pause this long
-    receipt_skew_ms: int = 5_000  # a receipt may carry a time this much before our attempt
-    receipt_window_ms: int = 120_000  # ... and settles an attempt at most this much older
-    timer_interval_s: float = 1.0  # how often due retries and crash leftovers are looked at
+    max_attempts: Annotated[Int, Field(ge=1)] = 5  # retryable refusals before a send is failed
+    backoff_base_ms: Annotated[Int, Field(ge=0)] = 2_000  # first retry delay; doubles per refusal
+    backoff_max_ms: Int = 300_000
+    jitter: Annotated[Number, _rule(lambda j: 0 <= j < 1, "must be >= 0 and < 1")] = 0.25
+    quota_pause_ms: Annotated[Int, Field(ge=1)] = (
+        600_000  # 45009: the appid's sends pause this long
+    )
+    receipt_skew_ms: Annotated[Int, Field(ge=0)] = (
+        5_000  # a receipt may carry a time this much before our attempt
+    )
+    receipt_window_ms: Annotated[Int, Field(ge=0)] = (
+        120_000  # ... and settles an attempt at most this much older
+    )
+    timer_interval_s: Annotated[Number, Field(gt=0)] = (
+        1.0  # how often due retries and crash leftovers are looked at
+    )
 
     def __post_init__(self) -> None:
-        _check(self.max_attempts >= 1, "delivery.max_attempts", "must be >= 1")
-        _check(self.backoff_base_ms >= 0, "delivery.backoff_base_ms", "must be >= 0")
-        _check(
-            self.backoff_max_ms >= self.backoff_base_ms,
-            "delivery.backoff_max_ms",
-            "must be >= delivery.backoff_base_ms",
-        )
-        _check(0 <= self.jitter < 1, "delivery.jitter", "must be >= 0 and < 1")
-        _check(self.quota_pause_ms >= 1, "delivery.quota_pause_ms", "must be >= 1")
-        _check(self.receipt_skew_ms >= 0, "delivery.receipt_skew_ms", "must be >= 0")
-        _check(self.receipt_window_ms >= 0, "delivery.receipt_window_ms", "must be >= 0")
-        _check(self.timer_interval_s > 0, "delivery.timer_interval_s", "must be > 0")
+        if self.backoff_max_ms < self.backoff_base_ms:
+            raise Bad("backoff_max_ms", "must be >= delivery.backoff_base_ms")
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SupportSettings:
     """The support query API and console on each worker (docs/support.md). They show personal
     data, so they are off by default, on loopback unless configured, and need ``token``
@@ -263,18 +293,14 @@ class SupportSettings:
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 6067
-    token: Secret | None = None
+    port: Port = 6067
+    token: OptionalSecret = None
     # how the other workers reach this one (default http://host:port); in its group metadata
     advertised_url: str = ""
 
     def __post_init__(self) -> None:
-        _check(0 < self.port < 65536, "support.port", "must be a TCP port (1-65535)")
-        _check(
-            not self.enabled or self.host in _LOOPBACK or bool(self.token),
-            "support.token",
-            "required when support.host is not a loopback address",
-        )
+        if self.enabled and self.host not in _LOOPBACK and not self.token:
+            raise Bad("token", "required when support.host is not a loopback address")
 
     @property
     def url(self) -> str:
@@ -284,7 +310,7 @@ class SupportSettings:
         return f"http://{host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -298,155 +324,40 @@ class Settings:
         out = self
         for name, values in sections.items():
             section = getattr(out, name)
-            parsed = {
-                k: _coerce(f"{name}.{k}", _field_type(section, k), v) for k, v in values.items()
-            }
-            out = replace(out, **{name: replace(section, **parsed)})
+            current = {f.name: getattr(section, f.name) for f in fields(section)}
+            new = validate(type(section), current | dict(values), prefix=name)
+            out = replace(out, **{name: new})
         return out
+
+
+_SECTIONS: dict[str, Any] = {
+    "kafka": KafkaSettings,
+    "worker": WorkerSettings,
+    "wechat": WeChatSettings,
+    "gateway": GatewaySettings,
+    "delivery": DeliverySettings,
+    "support": SupportSettings,
+}
 
 
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the TOML file (if any) and the ``WXSUB_*`` environment into a validated Settings."""
+    """Read the TOML file (if any) and the ``WXSUB_*`` environment into a validated Settings.
+
+    ``WXSUB_<SECTION>_<NAME>`` sets ``<section>.<name>`` for every scalar field (other
+    ``WXSUB_*`` variables are not settings and are left alone); ``env:VARNAME`` secrets are
+    read from ``env`` too (default: the process environment)."""
     env = os.environ if env is None else env
     path = path or env.get("WXSUB_CONFIG") or None
-    doc = read_toml(path, "config") if path is not None else {}
-    unknown = set(doc) - {f.name for f in fields(Settings)}
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown section")
-    sections: dict[str, Any] = {}
-    for f in fields(Settings):
-        sections[f.name] = _load_section(f.name, _section_type(f.name), doc.get(f.name, {}), env)
-    return Settings(**sections)
-
-
-# --- internals -------------------------------------------------------------------------------
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(key, message)
-
-
-def _section_type(name: str) -> type:
-    hints = typing.get_type_hints(Settings)
-    return typing.cast(type, hints[name])
-
-
-def _field_type(section: Any, name: str) -> Any:
-    hints = typing.get_type_hints(type(section))
-    if name not in hints:
-        raise ConfigError(name, "unknown setting")
-    return hints[name]
-
-
-def _load_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(name, "must be a table")
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        key = f"{name}.{f.name}"
-        env_name = f"WXSUB_{name}_{f.name}".upper()
-        if f.name == "apps":
-            values["apps"] = _load_apps(name, table.get("apps", {}), env)
-        elif env_name in env:
-            values[f.name] = _coerce(key, hints[f.name], env[env_name], env_name)
-        elif f.name in table:
-            values[f.name] = _coerce(key, hints[f.name], table[f.name])
-        value = values.get(f.name)
-        if isinstance(value, Secret) and value.reveal().startswith("env:"):
-            values[f.name] = _secret(key, value.reveal(), env)  # a secret named, not given
-    extra = set(table) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    if extra:
-        raise ConfigError(f"{name}.{sorted(extra)[0]}", "unknown setting")
-    return cls(**values)
-
-
-def _load_apps(section: str, table: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{section}.apps", "must be a table of appid -> settings")
-    out: dict[str, Any] = {}
-    for appid, raw in table.items():
-        key = f"{section}.apps.{appid}"
-        if not isinstance(raw, dict):
-            raise ConfigError(key, "must be a table")
-        if section == "wechat":
-            out[appid] = AppCredentials(appid, _secret(f"{key}.secret", raw.get("secret"), env))
-        else:
-            aes = raw.get("aes_key")
-            mode = raw.get("mode", "plain")
-            _check(
-                mode in ("plain", "compatible", "safe"),
-                f"{key}.mode",
-                "must be plain, compatible or safe",
-            )
-            out[appid] = PushEndpoint(
-                appid,
-                _secret(f"{key}.token", raw.get("token"), env),
-                _secret(f"{key}.aes_key", aes, env) if aes is not None else None,
-                mode,
-                raw.get("original_id"),
-            )
-            if mode != "plain":
-                _check(out[appid].aes_key is not None, f"{key}.aes_key", f"required in {mode} mode")
-    return out
-
-
-def _secret(key: str, raw: Any, env: Mapping[str, str]) -> Secret:
-    if not isinstance(raw, str) or not raw:
-        raise ConfigError(key, "required (a string, or env:VARNAME)")
-    if raw.startswith("env:"):
-        var = raw[4:]
-        if var not in env:
-            raise ConfigError(key, f"environment variable {var} is not set")
-        return Secret(env[var])
-    return Secret(raw)
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _coerce(key: str, tp: Any, raw: Any, env_name: str | None = None) -> Any:
-    """Turn a TOML value or env string into ``tp``, or raise ConfigError naming the key."""
-    where = f"{key} (env {env_name})" if env_name else key
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if raw is None or raw == "":
-            return None
-        return _coerce(key, args[0], raw, env_name)
-    if origin is Literal:
-        choices = get_args(tp)
-        if raw not in choices:
-            raise ConfigError(where, f"must be one of {', '.join(map(str, choices))}; got {raw!r}")
-        return raw
-    if tp is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in (*_TRUE, *_FALSE):
-            return raw.lower() in _TRUE
-        raise ConfigError(where, f"must be a boolean; got {raw!r}")
-    if tp in (int, float):
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            return tp(raw)
-        except (TypeError, ValueError):
-            kind = "an integer" if tp is int else "a number"
-            raise ConfigError(where, f"must be {kind}; got {raw!r}") from None
-    if tp is Path:
-        if not isinstance(raw, str | Path):
-            raise ConfigError(where, f"must be a path; got {raw!r}")
-        return Path(raw)
-    if tp is str:
-        if not isinstance(raw, str):
-            raise ConfigError(where, f"must be a string; got {raw!r}")
-        return raw
-    if tp is Secret:
-        return Secret(str(raw))
-    if is_dataclass(tp):
-        raise ConfigError(where, "must be a table")
-    raise ConfigError(where, f"unsupported type {tp!r}")
+    doc: dict[str, Any] = dict(read_toml(path, "config")) if path is not None else {}
+    env_keys: dict[str, str] = {}
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            env_name = f"WXSUB_{section}_{f.name}".upper()
+            table = doc.get(section, {})
+            if f.name != "apps" and env_name in env and isinstance(table, Mapping):
+                doc[section] = {**table, f.name: env[env_name]}
+                env_keys[f"{section}.{f.name}"] = env_name
+    settings: Settings = validate(Settings, doc, context={"env": env}, env_keys=env_keys)
+    return settings

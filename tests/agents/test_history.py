@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from tests.agents.factory import APPID, MIN, OPENID, T0, TPL, cand, config, pref, sub
 from wxsub.agents.rules import history as hist
 from wxsub.agents.rules.decide import decide, on_timer
@@ -13,7 +15,13 @@ from wxsub.agents.rules.subscriptions import (
     decode_user,
     encode_user,
 )
-from wxsub.schemas.internal import Candidate, Correction
+from wxsub.schemas.internal import (
+    NOTIFY_KINDS,
+    Candidate,
+    Correction,
+    OutcomeReason,
+    notification_id,
+)
 
 CFG = config()
 
@@ -87,3 +95,46 @@ def test_an_entry_with_a_tab_or_newline_and_the_first_versions_json_lines_read_b
     assert [d.event_id for d in hist.decisions(hist.add(history, [plain], T0))] == [
         "e\t1", "e2", "e2",
     ]  # fmt: skip
+
+
+def test_entries_are_written_with_one_letter_codes_and_read_as_before() -> None:
+    args = (T0, "e1", "order_status", "o1", "no_credit", "T", "", "d")
+    coded = hist.entry(*args)
+    assert coded == f"{T0}\ton" + "e1\to1\tT\td"
+    seven = f"{T0}\te1\torder_status\to1\tno_credit\tT\td"  # as 2026-12-06's version wrote it
+    first = orjson.dumps([T0, "e1", "order_status", "o1", "no_credit", "T", "d"]).decode()
+    nid = notification_id(APPID, OPENID, "T", "e1")
+    want = hist.Decided(T0, "e1", "order_status", "o1", "no_credit", "T", nid, "d")
+    for stored in (coded, seven, first):
+        assert hist.decisions(stored, APPID, OPENID) == [want]
+    # the kind and reason become one character each, two tabs go
+    assert len(seven) - len(coded) == len("order_status") - 1 + len("no_credit") - 1 + 2
+    # a correction keeps its notification id where the event id goes, coded or not
+    corr = hist.entry(T0, "", hist.CORRECTION, "T", hist.CORRECTION, "T", "n1", "zero")
+    assert hist.decisions(corr)[0][4:] == ("correction", "T", "n1", "zero")
+    # a kind or reason without a code is written in full; a code unknown here is skipped
+    novel = hist.entry(T0, "e2", "order_status", "o1", "some_new_reason", "T")
+    assert novel.count("\t") == 6
+    assert [d.reason for d in hist.decisions(f"{coded}\n{novel}")] == [
+        "no_credit",
+        "some_new_reason",
+    ]
+    assert hist.decisions(f"{T0}\tZZe3\to1\tT\t\n{coded}", APPID, OPENID) == [want]
+    # mixed forms are trimmed and expired by their times
+    history = hist.add(hist.add(seven, [coded], 0), [hist.entry(T0 + 1, *args[1:])], T0 + 1)
+    assert [d.at for d in hist.decisions(history)] == [T0 + 1]
+
+
+def test_codes_are_one_character_distinct_and_cover_every_reason_noted() -> None:
+    for codes in (hist.KIND_CODES, hist.REASON_CODES):
+        assert all(len(c) == 1 and c not in "\t\n[" for c in codes.values())
+        assert len(set(codes.values())) == len(codes)
+    assert set(NOTIFY_KINDS) <= set(hist.KIND_CODES)
+    decided = {r.value for r in OutcomeReason} - {
+        "sent",
+        "failed",
+        "in_doubt",
+        "reconciled_sent",
+        "reconciled_failed",
+    }  # fmt: skip (delivery's results go to the ledger, not to the history)
+    assert decided <= set(hist.REASON_CODES)

@@ -91,6 +91,19 @@ def _kind(kind: str, **changes: Any) -> dict[str, Any]:
         (app_doc(sensitive_words="赌博"), "apps.wxapp.sensitive_words"),
         (app_doc(sensitive_words_file="/nonexistent/words.txt"),
          "apps.wxapp.sensitive_words_file"),
+        # types are strict: a TOML string is not a number, true is not 1
+        (_kind("restock", stale_after_s="60"), "apps.wxapp.kinds.restock.stale_after_s"),
+        (app_doc(collapse_window_s=True), "apps.wxapp.collapse_window_s"),
+        (_kind("order_status", by_status={"refunded": {"template_id": "T",
+                                                       "data": {"thing1": "{order_id}"}}}),
+         "apps.wxapp.kinds.order_status.by_status.refunded"),  # not in notify_on
+        (_kind("restock", by_status={}), "apps.wxapp.kinds.restock.by_status"),
+        (app_doc(cards={"type": 9, "wxa_path_query": "p", "product_img": "i"}),
+         "apps.wxapp.cards.type"),
+        (app_doc(cards={"type": 2001, "wxa_path_query": "p?{x}", "product_img": "i"}),
+         "apps.wxapp.cards.wxa_path_query"),
+        (app_doc(cards={"type": 2001, "wxa_path_query": "p", "product_img": "i",
+                        "order_status": {"paid": 99}}), "apps.wxapp.cards.order_status.paid"),
     ],
 )  # fmt: skip
 def test_errors_name_the_key(doc: dict[str, Any], key: str) -> None:

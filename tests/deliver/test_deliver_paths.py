@@ -36,8 +36,11 @@ async def test_sent_once_with_msgid_outcome_metrics_and_receipt_ignored(
 ) -> None:
     world = make_world(users=len(LOAD), credits=3)
     async with harness(kafka_bootstrap, world) as h, run_stage(h.settings, tmp_path) as (_, m):
-        # three intents per user: sequential per user, concurrent across users
-        await h.produce(intent(world, o, n) for n in range(3) for o in LOAD)
+        # three intents per user: sequential per user, concurrent across users; each decided
+        # under a config version of its own, which its deliver outcome repeats
+        await h.produce(
+            replace(intent(world, o, n), config_version=n + 5) for n in range(3) for o in LOAD
+        )
         ledger = await h.wait_ledger(h.all_in("sent"))
         assert {ledger[i.notification_id].state for i in h.intents} == {"sent"}
         sends = h.sends_by_nid()
@@ -48,6 +51,9 @@ async def test_sent_once_with_msgid_outcome_metrics_and_receipt_ignored(
         outcomes = [o for o in await h.outcomes() if o.stage == "deliver"]
         assert Counter(o.reason for o in outcomes) == {"sent": len(h.intents)}
         assert {o.event_id for o in outcomes} == {i.event_ids[-1] for i in h.intents}
+        versions = {i.notification_id: i.config_version for i in h.intents}
+        assert {o.notification_id: o.config_version for o in outcomes} == versions
+        assert set(versions.values()) == {5, 6, 7}
         reg = m.registry
         assert (
             metric(reg, "wxsub_sends_total", result="sent", errcode="0", template=ORDER_TID) == 120

@@ -1,8 +1,9 @@
 """A seeded generator of an input event log for the end-to-end oracle test.
 
 ``generate(Knobs(now_ms=...))`` returns an :class:`EventLog`: entries in publish order (each with
-its logical topic, key and the exact bytes to produce), and the merchant config TOML the worker
-must load (``log.merchants_toml``; quiet hours are placed relative to ``now_ms``).
+its logical topic, key and the exact bytes to produce), and the merchant config in two versions
+(``tests.pipeline.configs``): ``log.merchants_toml`` decides phases 0 and 1, ``log.changed_toml``
+(the tight app's caps raised) phase 2. Quiet hours are placed relative to ``now_ms``.
 
 How to publish it (the oracle is exact only if you do):
 
@@ -12,7 +13,12 @@ How to publish it (the oracle is exact only if you do):
 2. Publish the ``phase == 1`` entries in order.
 3. Wait for quiescence, then at least ``max(collapse_window_s, orphan_after_s)`` seconds plus one
    timer tick (held logistics, orphans and deferred quiet-hour intents are released by wall-clock
-   timers), then compare with :func:`tests.pipeline.oracle.expected`.
+   timers): every outcome and intent of phases 0 and 1 is in.
+4. Apply ``log.changed_toml`` (``wxsub merchants apply``), wait until every worker decides with
+   the new version (``wxsub_config_version``), publish the ``phase == 2`` entries, and wait as
+   in 3. Then compare with :func:`tests.pipeline.oracle.expected`, given the config history
+   (version 1 from phase 0, version 2 from phase 2). The boundary is a quiescent point, so which
+   version decides an event is not a race.
 
 Why the result cannot depend on cross-partition interleaving (see also oracle.py):
 
@@ -22,7 +28,8 @@ Why the result cannot depend on cross-partition interleaving (see also oracle.py
   the main app's caps are never reached, so neither credit nor cap depends on that order.
 - Scarce credits and caps are exercised only where all the competing candidates come from ONE
   source partition: the ``scarce`` user (one order, 1 credit), the tight app's users (one order,
-  or one sku, per user; caps 2 per day).
+  or one sku, per user; caps 2 per day); in phase 2 they compete with what phase 1 sent, which
+  was all decided before phase 2 is published.
 - Preferences, mutes, credits and watches are phase 0, applied before any candidate exists.
 - Every order's logistics events form one contiguous block in the log, so consecutive updates of
   an order are decided well within ``collapse_window_s`` of each other: all notifying updates of
@@ -45,11 +52,23 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
 from tests.pipeline import cards_log
+from tests.pipeline.configs import (
+    APP_MAIN,
+    APP_NONE,
+    APP_TIGHT,
+    NOTIFY_LOGI,
+    NOTIFY_ORDER,
+    SENSITIVE,
+    TEMPLATES,
+    app_config,
+    app_doc,
+    template_for,
+    to_toml,
+)
 from wxsub.schemas.codec import KINDS, encode
 from wxsub.schemas.records import (
     LogisticsUpdated,
@@ -78,24 +97,12 @@ __all__ = [
     "merchants_toml",
 ]
 
-APP_MAIN = "wxmain0000000001"  # generous caps, quiet hours, collapse, sensitive words
-APP_TIGHT = "wxtight000000001"  # caps of 2 per day per class
-APP_NONE = "wxnone0000000001"  # not in the merchant config
-TZ_NAME = "Asia/Shanghai"
-TEMPLATES = {
-    "order_status": "TPL_ORDER",
-    "logistics": "TPL_LOGI",
-    "price_drop": "TPL_PRICE",
-    "restock": "TPL_RESTOCK",
-    "promotion": "TPL_PROMO",
-}
-SENSITIVE = "赌博"
 _MSGID = "1234567890123456789"
 MIN = 60_000
 HOUR = 60 * MIN
 DAY = 24 * HOUR
-_NOTIFY_ORDER = frozenset({"paid", "shipped", "delivered", "cancelled", "refunded"})
-_NOTIFY_LOGI = frozenset({"out_for_delivery", "delivered", "exception"})
+_NOTIFY_ORDER = NOTIFY_ORDER
+_NOTIFY_LOGI = NOTIFY_LOGI
 
 
 @dataclass(frozen=True)
@@ -118,13 +125,15 @@ class Knobs:
     bad_inputs: int = 30  # raw bytes that must go to the DLQ
     collapse_window_s: int = 20  # written into the merchant config
     orphan_after_s: int = 30  # written into the merchant config
+    later_orders: int = 24  # orders of regular users in phase 2 (decided under version 2)
 
 
 @dataclass(frozen=True)
 class Entry:
     """One record to produce: ``raw`` to logical ``topic`` under ``key``."""
 
-    phase: int  # 0: state events, publish and let apply first; 1: everything else
+    phase: int  # 0: state events, publish and let apply first; 1: the bulk; 2: after the
+    # config change (publish once phase 1 is all decided and the new version is live)
     topic: str  # logical topic name (KafkaSettings.topic(name) gives the real one)
     key: str
     raw: bytes
@@ -136,8 +145,10 @@ class Entry:
 class EventLog:
     knobs: Knobs
     entries: tuple[Entry, ...]
-    merchants_toml: str
+    merchants_toml: str  # config version 1: phases 0 and 1
     merchants_doc: dict[str, Any]
+    changed_toml: str  # config version 2: phase 2
+    changed_doc: dict[str, Any]
     notes: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -153,117 +164,31 @@ def generate(knobs: Knobs) -> EventLog:
     """The event log for ``knobs`` (same knobs, same bytes)."""
     gen = _Gen(knobs)
     gen.build()
-    entries = tuple(gen.phase0) + tuple(gen.phase1)
+    entries = tuple(gen.phase0) + tuple(gen.phase1) + tuple(gen.phase2)
     notes = Counter(e.note for e in entries)
-    return EventLog(knobs, entries, merchants_toml(knobs), merchants_doc(knobs), notes)
+    v1, v2 = merchants_doc(knobs, 1), merchants_doc(knobs, 2)
+    return EventLog(knobs, entries, to_toml(v1), v1, to_toml(v2), v2, notes)
 
 
-def merchants_doc(knobs: Knobs) -> dict[str, Any]:
-    """The merchant config for a generated log (quiet hours: 5 to 3 hours before ``now_ms``)."""
-    tz = ZoneInfo(TZ_NAME)
-    start = dt.datetime.fromtimestamp((knobs.now_ms - 5 * HOUR) / 1000, tz)
-    end = dt.datetime.fromtimestamp((knobs.now_ms - 3 * HOUR) / 1000, tz)
-    main = _app_doc(knobs, caps=1000)
-    main["quiet_hours"] = {"start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
+def merchants_doc(knobs: Knobs, version: int = 1) -> dict[str, Any]:
+    """The merchant config of a generated log: version 1 decides phases 0 and 1, version 2
+    (the tight app's caps raised, ``tests.pipeline.configs``) decides phase 2. The card apps
+    (WeChat Pay orders: ``cards_log``) are the same in both."""
+    doc = app_config(knobs.now_ms, knobs.collapse_window_s, knobs.orphan_after_s, version)
     # successive price drops of a SKU collapse per watcher (the tight app keeps each drop: its
     # watcher exercises the cap); restocks tell at most new_stock watchers (the default)
-    main["alerts"] = {"price_collapse_s": knobs.collapse_window_s, "restock_factor": 1.0}
-    cards = cards_log.card_apps(lambda: _app_doc(knobs, caps=1000))  # WeChat Pay orders: cards
-    return {"apps": {APP_MAIN: main, APP_TIGHT: _app_doc(knobs, caps=2), **cards}}
-
-
-def merchants_toml(knobs: Knobs) -> str:
-    """:func:`merchants_doc` as TOML, for the worker's ``worker.merchants`` file."""
-    return _toml(merchants_doc(knobs))
-
-
-_STALE = 2 * 86_400
-
-
-def _app_doc(knobs: Knobs, caps: int) -> dict[str, Any]:
-    t = TEMPLATES
-    day = {"max": caps, "window_s": 86_400}
-    order_content = "订单号:{{character_string1.DATA}}\n状态:{{phrase2.DATA}}\n" + (
-        "金额:{{amount3.DATA}}\n商品:{{thing4.DATA}}\n时间:{{time5.DATA}}"
-    )
-    return {
-        "timezone": TZ_NAME,
-        "collapse_window_s": knobs.collapse_window_s,
-        "orphan_after_s": knobs.orphan_after_s,
-        # stale orders are 30 days old: expiry (every store is swept each second in these tests)
-        # must not forget them between their events, which the oracle does not model
-        "retention": {"order_s": 40 * 86_400, "unwatch_s": 7 * 86_400},
-        "sensitive_words": [SENSITIVE, "违禁品"],
-        "caps": {"transactional": day, "marketing": dict(day)},
-        "kinds": {
-            "order_status": {
-                "template_id": t["order_status"],
-                "content": order_content,
-                "page": "pages/order/detail?id={order_id}",
-                "notify_on": sorted(_NOTIFY_ORDER),
-                "stale_after_s": _STALE,
-                "data": {
-                    "character_string1": "{order_id}",
-                    "phrase2": "{status_text}",
-                    "amount3": "{amount}",
-                    "thing4": "{items_summary}",
-                    "time5": "{event_time}",
-                },
-            },
-            "logistics": {
-                "template_id": t["logistics"],
-                "content": "运单号:{{character_string1.DATA}}\n状态:{{phrase2.DATA}}\n"
-                "快递:{{thing3.DATA}}",
-                "page": "pages/order/logistics?id={order_id}",
-                "notify_on": sorted(_NOTIFY_LOGI),
-                "stale_after_s": _STALE,
-                "data": {
-                    "character_string1": "{waybill}",
-                    "phrase2": "{status_text}",
-                    "thing3": "{carrier}",
-                },
-            },
-            "price_drop": {
-                "template_id": t["price_drop"],
-                "page": "pages/sku/detail?id={sku_id}",
-                "stale_after_s": _STALE,
-                "data": {
-                    "thing1": "{title}",
-                    "amount2": "{old_price}",
-                    "amount3": "{new_price}",
-                    "thing4": "已降价{drop}元",
-                },
-            },
-            "restock": {
-                "template_id": t["restock"],
-                "page": "pages/sku/detail?id={sku_id}",
-                "stale_after_s": _STALE,
-                "data": {"thing1": "{title}", "number2": "{new_stock}"},
-            },
-            "promotion": {
-                "template_id": t["promotion"],
-                "page": "pages/promo/index?id={promotion_id}",
-                "stale_after_s": _STALE,
-                "data": {"thing1": "{title}", "time2": "{starts_at}", "time3": "{ends_at}"},
-            },
-        },
+    doc["apps"][APP_MAIN]["alerts"] = {
+        "price_collapse_s": knobs.collapse_window_s,
+        "restock_factor": 1.0,
     }
+    classic = lambda: app_doc(knobs.collapse_window_s, knobs.orphan_after_s, caps=1000)  # noqa: E731
+    doc["apps"].update(cards_log.card_apps(classic))
+    return doc
 
 
-def _toml(doc: dict[str, Any], path: str = "") -> str:
-    """A minimal TOML writer for this config (tables, strings, ints, lists of strings)."""
-    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    out = f"[{path}]\n" if path and scalars else ""
-    for key, value in scalars.items():
-        out += f"{key} = {orjson.dumps(value).decode()}\n"  # JSON strings/ints/lists are TOML
-    for key, value in tables.items():
-        out += ("\n" if out else "") + _toml(value, f"{path}.{_toml_key(key)}".lstrip("."))
-    return out
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else f'"{key}"'
+def merchants_toml(knobs: Knobs, version: int = 1) -> str:
+    """:func:`merchants_doc` as TOML (the ``worker.merchants`` file, or what is applied)."""
+    return to_toml(merchants_doc(knobs, version))
 
 
 # --- the generator ---------------------------------------------------------------------------
@@ -291,8 +216,9 @@ class _Gen:
         self.rng = random.Random(knobs.seed)
         self.phase0: list[Entry] = []
         self.phase1: list[Entry] = []
+        self.phase2: list[Entry] = []
         self.seq = 0
-        # (appid, openid, kind) -> candidates the user could get (upper bound)
+        # (appid, openid, template) -> candidates the user could get on it (upper bound)
         self.need: Counter[tuple[str, str, str]] = Counter()
         # (appid, target_type, target_id) -> {(openid, kind)}
         self.watchers: dict[tuple[str, str, str], set[tuple[str, str]]] = defaultdict(set)
@@ -313,10 +239,10 @@ class _Gen:
 
     def emit(self, phase: int, record: Record, note: str, dup_ok: bool = True) -> None:
         kind = KINDS[_kind_name(record)]
-        out = self.phase0 if phase == 0 else self.phase1
+        out = (self.phase0, self.phase1, self.phase2)[phase]
         entry = Entry(phase, kind.topic, record.key, encode(record), record, note)
         out.append(entry)
-        if dup_ok and phase == 1 and self.rng.random() < self.k.duplicate_rate:
+        if dup_ok and phase > 0 and self.rng.random() < self.k.duplicate_rate:
             out.append(Entry(phase, kind.topic, record.key, entry.raw, record, note + "+dup"))
 
     # -- scenarios --
@@ -327,6 +253,7 @@ class _Gen:
         self.products()
         self.tight()
         cards_log.build(self, TEMPLATES)
+        self.later()
         self.subscriptions()
         self.bad_inputs()
 
@@ -382,18 +309,21 @@ class _Gen:
             blocks.append([(e, "orphan") for e in events])
         blocks += self.order_blocks(APP_NONE, "x-user", "unknown-app-order")
         blocks += self.scarce()
-        # interleave blocks while keeping each block's internal order
+        self.interleave(1, blocks)
+
+    def interleave(self, phase: int, blocks: list[list[tuple[Record, str]]]) -> None:
+        """Emit the blocks interleaved, keeping each block's internal order."""
         queues = [list(b) for b in blocks if b]
         while queues:
             i = self.rng.randrange(len(queues))
             rec, note = queues[i].pop(0)
-            self.emit(1, rec, note)
+            self.emit(phase, rec, note)
             if note == "late-logistics":  # logistics then the order, in one piece
                 while queues[i]:
-                    self.emit(1, *queues[i].pop(0))
+                    self.emit(phase, *queues[i].pop(0))
             elif isinstance(rec, LogisticsUpdated):  # a logistics block goes out in one piece
                 while queues[i] and isinstance(queues[i][0][0], LogisticsUpdated):
-                    self.emit(1, *queues[i].pop(0))
+                    self.emit(phase, *queues[i].pop(0))
             if not queues[i]:
                 queues.pop(i)
 
@@ -432,8 +362,8 @@ class _Gen:
             )
             statuses.append((rec, note))
             prev = status
-            if status in _NOTIFY_ORDER:
-                self.need[(appid, openid, "order_status")] += 1  # a duplicate never takes a credit
+            if status in _NOTIFY_ORDER:  # a duplicate never takes a credit
+                self.need[(appid, openid, template_for("order_status", status))] += 1
         if len(statuses) > 2 and self.rng.random() < 0.08:  # an older status published late
             statuses.append((statuses[1][0], "regression"))
         blocks = [statuses]
@@ -444,9 +374,9 @@ class _Gen:
             lnote = (
                 "invalid-waybill" if long_waybill else ("stale-logistics" if stale else "logistics")
             )
-            self.need[(appid, openid, "logistics")] += sum(
-                1 for e in logi if e.state in _NOTIFY_LOGI
-            )
+            for e in logi:
+                if e.state in _NOTIFY_LOGI:
+                    self.need[(appid, openid, template_for("logistics", e.state))] += 1
             if self.rng.random() < self.k.late_rate:
                 blocks = [[(e, "late-logistics") for e in logi] + statuses]
             else:
@@ -547,10 +477,11 @@ class _Gen:
     def count_fanout(self, appid: str, ttype: str, tid: str, kind: str) -> None:
         for openid, wkind in self.watchers.get((appid, ttype, tid), ()):
             if wkind == kind:
-                self.need[(appid, openid, kind)] += 1
+                self.need[(appid, openid, TEMPLATES[kind])] += 1
 
     def tight(self) -> None:
-        """The tight app: caps of 2 per class per day, contested within one partition only."""
+        """The tight app: caps of 2 per class per day (version 1), contested within one
+        partition only."""
         t = self.fresh() - 60 * MIN
         for i, status in enumerate(["paid", "shipped", "delivered", "refunded"]):
             rec = OrderStatusChanged(
@@ -579,6 +510,25 @@ class _Gen:
             self.emit(1, rec, "tight-price", dup_ok=False)
         self.phase0_accept(APP_TIGHT, "tight-watcher", TEMPLATES["price_drop"], 10, "tight-credit")
 
+    def later(self) -> None:
+        """Phase 2, decided under config version 2 (the tight app's caps raised from 2 to 3):
+        more orders of regular users, and the tight users' next events, of which one each now
+        gets through."""
+        blocks = []
+        for n in range(self.k.later_orders):
+            openid = self.regular[(7 * n) % len(self.regular)]
+            blocks += self.order_blocks(APP_MAIN, openid, f"later{n:05d}")
+        self.interleave(2, blocks)
+        t = self.fresh()
+        for i, status in enumerate(["paid", "shipped", "delivered"]):
+            rec = OrderStatusChanged(self.eid("os"), _at(t + i * MIN), APP_TIGHT, "tight-buyer",
+                                     "tight-order-2", status, 888, items=_ITEMS)  # fmt: skip
+            self.emit(2, rec, "tight-order-v2", dup_ok=False)
+        for i, (old, new) in enumerate([(500, 400), (400, 300)]):
+            price = ProductPriceChanged(self.eid("pp"), _at(self.fresh() + i), APP_TIGHT,
+                                        "tight-sku", "限量款卫衣", old, new)  # fmt: skip
+            self.emit(2, price, "tight-price-v2", dup_ok=False)
+
     def phase0_accept(self, appid: str, openid: str, template: str, n: int, note: str) -> None:
         for _ in range(n):
             rec = SubscriptionEvent(
@@ -596,10 +546,10 @@ class _Gen:
 
     def subscriptions(self) -> None:
         t = self.k.now_ms - 7 * HOUR
-        for (appid, openid, kind), n in sorted(self.need.items()):
+        for (appid, openid, template), n in sorted(self.need.items()):
             if appid != APP_MAIN or openid in self.poor or openid == "scarce":
                 continue
-            self.phase0_accept(appid, openid, TEMPLATES[kind], n, "credit")
+            self.phase0_accept(appid, openid, template, n, "credit")
         for openid in self.muted:
             self.phase0_accept(APP_MAIN, openid, TEMPLATES["order_status"], 1, "credit")
             rec = SubscriptionEvent(

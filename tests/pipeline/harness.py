@@ -22,7 +22,14 @@ from wxsub.schemas.internal import Intent, Outcome, decode_internal
 from wxsub.settings import KafkaSettings
 from wxsub.streams.connection import client_kwargs, security_kwargs
 
-__all__ = ["Deployment", "crc32_partition", "free_port", "misrouted_total", "progress"]
+__all__ = [
+    "Deployment",
+    "crc32_partition",
+    "free_port",
+    "misrouted_total",
+    "progress",
+    "workers_at_version",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,6 +188,30 @@ async def misrouted_total(dep: Deployment) -> float:
                 if line.startswith("wxsub_events_misrouted_total{"):
                     total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def workers_at_version(dep: Deployment, version: int, timeout: float = 60) -> bool:
+    """Wait until every running worker's /metrics shows ``wxsub_config_version`` ``version``
+    (it decides with that config from then on); False at the timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    want = f"wxsub_config_version {float(version)}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            behind = 0
+            for index, port in dep.web_ports.items():
+                if dep.procs[index] is None:
+                    continue
+                try:
+                    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                except httpx.HTTPError:
+                    text = ""
+                behind += want not in text.splitlines()
+            if not behind:
+                return True
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.5)
 
 
 def as_published(entries: Sequence[object]) -> list[tuple[str, str, bytes]]:

@@ -1,4 +1,5 @@
-"""The oracle: from an input event log and the merchant config, the exact intents and outcomes.
+"""The oracle: from an input event log and the merchant config history, the exact intents and
+outcomes, each with the config version that decided it.
 
 It runs the same pure rule functions as the pipeline (``wxsub.agents.rules``), sequentially, in
 publish order, with one ``now_ms`` for every decision, then fires every timer (held logistics,
@@ -8,10 +9,23 @@ those are checked against hand-written cases in tests/agents.
 
 Compare a pipeline run with it like this::
 
-    exp = expected(log.entries, load_merchants(path), now_ms=log.knobs.now_ms)
-    assert {i.notification_id: (i.body, i.event_ids) for i in pipeline_intents} == exp.bodies()
+    v1 = at_version(parse_merchants(log.merchants_doc), 1)
+    v2 = at_version(parse_merchants(log.changed_doc), 2)
+    exp = expected(log.entries, v1, now_ms=log.knobs.now_ms, changes={2: v2})
+    assert {i.notification_id: (i.body, i.event_ids, i.config_version)
+            for i in pipeline_intents} == exp.bodies()
     assert outcome_counter(o for o in pipeline_outcomes if o.stage in RULE_STAGES) == exp.outcomes
     assert dlq_count == exp.dlq
+
+The config history: ``changes`` maps a phase of the log to the config that decides from its
+first entry on (``merchants`` decides before). The moment a worker switches config relative to
+events in flight is not deterministic, so a test makes the switch at a quiescent point: every
+outcome and intent of the earlier phases is in (timers included) before it applies the new
+version, and it publishes the next phase only once every worker reports that version
+(``wxsub_config_version``). The oracle does the same: at a phase boundary it fires every timer
+that is due within the hour (every window of a generated log is far shorter), then swaps the
+config. Outcomes and intents are compared with their ``config_version``; the versions come from
+the configs (``at_version``), as ``wxsub merchants apply`` stamps them.
 
 Which parts depend on the wall clock, and how a test drives them:
 
@@ -39,13 +53,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from wxsub.agents.rules import cards, orders, retention, stock, subscriptions, watches
 from wxsub.agents.rules import decide as dec
 from wxsub.agents.rules.common import to_ms
-from wxsub.agents.rules.history import Decided, decisions
+from wxsub.agents.rules.history import RELEASED, Decided, decisions
 from wxsub.agents.rules.orders import OrderState, PendingLogistics
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import WatchState
@@ -65,18 +79,34 @@ from wxsub.schemas.records import (
     Watch,
 )
 
-__all__ = ["RULE_STAGES", "Expected", "OutcomeKey", "expected", "outcome_counter", "outcome_key"]
+__all__ = [
+    "RULE_STAGES",
+    "Expected",
+    "OutcomeKey",
+    "at_version",
+    "expected",
+    "outcome_counter",
+    "outcome_key",
+]
 
 #: the stages whose outcomes the oracle predicts (deliver's sent/failed are not among them)
 RULE_STAGES = frozenset({orders.STAGE, watches.STAGE, dec.STAGE})
 #: far enough in the future for every timer to have fired
 _FOREVER = 10**15
+#: at a config change, timers due within this of ``now_ms`` fire (every window of a generated
+#: log is far shorter; nothing the rules remember expires within hours)
+_BOUNDARY_MS = 3_600_000
 
-OutcomeKey = tuple[str, str, str, str]  # (event_id, appid, openid, reason)
+OutcomeKey = tuple[str, str, str, str, int]  # (event_id, appid, openid, reason, config_version)
 
 
 def outcome_key(o: Outcome) -> OutcomeKey:
-    return (o.event_id, o.appid, o.openid, o.reason)
+    return (o.event_id, o.appid, o.openid, o.reason, o.config_version)
+
+
+def at_version(merchants: Merchants, version: int) -> Merchants:
+    """``merchants`` as live-config ``version`` (what ``wxsub merchants apply`` stamps)."""
+    return Merchants({a: replace(cfg, version=version) for a, cfg in merchants.apps.items()})
 
 
 def outcome_counter(outcomes: Iterable[Outcome]) -> Counter[OutcomeKey]:
@@ -85,6 +115,8 @@ def outcome_counter(outcomes: Iterable[Outcome]) -> Counter[OutcomeKey]:
 
 
 class _LogEntry(Protocol):
+    @property
+    def phase(self) -> int: ...
     @property
     def topic(self) -> str: ...
     @property
@@ -105,12 +137,19 @@ class Expected:
     #: (every card call succeeds: the generated log's payments are all registered and on time)
     cards: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
 
-    def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
-        """Notification id -> (send body, source event ids): what intents are compared by."""
-        return {nid: (i.body, i.event_ids) for nid, i in self.intents.items()}
+    def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...], int]]:
+        """Notification id -> (send body, source event ids, config version): what intents are
+        compared by."""
+        return {nid: (i.body, i.event_ids, i.config_version) for nid, i in self.intents.items()}
 
     def reasons(self) -> Counter[str]:
         return Counter(key[3] for key in self.outcomes.elements())
+
+    def versions(self) -> Counter[int]:
+        """How many outcomes and intents each config version decided."""
+        out = Counter(key[4] for key in self.outcomes.elements())
+        out.update(i.config_version for i in self.intents.values())
+        return out
 
     def accounted_event_ids(self) -> set[str]:
         ids = {key[0] for key in self.outcomes}
@@ -124,10 +163,17 @@ def expected(
     merchants: Merchants,
     now_ms: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    changes: Mapping[int, Merchants] | None = None,
 ) -> Expected:
-    """Run the rules over ``log`` (entries with ``topic`` and ``raw``) in publish order."""
+    """Run the rules over ``log`` (entries with ``phase``, ``topic`` and ``raw``) in publish
+    order; ``merchants`` decides until a phase of ``changes`` begins, that phase's config from
+    then on (timers due by then fire first: see the module docstring)."""
     sim = _Sim(merchants, now_ms)
+    pending_changes = dict(changes or {})
     for entry in log:
+        if entry.phase in pending_changes:
+            sim.timers(now_ms + _BOUNDARY_MS)
+            sim.m = pending_changes.pop(entry.phase)
         try:
             record = decode_topic(entry.topic, entry.raw, max_bytes)
         except InputError:
@@ -278,21 +324,28 @@ class _Sim:
 
     def finish(self) -> None:
         """Every timer fires: held and deferred intents go out, pending logistics orphan."""
+        self.timers(_FOREVER)
+
+    def timers(self, at: int) -> None:
+        """The timers due at ``at`` fire (with the config live then)."""
         for key, pending in self.pending.items():
             appid = key.split(":", 1)[0]
-            _, gone = orders.expire_pending(pending, _FOREVER, self.m.app(appid))
+            self.pending[key], gone = orders.expire_pending(pending, at, self.m.app(appid))
             for o in gone:
                 self.outcome(o)
-        self.pending.clear()
         for key, state in self.users.items():
             appid = key.split(":", 1)[0]
-            decision = dec.on_timer(state, self.m.app(appid), _FOREVER)
+            decision = dec.on_timer(state, self.m.app(appid), at)
             self.users[key] = decision.state
-            # (the history as of the log's now, plus the releases: at _FOREVER the history's
-            # retention would forget the rest)
+            # (the history as of the log's now, plus this firing's releases: at _FOREVER the
+            # history's retention would forget the rest; releases of an earlier firing, at a
+            # config change, are in ``state.history`` already and must not be listed twice)
             appid, openid = key.split(":", 1)
             now = decisions(state.history, appid, openid)
+            released = {i.notification_id for i in decision.intents}
             later = decisions(decision.state.history, appid, openid)
-            self.out.histories[key] = now + [d for d in later if d.reason == "released"]
+            self.out.histories[key] = now + [
+                d for d in later if d.reason == RELEASED and d.notification_id in released
+            ]
             for i in decision.intents:
                 self.intent(i)

@@ -1,15 +1,17 @@
-"""The generator and the oracle: determinism, accounting, coverage, and interleaving invariance."""
+"""The generator and the oracle: determinism, accounting, coverage, per-status templates, the
+config history (versions), and interleaving invariance."""
 
 from __future__ import annotations
 
 import random
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
+from tests.pipeline.configs import TIGHT_CAP, template_for
 from tests.pipeline.eventlog import APP_MAIN, APP_TIGHT, Entry, EventLog, Knobs, generate
-from tests.pipeline.oracle import Expected, expected
+from tests.pipeline.oracle import Expected, at_version, expected
 from wxsub.merchants import Merchants, parse_merchants
 from wxsub.schemas.internal import OutcomeReason
 from wxsub.schemas.records import ProductStockChanged
@@ -25,14 +27,21 @@ def log() -> EventLog:
     return generate(Knobs(now_ms=NOW))
 
 
+def history(log: EventLog) -> tuple[Merchants, dict[int, Merchants]]:
+    """Version 1 (phases 0 and 1) and the change to version 2 at phase 2."""
+    v1 = at_version(parse_merchants(tomllib.loads(log.merchants_toml)), 1)
+    return v1, {2: at_version(parse_merchants(tomllib.loads(log.changed_toml)), 2)}
+
+
 @pytest.fixture(scope="module")
 def merchants(log: EventLog) -> Merchants:
-    return parse_merchants(tomllib.loads(log.merchants_toml))
+    return history(log)[0]
 
 
 @pytest.fixture(scope="module")
-def exp(log: EventLog, merchants: Merchants) -> Expected:
-    return expected(log.entries, merchants, NOW)
+def exp(log: EventLog) -> Expected:
+    v1, changes = history(log)
+    return expected(log.entries, v1, NOW, changes=changes)
 
 
 def test_generator_is_deterministic(log: EventLog) -> None:
@@ -42,6 +51,7 @@ def test_generator_is_deterministic(log: EventLog) -> None:
     ]
     assert again.merchants_toml == log.merchants_toml
     assert tomllib.loads(log.merchants_toml) == log.merchants_doc
+    assert tomllib.loads(log.changed_toml) == log.changed_doc
     other = generate(Knobs(now_ms=NOW, seed=2))
     assert [e.raw for e in other.entries] != [e.raw for e in log.entries]
 
@@ -51,6 +61,7 @@ def test_log_is_big_and_phased(log: EventLog) -> None:
     phases = [e.phase for e in log.entries]
     assert phases == sorted(phases)  # phase 0 first
     assert {e.topic for e in log.phase(0)} == {"subscriptions", "preferences", "watches"}
+    assert len(log.phase(2)) > 50 and {e.topic for e in log.phase(2)} >= {"order-status"}
     assert log.phase0_outcomes == sum(1 for e in log.phase(0) if e.record is not None)
 
 
@@ -76,37 +87,101 @@ def test_every_reason_occurs(exp: Expected) -> None:
     assert set(exp.reasons()) == set(R) - sends - {R.TEMPLATE_UNFIT, R.PAUSED, R.CARD_REFUSED}
 
 
-def test_intents_are_valid_sends(exp: Expected, merchants: Merchants) -> None:
+def test_intents_are_valid_sends(log: EventLog, exp: Expected, merchants: Merchants) -> None:
+    """Every intent is a valid send on the template its status picks (``by_status``)."""
     assert len(exp.intents) > 500
+    statuses = {
+        e.record.event_id: getattr(e.record, "status", None) or getattr(e.record, "state", None)
+        for e in log.entries
+        if e.record is not None
+    }
+    chosen: Counter[str] = Counter()
     for intent in exp.intents.values():
         app = merchants.app(intent.appid)
         assert app is not None
+        status = statuses[intent.event_ids[-1]]  # the winner's own id is last
         kind = app.kind(intent.kind)
         assert kind is not None
+        kind = kind.for_status(status)
         body = intent.body
-        assert body["touser"] == intent.openid and body["template_id"] == kind.template_id
+        assert body["template_id"] == template_for(intent.kind, status) == kind.template_id
+        assert body["touser"] == intent.openid and intent.template_id == kind.template_id
         assert set(body["data"]) == set(kind.keywords)
         for name, value in body["data"].items():
             assert check(kind.keywords[name], value["value"]) is None
+        chosen[kind.template_id] += 1
+    assert chosen["TPL_REFUND"] > 5 and chosen["TPL_LOGI_EXC"] > 5  # by_status is exercised
 
 
 def test_scenarios(exp: Expected) -> None:
     by_user: dict[str, list[str]] = defaultdict(list)
-    for (_, appid, openid, reason), n in exp.outcomes.items():
+    for (_, appid, openid, reason, _v), n in exp.outcomes.items():
         by_user[f"{appid}:{openid}"] += [reason] * n
     sent: dict[str, int] = defaultdict(int)
     for intent in exp.intents.values():
         sent[f"{intent.appid}:{intent.openid}"] += 1
     scarce = f"{APP_MAIN}:scarce"
     assert sent[scarce] == 1 and by_user[scarce].count("no_credit") == 2
-    assert sent[f"{APP_TIGHT}:tight-buyer"] == 2
-    assert by_user[f"{APP_TIGHT}:tight-buyer"].count("capped") == 2
-    assert sent[f"{APP_TIGHT}:tight-watcher"] == 2
-    assert by_user[f"{APP_TIGHT}:tight-watcher"].count("capped") == 2
+    # version 1 lets 2 a day through, version 2 (phase 2) 3: one more each
+    assert TIGHT_CAP == {1: 2, 2: 3}
+    assert sent[f"{APP_TIGHT}:tight-buyer"] == 3
+    assert by_user[f"{APP_TIGHT}:tight-buyer"].count("capped") == 2 + 2
+    assert sent[f"{APP_TIGHT}:tight-watcher"] == 3
+    assert by_user[f"{APP_TIGHT}:tight-watcher"].count("capped") == 2 + 1
     collapsed = [i for i in exp.intents.values() if len(i.event_ids) > 1]
     assert {i.kind for i in collapsed} == {"logistics", "price_drop"}
     deferred = {o.notification_id for o in exp.all_outcomes if o.reason == "quiet_hours_deferred"}
     assert deferred and deferred <= set(exp.intents)  # deferred, then released
+
+
+def test_each_phase_is_decided_by_its_config_version(log: EventLog, exp: Expected) -> None:
+    """Phases 0 and 1 under version 1, phase 2 under version 2, on every outcome and intent of
+    the orders and decide stages; state events (subscriptions, preferences, watches) and the
+    products stage's own outcomes carry no version."""
+    phase = {e.record.event_id: e.phase for e in log.entries if e.record is not None}
+    versions = {1: 0, 2: 0}
+    for o in exp.all_outcomes:
+        if o.appid not in (APP_MAIN, APP_TIGHT) or o.kind in ("subscription", "preference"):
+            continue
+        if o.stage == "products":
+            continue
+        assert o.config_version == (2 if phase[o.event_id] == 2 else 1), o
+        versions[o.config_version] += 1
+    for i in exp.intents.values():
+        assert i.config_version == (2 if phase[i.event_ids[-1]] == 2 else 1), i
+        versions[i.config_version] += 1
+    assert versions[1] > 500 and versions[2] > 30
+    assert {v for (*_, v) in exp.outcomes} == {0, 1, 2}
+
+
+def test_the_cap_change_changes_phase_2_only(log: EventLog, exp: Expected) -> None:
+    """Without the change (version 1 throughout) phase 2's tight candidates are all capped;
+    everything of phases 0 and 1 is the same."""
+    v1, _ = history(log)
+    unchanged = expected(log.entries, v1, NOW)
+    phase2 = {e.record.event_id for e in log.phase(2) if e.record is not None}
+    early = {k: n for k, n in exp.outcomes.items() if k[0] not in phase2}
+    assert early == {k: n for k, n in unchanged.outcomes.items() if k[0] not in phase2}
+    tight_v2 = [k for k in exp.outcomes.elements() if k[0] in phase2 and k[1] == APP_TIGHT]
+    tight_v1 = [k for k in unchanged.outcomes.elements() if k[0] in phase2 and k[1] == APP_TIGHT]
+    assert sorted(k[3] for k in tight_v2) == ["capped"] * 3
+    assert sorted(k[3] for k in tight_v1) == ["capped"] * 5
+    sent = [i for i in exp.intents.values() if i.appid == APP_TIGHT and i.config_version == 2]
+    assert len(sent) == 2
+
+
+def test_histories_list_each_timer_release_once(log: EventLog, exp: Expected) -> None:
+    """Timers fire at the config change and at the end: a user's history lists each release
+    once (the support trace compares it with the worker's), and only intents' releases."""
+    phase = {e.record.event_id: e.phase for e in log.entries if e.record is not None}
+    by_phase: Counter[int] = Counter()
+    for key, decided in exp.histories.items():
+        released = Counter(d.notification_id for d in decided if d.reason == "released")
+        assert [n for n, c in released.items() if c > 1] == [], key
+        for nid in released:
+            assert nid in exp.intents, (key, nid)
+            by_phase[min(phase[exp.intents[nid].event_ids[-1]], 2)] += 1
+    assert by_phase[1] > 10 and by_phase[2] > 0  # released at the change and at the end
 
 
 def _merge(entries: list[Entry], rng: random.Random) -> list[Entry]:
@@ -127,12 +202,12 @@ def _merge(entries: list[Entry], rng: random.Random) -> list[Entry]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_result_does_not_depend_on_cross_partition_order(seed: int) -> None:
     small = generate(SMALL)
-    merchants = parse_merchants(small.merchants_doc)
-    base = expected(small.entries, merchants, NOW)
+    v1, changes = history(small)
+    base = expected(small.entries, v1, NOW, changes=changes)
     rng = random.Random(seed)
-    shuffled = _merge(small.phase(0), rng) + _merge(small.phase(1), rng)
+    shuffled = [e for p in (0, 1, 2) for e in _merge(small.phase(p), rng)]
     assert [e.raw for e in shuffled] != [e.raw for e in small.entries]
-    other = expected(shuffled, merchants, NOW)
+    other = expected(shuffled, v1, NOW, changes=changes)
     assert other.bodies() == base.bodies()
     assert other.outcomes == base.outcomes
     assert other.dlq == base.dlq
@@ -140,9 +215,9 @@ def test_result_does_not_depend_on_cross_partition_order(seed: int) -> None:
 
 def test_result_does_not_depend_on_now_within_hours() -> None:
     small = generate(SMALL)
-    merchants = parse_merchants(small.merchants_doc)
-    base = expected(small.entries, merchants, NOW)
-    later = expected(small.entries, merchants, NOW + 6 * 3_600_000)
+    v1, changes = history(small)
+    base = expected(small.entries, v1, NOW, changes=changes)
+    later = expected(small.entries, v1, NOW + 6 * 3_600_000, changes=changes)
     assert later.bodies() == base.bodies() and later.outcomes == base.outcomes
 
 

@@ -107,12 +107,12 @@ async def _console_dom(url: str, profile: Path) -> str:
 async def test_traces_match_the_oracle_through_either_worker_and_a_rebalance(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    log, exp = _log(seed=23, window_s=6, users=60, orders=60)
+    log, exp, early = _log(seed=23, window_s=6, users=60, orders=60)
     want = _expected_rows(exp)
     assert len(want) >= 20  # the test means something
     dep = SupportDeployment(kafka_bootstrap, tmp_path, log.merchants_toml)
     try:
-        await _run(dep, log, exp, workers=2, kills=0, seed=0)
+        await _run(dep, log, exp, early, workers=2, kills=0, seed=0)
         async with httpx.AsyncClient(timeout=60) as client:
             await _compare_traces(client, [dep.url(0), dep.url(1)], want)
             # ... each user asked through the other worker too

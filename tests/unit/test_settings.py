@@ -149,3 +149,33 @@ def test_bad_delivery_value_in_toml_names_the_key(tmp_path: Path) -> None:
     cfg.write_text('[delivery]\njitter = "lots"\n')
     with pytest.raises(ConfigError, match=r"delivery\.jitter: must be a number; got 'lots'"):
         load_settings(cfg, env={})
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[wechat.apps.wx1]\nsecret = ["s3cr3t-value"]\n',
+        '[wechat.apps.wx1]\nsecret = "s3cr3t-value"\ncolour = "s3cr3t-value"\n',
+        '[gateway.apps.wx1]\ntoken = "s3cr3t-value"\nmode = "safe"\n',
+        '[gateway.apps.wx1]\ntoken = "s3cr3t-value"\naes_key = 7\n',
+        '[gateway.apps]\nwx1 = "s3cr3t-value"\n',
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_password = "s3cr3t-value"\n',
+        '[support]\nenabled = true\nhost = "0.0.0.0"\ntoken = ["s3cr3t-value"]\n',
+    ],
+)
+def test_errors_never_show_a_secret(tmp_path: Path, toml: str) -> None:
+    """pydantic's errors hold the input; the ConfigError made of them never does for a secret."""
+    cfg = tmp_path / "wxsub.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert "s3cr3t" not in str(err.value) and "s3cr3t" not in repr(err.value)
+    assert err.value.key.startswith(("wechat.apps.wx1", "gateway.apps.wx1", "kafka.", "support."))
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_other_wxsub_variables_are_not_settings() -> None:
+    """Only WXSUB_<SECTION>_<FIELD> of a known field is a setting (WXSUB_KAFKA_HOME is the
+    test broker's install, WXSUB_CONFIG the file)."""
+    s = load_settings(env={"WXSUB_KAFKA_HOME": "/opt/kafka", "WXSUB_VENV": ".venv"})
+    assert s == Settings()

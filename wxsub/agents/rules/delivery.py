@@ -137,6 +137,7 @@ class Entry:
     at: int = 0  # wall ms of the last change
     intent: Intent | None = None
     reconciled: bool = False  # settled from WeChat's receipt (support traces show it)
+    config_version: int = 0  # the merchant-config version that decided the intent
 
     @property
     def user(self) -> str:
@@ -183,6 +184,7 @@ def entry_for(intent: Intent, now_ms: int) -> Entry:
         occurred_at=intent.occurred_at,
         at=now_ms,
         intent=intent,
+        config_version=intent.config_version,
     )
 
 
@@ -373,6 +375,7 @@ def _outcome(entry: Entry, reason: OutcomeReason, now_ms: int, detail: str = "")
         errcode=entry.errcode if reason != OutcomeReason.SENT else 0,
         detail=detail,
         at=now_ms,
+        config_version=entry.config_version,
     )
 
 

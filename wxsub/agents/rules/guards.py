@@ -84,15 +84,10 @@ def end_unsent(entry: Entry, reason: OutcomeReason, now_ms: int, detail: str) ->
         notification_id=entry.notification_id,
         at=now_ms,
     )
-    version = entry.intent.config_version if entry.intent is not None else 0
-    return Step(ended, _outcome(ended, reason, now_ms, detail[:200], version), correction)
+    return Step(ended, _outcome(ended, reason, now_ms, detail[:200]), correction)
 
 
-def _outcome(
-    entry: Entry, reason: OutcomeReason, now_ms: int, detail: str, version: int | None = None
-) -> Outcome:
-    if version is None:
-        version = entry.intent.config_version if entry.intent is not None else 0
+def _outcome(entry: Entry, reason: OutcomeReason, now_ms: int, detail: str) -> Outcome:
     return Outcome(
         event_id=entry.event_id,
         kind=entry.kind,
@@ -104,5 +99,5 @@ def _outcome(
         notification_id=entry.notification_id,
         detail=detail,
         at=now_ms,
-        config_version=version,
+        config_version=entry.config_version,
     )

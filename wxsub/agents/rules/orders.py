@@ -294,6 +294,7 @@ def expire_pending(
             now_ms,
             appid=p.appid,
             detail=f"no order {p.order_id}",
+            config_version=cfg.version if cfg is not None else 0,
         )
         for p in pending
         if now_ms - p.received_at >= after_ms

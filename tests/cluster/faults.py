@@ -57,15 +57,15 @@ async def _run_with_fault(
     """The event log (smaller by default, the soak variants' full size) with ``fault``
     happening while phase 1 is published."""
     users, orders = (60, 120) if soak else (40, 80)
-    log, exp = e2e._log(seed=seed, window_s=window_s, users=users, orders=orders)
+    log = e2e._log(seed=seed, window_s=window_s, users=users, orders=orders)[0]
+    exp, early = e2e._bootstrap_expected(log)  # no config applied: the file, version 0
     dep = _deployment(cluster, tmp_path, log.merchants_toml)
     watching = asyncio.create_task(_watch(dep))
     try:
         await ensure_topics(dep.kafka, f"{APP}{dep.uid}")
         for i in range(2):
             dep.start(i)
-        phase0 = [e for e in log.entries if e.phase == 0]
-        phase1 = [e for e in log.entries if e.phase != 0]
+        phase0, phase1, phase2 = (log.phase(n) for n in (0, 1, 2))
         await dep.publish(as_published(phase0))
         got = await dep.wait_for("outcomes", log.phase0_outcomes, timeout=120)
         assert got >= log.phase0_outcomes, f"phase 0 not applied ({got})\n{dep.logs()}"
@@ -74,7 +74,11 @@ async def _run_with_fault(
         await fault(cluster, dep)
         _note(dep, "faults done")
         await publishing
-        _note(dep, "published")
+        _note(dep, "phase 1 published")
+        short = await e2e._undecided(dep, early, timeout=240)
+        assert not short, f"phase 1 not decided ({short})\n{dep.logs()}"
+        await dep.publish(as_published(phase2))  # it competes with phase 1 for caps
+        _note(dep, "phase 2 published")
         await dep.wait_for("outcomes", sum(exp.outcomes.values()), timeout=240)
         await dep.wait_for("intents", len(exp.intents), timeout=240)
         await asyncio.sleep(e2e.SETTLE_S)
