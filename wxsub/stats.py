@@ -89,7 +89,9 @@ async def _read_latest(
 
 # --- the table ----------------------------------------------------------------------------------
 
-_COLUMNS = ("granted", "sent", "failed", "in_doubt", "suppressed", "card", "rejects", "feedback")
+_COLUMNS = (
+    "granted", "sent", "opened", "failed", "in_doubt", "suppressed", "card", "rejects", "feedback",
+)  # fmt: skip
 
 
 def format_table(table: StatsTable) -> str:
@@ -116,7 +118,11 @@ def format_table(table: StatsTable) -> str:
     out = [_row(head, widths), _row(["-" * w for w in widths], widths)]
     out += [_row(r, widths) for r in lines]
     if notes:
-        out += ["", "breakdown (failed by errcode, suppressed by reason, card results):", *notes]
+        out += [
+            "",
+            "breakdown (failed by errcode, suppressed by reason, card results, opens not counted):",
+            *notes,
+        ]
     return "\n".join(out)
 
 
@@ -128,6 +134,7 @@ def _detail(doc: Mapping[str, Any]) -> str:
     parts = [f"failed {code}={n}" for code, n in doc["failed"].items()]
     parts += [f"{reason}={n}" for reason, n in doc["suppressed"].items()]
     parts += [f"card {result}={n}" for result, n in doc.get("card", {}).items()]
+    parts += [f"open {why}={n}" for why, n in doc.get("open", {}).items()]
     return ", ".join(parts)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = ["COMPONENTS", "INPUT_TOPICS", "component_acls"]
 
 COMPONENTS = ("worker", "gateway", "publish", "stats", "operator")
-INPUT_TOPICS = ("order-status", "logistics", "products", "watches", "preferences")
+INPUT_TOPICS = ("order-status", "logistics", "products", "watches", "preferences", "opened")
 
 
 def component_acls(

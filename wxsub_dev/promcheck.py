@@ -32,7 +32,9 @@ from wxsub.errors import PrometheusError, SetupError
 
 __all__ = [
     "DASHBOARD_FILE",
+    "DASHBOARD_FILES",
     "GATEWAY_JOB",
+    "MERCHANT_DASHBOARD_FILE",
     "RULES_FILE",
     "WORKER_JOB",
     "PanelQuery",
@@ -50,8 +52,11 @@ RULES_FILE = (
     Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules" / "wxsub.rules.yml"
 )
 
-#: the Grafana dashboard whose panel queries ``dashboard_queries`` reads
+#: the SRE Grafana dashboard, whose panel queries ``dashboard_queries`` reads by default
 DASHBOARD_FILE = RULES_FILE.parents[2] / "grafana" / "dashboards" / "wxsub.json"
+#: the merchants' dashboard (the funnel per template and kind), provisioned beside it
+MERCHANT_DASHBOARD_FILE = DASHBOARD_FILE.with_name("wxsub-merchant.json")
+DASHBOARD_FILES = (DASHBOARD_FILE, MERCHANT_DASHBOARD_FILE)
 
 Rows = list[dict[str, Any]]
 
@@ -68,14 +73,22 @@ def dashboard_queries(path: Path = DASHBOARD_FILE, rate_interval: str = "10s") -
     """Every panel target of a Grafana dashboard, with Grafana's interval macros replaced.
 
     ``rate_interval`` stands for ``$__rate_interval`` / ``$__interval``: a few scrape intervals.
+    A query variable (the merchants' ``$appid``) stands for its "All" value (``allValue``).
     """
     dashboard = json.loads(path.read_text())
+    variables = {
+        v["name"]: v.get("allValue", ".*")
+        for v in dashboard.get("templating", {}).get("list", ())
+        if v.get("type") == "query"
+    }
     out: list[PanelQuery] = []
     for panel in _panels(dashboard["panels"]):
         for target in panel.get("targets", ()):
             expr = target["expr"]
             for macro in ("$__rate_interval", "${__rate_interval}", "$__interval"):
                 expr = expr.replace(macro, rate_interval)
+            for name, value in variables.items():
+                expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
             out.append(PanelQuery(panel["title"], target["refId"], expr))
     return out
 

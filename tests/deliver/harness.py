@@ -93,7 +93,7 @@ def make_world(users: int = 0, credits: int = 1, **tokens: Any) -> World:
 def nid_of_page(page: str | None) -> str | None:
     if not page or "nid=" not in page:
         return None
-    return page.split("nid=", 1)[1]
+    return page.split("nid=", 1)[1].split("&", 1)[0]  # the deliver stage appends &wxref=
 
 
 def intent(

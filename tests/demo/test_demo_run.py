@@ -55,6 +55,7 @@ def test_the_demo_reconciles(tmp_path: Path, kafka_bootstrap: str) -> None:
     assert int(numbers["events in"]) == parts > 0
     assert int(numbers["= sent"]) > 0 and int(numbers["+ DLQ"]) > 0
     assert int(numbers["+ service card"]) > 0, summary  # WeChat Pay orders: cards
+    assert int(numbers["+ opens"]) > 0, summary  # users open some messages (wxref)
     assert "DEMO_PRICE_DROP_TPL" in summary and "/metrics" in summary
     assert not _children_of(tmp_path)
 

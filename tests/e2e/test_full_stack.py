@@ -1,7 +1,9 @@
 """The whole chain on real components: a user accepts in the WeChat sandbox -> push to the
 gateway -> subscriptions topic -> credits in a real worker -> an order event is sent to the
 sandbox exactly once; without a new accept the next one is suppressed (no_credit); a send whose
-response is lost is in_doubt and the sandbox's sent receipt reconciles it."""
+response is lost is in_doubt and the sandbox's sent receipt reconciles it. Under steady traffic
+(with the shop's ``opened`` events for the sent pages and a reject after a send) every panel of
+both dashboards, the SRE one and the merchants' funnel, must return data."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -18,13 +21,21 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tests.pipeline.harness import Deployment, free_port
+from wxsub.agents.rules.attribution import REF_PARAM
 from wxsub.gateway.app import create_gateway_app
 from wxsub.gateway.producer import SubscriptionProducer
 from wxsub.schemas.internal import Outcome
 from wxsub.settings import Settings, load_settings
 from wxsub.streams.outbox import partition_for
 from wxsub.streams.topics import ensure_topics
-from wxsub_dev.promcheck import GATEWAY_JOB, WORKER_JOB, panels_without_data, run_prometheus
+from wxsub_dev.promcheck import (
+    GATEWAY_JOB,
+    MERCHANT_DASHBOARD_FILE,
+    WORKER_JOB,
+    dashboard_queries,
+    panels_without_data,
+    run_prometheus,
+)
 from wxsub_sandbox.push import EventPusher
 from wxsub_sandbox.server import run_sandbox
 
@@ -84,6 +95,26 @@ def order_event(n: int, order: str, status: str) -> tuple[str, str, bytes]:
     return "order-status", f"{APP}:{order}", orjson.dumps(doc)
 
 
+def _opens(sb: Any, n: int) -> list[tuple[str, str, bytes]]:
+    """``opened`` events for the last sends the sandbox took (refs from their pages), and an
+    unknown ref every third round."""
+    refs = [
+        parse_qs(urlsplit(c.page).query).get(REF_PARAM, ["AAAAAAAAAAAA"])[0]
+        for c in sb.recorder.calls(endpoint="send", errcode=0)[-2:]
+        if c.page
+    ]
+    if n % 3 == 0:
+        refs.append("AAAAAAAAAAAA")
+    out = []
+    for i, ref in enumerate(refs):
+        doc = {
+            "type": "opened", "v": 1, "event_id": f"open-{n}-{i}", "occurred_at": _now_rfc3339(),
+            "appid": APP, "openid": USER, "ref": ref, "scene": 1014,
+        }  # fmt: skip
+        out.append(("opened", f"{APP}:{USER}", orjson.dumps(doc)))
+    return out
+
+
 def _now_rfc3339() -> str:
     import datetime as dt
 
@@ -124,7 +155,7 @@ async def test_accept_send_credit_and_receipt(kafka_bootstrap: str, tmp_path: Pa
         cfg = tmp_path / "wxsub.toml"
         cfg.write_text(settings_toml(sb.base_url, free_port()))
         dep = Deployment(
-            kafka_bootstrap, tmp_path, MERCHANTS, stages="orders,products,decide,deliver",
+            kafka_bootstrap, tmp_path, MERCHANTS, stages="orders,products,decide,deliver,stats",
             extra_env={"WXSUB_CONFIG": str(cfg)},
         )  # fmt: skip
         settings = load_settings(cfg, env=dep.env(0))
@@ -144,9 +175,11 @@ async def test_accept_send_credit_and_receipt(kafka_bootstrap: str, tmp_path: Pa
             try:
                 await prom.wait_targets_up(timeout=60)
                 await _scenario(dep, admin)
-                traffic = asyncio.create_task(_steady_traffic(dep, admin))
+                traffic = asyncio.create_task(_steady_traffic(dep, admin, sb))
                 try:
                     empty = await panels_without_data(prom, timeout=60)
+                    merchant = dashboard_queries(MERCHANT_DASHBOARD_FILE)
+                    empty += await panels_without_data(prom, merchant, timeout=60)
                 finally:
                     traffic.cancel()
                 assert not empty, "panels without data:\n" + "\n".join(
@@ -198,12 +231,19 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient) -> None:
     assert settled, "the sent receipt did not reconcile the in-doubt send"
 
 
-async def _steady_traffic(dep: Deployment, admin: httpx.AsyncClient) -> None:
+async def _steady_traffic(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
     """Accepts, paid orders (sent), shipped ones (no credit left) and a bad event, every 0.5 s,
-    so every rate, ratio and quantile on the dashboard has something to show."""
+    so every rate, ratio and quantile on the dashboard has something to show; the shop reports
+    opens of the sent pages (one unknown ref now and then), and the user once rejects the
+    template after a send (one reject: far below the feedback pause's threshold)."""
     n = 100
     while True:
         n += 1
+        if n == 104:
+            await admin.post(
+                "/admin/reject", json={"appid": APP, "openid": USER, "template_id": TPL}
+            )
+        await dep.publish(_opens(sb, n))
         await admin.post("/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL})
         events = [order_event(n, f"T{n}", "paid"), order_event(10_000 + n, f"T{n}", "shipped")]
         if n % 4 == 0:

@@ -19,6 +19,7 @@ from wxsub.agents.decide import DecideStage
 from wxsub.agents.deliver import DeliverStage
 from wxsub.agents.orders import OrdersStage
 from wxsub.agents.products import ProductsStage
+from wxsub.agents.rules.attribution import ref_of
 from wxsub.agents.rules.history import decisions
 from wxsub.agents.rules.watches import watch_key
 from wxsub.agents.stats import StatsStage
@@ -26,6 +27,7 @@ from wxsub.merchants import Merchants, parse_merchants
 from wxsub.schemas.internal import Candidate, Outcome, decode_internal, encode_internal
 from wxsub.schemas.records import (
     LogisticsUpdated,
+    MessageOpened,
     OrderStatusChanged,
     SubscriptionEvent,
     Target,
@@ -280,3 +282,52 @@ async def test_stats_day_rows_expire_in_store_and_topic(
             assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
         local = lc.local("state", "stats", "stats")
         assert not [k for k in local if k.startswith((b"r|", b"d|"))]
+
+
+async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A send's ref (``s|user|ref``) lives ``open_window_ms`` after the send (7 days in
+    production, 10 s here), then the DueIndex deletes it, tombstoned in the changelog; an open
+    within the window is ``opened``, the same open again ``duplicate``, after it ``unknown_ref``."""
+    async with lifecycle(kafka_bootstrap, tmp_path) as lc:
+        nid = "0123456789abcdef0123456789abcdef"
+
+        async def send() -> None:  # once the stage runs: the window starts at the send
+            sent = Outcome(
+                "e1", "order_status", "sent", "deliver", APP, "u1", "TPL", nid, at=lc.clock()
+            )
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+            await producer.start()
+            await producer.send_and_wait(lc.topic("outcomes"), encode_internal(sent),
+                                         key=f"{APP}:u1".encode())  # fmt: skip
+            await producer.stop()
+
+        def opened(eid: str) -> tuple[str, MessageOpened]:
+            return "opened", MessageOpened(eid, at(lc.clock()), APP, "u1", ref_of(nid), 1014)
+
+        def refs(latest: dict[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+            return {k: v for k, v in latest.items() if k.startswith(b"s|")}
+
+        changelog = lc.changelog("stats", "stats")
+        async with lc.running(StatsStage(lc.env, interval_s=0.2, open_window_ms=10_000)):
+            await send()
+            live = refs(await lc.until(changelog, lambda latest: bool(refs(latest))))
+            assert list(live) == [f"s|{APP}:u1|{ref_of(nid)}".encode()]
+            await lc.publish([opened("o1"), opened("o2")])
+            gone = await lc.until(
+                changelog, lambda latest: all(v is None for v in refs(latest).values())
+            )
+            assert refs(gone) and all(v is None for v in refs(gone).values())
+            await lc.publish([opened("o3")])
+            for _ in range(100):
+                opens = [o for o in await _outcomes(lc) if o.kind == "opened"]
+                if len(opens) == 3:
+                    break
+                await asyncio.sleep(0.2)
+        assert [(o.event_id, o.reason) for o in opens] == [
+            ("o1", "opened"),
+            ("o2", "duplicate"),
+            ("o3", "unknown_ref"),
+        ]
+        assert not [k for k in lc.local("state", "stats", "stats") if k.startswith(b"s|")]

@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 from wxsub.errors import RejectReason
 from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.streams.metrics import WorkerMetrics
-from wxsub_dev.promcheck import DASHBOARD_FILE, RULES_FILE
+from wxsub_dev.promcheck import DASHBOARD_FILE, MERCHANT_DASHBOARD_FILE, RULES_FILE
 
 __all__ = [
     "DASHBOARD_FILE",
+    "MERCHANT_DASHBOARD_FILE",
     "OPERATIONS_FILE",
     "PROMETHEUS_DIR",
     "RULES_FILE",
@@ -80,6 +81,12 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.cards.labels("fallback", "85433").inc()
     m.card_failures.labels("-1004").inc()
     m.card_saved.labels("order_status").inc()
+    for step in ("granted", "sent", "opened", "rejected_after_send"):
+        m.funnel.labels("wxA", "TPL_SHIPPED", "order_status", step).inc(2 if step == "sent" else 1)
+    m.funnel_suppressed.labels("wxA", "TPL_SHIPPED", "order_status", "no_credit").inc()
+    m.funnel_suppressed.labels("wxA", "TPL_SHIPPED", "order_status", "capped").inc()
+    for result in ("opened", "duplicate", "unknown_ref"):
+        m.opens.labels("wxA", result).inc()
 
 
 def drive_gateway(m: GatewayMetrics) -> None:

@@ -4,9 +4,13 @@ every alert has a runbook in docs/operations.md."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from tests.observability.catalog import (
     DASHBOARD_FILE,
+    MERCHANT_DASHBOARD_FILE,
     OPERATIONS_FILE,
     PROMETHEUS_DIR,
     RULES_FILE,
@@ -18,15 +22,15 @@ from tests.observability.catalog import (
     metric_names,
     selector_labels,
 )
-from wxsub_dev.promcheck import GATEWAY_JOB, WORKER_JOB, dashboard_queries
+from wxsub_dev.promcheck import DASHBOARD_FILES, GATEWAY_JOB, WORKER_JOB, dashboard_queries
 
 
 def _exposed() -> dict[str, set[str]]:
     return exposed_metrics(*driven_registries())
 
 
-def _dashboard_text() -> str:
-    return "\n".join(q.expr for q in dashboard_queries())
+def _dashboard_text(path: Path = DASHBOARD_FILE) -> str:
+    return "\n".join(q.expr for q in dashboard_queries(path))
 
 
 def test_driver_touches_every_metric() -> None:
@@ -69,21 +73,43 @@ def test_dashboard_uses_only_existing_metrics_and_labels() -> None:
         assert required in used, required
 
 
-def test_dashboard_covers_every_metric_family() -> None:
+def test_the_dashboards_cover_every_metric_family() -> None:
     worker, gateway = driven_registries()
-    used = metric_names(_dashboard_text())
+    used = metric_names("\n".join(_dashboard_text(p) for p in DASHBOARD_FILES))
     families = {f.name for r in (worker, gateway) for f in r.collect()}
     shown = {f for f in families if any(u.startswith(f) for u in used)}
     assert families - shown == set()
 
 
-def test_dashboard_shape() -> None:
-    dashboard = json.loads(DASHBOARD_FILE.read_text())
+def test_merchant_dashboard_shows_the_funnel_without_personal_data() -> None:
+    exposed = _exposed()
+    text = _dashboard_text(MERCHANT_DASHBOARD_FILE)
+    used = metric_names(text)
+    assert used == {"wxsub_funnel_total", "wxsub_funnel_suppressed_total", "wxsub_opens_total"}
+    assert [(m, lbl) for m, lbl in selector_labels(text) if lbl not in exposed[m]] == []
+    for step in ("granted", "sent", "opened", "rejected_after_send"):
+        assert f'step="{step}"' in text, step
+    assert "topk(5, sum by (reason)" in text
+    for name in used:  # labels are config values only: never a user
+        assert not {"openid", "user", "touser", "ref"} & exposed[name], name
+    # every panel filters on the appid variable
+    assert all('appid=~".*"' in q.expr for q in dashboard_queries(MERCHANT_DASHBOARD_FILE))
+
+
+@pytest.mark.parametrize(
+    ("path", "uid", "variables"),
+    [
+        (DASHBOARD_FILE, "wxsub-overview", ["datasource"]),
+        (MERCHANT_DASHBOARD_FILE, "wxsub-merchant", ["datasource", "appid"]),
+    ],
+)
+def test_dashboard_shape(path: Path, uid: str, variables: list[str]) -> None:
+    dashboard = json.loads(path.read_text())
     panels = dashboard["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
-    assert dashboard["uid"] == "wxsub-overview"
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    assert dashboard["uid"] == uid
+    assert [v["name"] for v in dashboard["templating"]["list"]] == variables
     for panel in panels:
         if panel["type"] == "row":
             continue

@@ -26,6 +26,7 @@ from wxsub.gateway.metrics import GatewayMetrics
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub_dev.promcheck import (
     GATEWAY_JOB,
+    MERCHANT_DASHBOARD_FILE,
     WORKER_JOB,
     Prometheus,
     dashboard_queries,
@@ -77,6 +78,12 @@ async def prom() -> AsyncIterator[Prometheus]:
 async def test_every_panel_query_returns_a_number(prom: Prometheus) -> None:
     queries = dashboard_queries()
     assert len(queries) >= 30
+    assert await panels_without_data(prom, queries) == []
+
+
+async def test_every_merchant_panel_query_returns_a_number(prom: Prometheus) -> None:
+    queries = dashboard_queries(MERCHANT_DASHBOARD_FILE)
+    assert len(queries) >= 12
     assert await panels_without_data(prom, queries) == []
 
 

@@ -95,6 +95,7 @@ def test_topics_group_the_kinds() -> None:
         "watches": ("watch",),
         "subscriptions": ("subscription",),
         "preferences": ("preference",),
+        "opened": ("opened",),
     }
 
 

@@ -15,7 +15,8 @@ crash leftovers are handled by ``on_timer`` through the ledger's DueIndex; it al
 ledger (``StoreExpiry``): an entry in a final state past ``retention.delivery_s`` is deleted with
 its index entries and tombstoned on ``deliveries``. Every decision is in
 ``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the 45009 pauses
-``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees.
+``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees. Each send's page
+gets its notification reference (``wxref``, ``rules.attribution``) as the call leaves.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from wxsub.agents.delivery_ledger import DueBacklog, Ledger
 from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.quota_pauses import QuotaPauses
+from wxsub.agents.rules import attribution, guards, pauses
 from wxsub.agents.rules import delivery as rules
-from wxsub.agents.rules import guards, pauses
 from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
 from wxsub.agents.rules.retention import entry_expired
 from wxsub.agents.templates_pull import TemplatePuller
@@ -266,7 +267,8 @@ class DeliverStage:
         async with self._slots:
             started = time.perf_counter()
             try:
-                return await self.client.send(attempt.appid, attempt.intent.body)
+                body = attribution.with_ref(attempt.intent.body, attempt.notification_id)
+                return await self.client.send(attempt.appid, body)
             except WeChatError as exc:
                 return exc
             finally:

@@ -1,19 +1,22 @@
 """The stats stage (per user): outcomes -> counters per (appid, template, day) -> ``stats`` topic.
 
-Input: the outcomes topic. Per-user outcomes (sends, suppressions, subscription state events) are
-keyed by user, so a user's send and a later reject meet on one partition; outcomes without a
-user (keyed by source event) are counted wherever they land. Subscription events are counted
-from the decide stage's outcomes rather than the subscriptions topic: those are de-duplicated
-(a WeChat push retried after a gateway restart counts once) and carry the same verdict the
-credits use.
+Inputs: the outcomes and opened topics. Per-user outcomes (sends, suppressions, subscription
+state events) are keyed by user, so a user's send and a later reject meet on one partition;
+outcomes without a user (keyed by source event) are counted wherever they land. Subscription
+events are counted from the decide stage's outcomes rather than the subscriptions topic: those
+are de-duplicated (a WeChat push retried after a gateway restart counts once) and carry the same
+verdict the credits use. ``opened`` events (keyed by user too) are joined to the sends they name
+(``agents/opens.py``: the ``s|`` entries and the open outcomes).
 
 The ``stats`` store holds, per partition: ``r|<row key>`` the partition's cumulative row,
 ``d|<row key>`` a dirty mark, ``l|<user>|<template>`` the user's last send time (expired by a
-DueIndex after the feedback window). The timer (1 s) emits each dirty row to the compacted
-``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
+DueIndex after the feedback window), ``s|<user>|<ref>`` a sent message's ref (``opens.py``;
+expired by the DueIndex 7 days after the send). The timer (1 s) emits each dirty row to the
+compacted ``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
 transaction that clears the marks: readers sum the latest record of every partition. The timer
 also sweeps the store (``StoreExpiry``): a day's row past ``retention.stats_days`` is deleted and
-tombstoned on the ``stats`` topic.
+tombstoned on the ``stats`` topic. It also moves the merchants' funnel metrics
+(``wxsub_funnel_total``, ``wxsub_funnel_suppressed_total``; labels are config values only).
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.expiry import StoreExpiry
+from wxsub.agents.opens import OpenJoin
 from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
+from wxsub.agents.rules.attribution import OPEN_WINDOW_MS
 from wxsub.agents.rules.retention import stats_day_expired
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
 from wxsub.streams.due import DueIndex
+from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
 
@@ -47,18 +53,27 @@ class StatsStage:
         env: StageEnv,
         interval_s: float = 1.0,
         feedback_window_ms: int = rules.FEEDBACK_WINDOW_MS,
+        open_window_ms: int = OPEN_WINDOW_MS,
     ) -> None:
         self.env = env
         self.window_ms = feedback_window_ms
         self.spec = StageSpec(
-            STAGE, (env.topic("outcomes"),), stores=("stats",), timer_interval_s=interval_s
+            STAGE,
+            (env.topic("outcomes"), env.topic("opened")),
+            stores=("stats",),
+            timer_interval_s=interval_s,
         )
         self.expiry = StoreExpiry(env, STAGE, "stats")
+        self.opens = OpenJoin(env, open_window_ms)
+        self._opened_topic = env.topic("opened")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         store = ctx.stores["stats"]
         rows: dict[rules.RowKey, rules.Row] = {}
         for rec in records:
+            if rec.topic == self._opened_topic:
+                await self.opens.opened(ctx, store, rec, rows)
+                continue
             try:
                 outcome = decode_internal(Outcome, rec.value or b"")
             except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
@@ -67,7 +82,7 @@ class StatsStage:
                 )
                 await self.env.dead_letter(ctx, rec, error, STAGE)
                 continue
-            self._count(store, rows, outcome)
+            self._count(ctx, store, rows, outcome)
         for key, delta in rows.items():
             raw = store.get(_ROW + key.encode())
             row = orjson.loads(raw) if raw else {}
@@ -82,14 +97,24 @@ class StatsStage:
                     await ctx.send(self.env.topic("pauses"), p.key, pauses.encode_pause(p))
 
     def _count(
-        self, store: PartitionStore, rows: dict[rules.RowKey, rules.Row], o: Outcome
+        self,
+        ctx: PartitionContext,
+        store: PartitionStore,
+        rows: dict[rules.RowKey, rules.Row],
+        o: Outcome,
     ) -> None:
         last_key = _LAST + f"{user_key(o.appid, o.openid)}|{o.template_id}".encode()
         raw = store.get(last_key) if o.openid else None
         last = int(raw) if raw else None
-        upd = rules.update(o, self.env.merchants.app(o.appid), last, self.window_ms)
+        cfg = self.env.merchants.app(o.appid)
+        upd = rules.update(o, cfg, last, self.window_ms)
         if upd.key is None:
             return
+        metrics = self.env.metrics
+        for suppressed, labels in rules.funnel(o, upd, cfg):
+            tally(ctx, metrics.funnel_suppressed if suppressed else metrics.funnel, *labels)
+        if "sent" in upd.counters:
+            self.opens.sent(store, o)
         row = rows.setdefault(upd.key, {})
         for name in upd.counters:
             row[name] = row.get(name, 0) + 1

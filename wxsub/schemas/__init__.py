@@ -9,6 +9,7 @@ from wxsub.schemas.codec import (
     DEFAULT_MAX_BYTES,
     KINDS,
     LOGISTICS,
+    OPENED,
     ORDER_STATUS,
     PREFERENCE,
     PRODUCT_PRICE,
@@ -26,6 +27,7 @@ from wxsub.schemas.codec import (
 )
 from wxsub.schemas.records import (
     LogisticsUpdated,
+    MessageOpened,
     OrderItem,
     OrderStatusChanged,
     PreferenceChanged,
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "KINDS",
     "LOGISTICS",
+    "OPENED",
     "ORDER_STATUS",
     "PREFERENCE",
     "PRODUCT_PRICE",
@@ -56,6 +59,7 @@ __all__ = [
     "WATCH",
     "Kind",
     "LogisticsUpdated",
+    "MessageOpened",
     "OrderItem",
     "OrderStatusChanged",
     "PreferenceChanged",

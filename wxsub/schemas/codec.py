@@ -25,6 +25,7 @@ import orjson
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.records import (
     LogisticsUpdated,
+    MessageOpened,
     OrderItem,
     OrderStatusChanged,
     PreferenceChanged,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "KINDS",
     "LOGISTICS",
+    "OPENED",
     "ORDER_STATUS",
     "PREFERENCE",
     "PRODUCT_PRICE",
@@ -244,6 +246,13 @@ def _preference(d: dict[str, Any]) -> PreferenceChanged:
     )
 
 
+def _opened(d: dict[str, Any]) -> MessageOpened:
+    return MessageOpened(
+        d["event_id"], _time(d, "occurred_at"), d["appid"], d["openid"], d["ref"],
+        _opt_int(d.get("scene")),
+    )  # fmt: skip
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 ORDER_STATUS = Kind(
@@ -262,12 +271,13 @@ SUBSCRIPTION = Kind(
     "subscription", "SubscriptionEvent", "subscriptions", SubscriptionEvent, _subscription
 )
 PREFERENCE = Kind("preference", "PreferenceChanged", "preferences", PreferenceChanged, _preference)
+OPENED = Kind("opened", "MessageOpened", "opened", MessageOpened, _opened)
 
 #: kind name (the events' ``type`` field) -> Kind
 KINDS: Mapping[str, Kind[Any]] = {
     k.name: k
     for k in (ORDER_STATUS, LOGISTICS, PRODUCT_PRICE, PRODUCT_STOCK, WATCH, PROMOTION,
-              SUBSCRIPTION, PREFERENCE)
+              SUBSCRIPTION, PREFERENCE, OPENED)
 }  # fmt: skip
 
 #: logical topic name (``KafkaSettings.topic(name)`` gives the real one) -> kinds published there

@@ -124,6 +124,10 @@ class OutcomeReason(enum.StrEnum):
     # send-time guards (rules/guards.py): the deliver stage also ends sends as ``stale`` and
     # defers them as ``quiet_hours_deferred``
     PAUSED = "paused"  # the app's kind is paused (feedback, 43107, 45168): nothing sent
+    # opens (stats stage, agents/opens.py): an ``opened`` event joined to its send, or not
+    # (``duplicate`` when the send was opened before)
+    OPENED = "opened"
+    UNKNOWN_REF = "unknown_ref"  # no send kept with that ref for the user (or past 7 days)
 
 
 @record

@@ -8,7 +8,7 @@ defaults. Money is always an ``int`` in minor units (fen); times are aware ``dat
 Keys (UTF-8 on the wire) are appid-scoped because business ids, like openids, are only unique
 within one mini program:
 
-* user: ``{appid}:{openid}`` - subscriptions, preferences, and every per-user stage
+* user: ``{appid}:{openid}`` - subscriptions, preferences, opened, and every per-user stage
 * order: ``{appid}:{order_id}`` - order-status and logistics (co-partitioned for the join)
 * target: ``{appid}:{type}:{id}`` - products (price and stock as ``sku``, promotions as their
   store/category) and watches, so a product event meets the watches of its target on one
@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 
 __all__ = [
     "LogisticsUpdated",
+    "MessageOpened",
     "OrderItem",
     "OrderStatusChanged",
     "PreferenceChanged",
@@ -223,6 +224,21 @@ class PreferenceChanged(NamedTuple):
         return user_key(self.appid, self.openid)
 
 
+class MessageOpened(NamedTuple):
+    """The mini program started from a subscription message (scene 1014) carrying ``ref``."""
+
+    event_id: str
+    occurred_at: datetime
+    appid: str
+    openid: str
+    ref: str  # the page's wxref parameter (wxsub.agents.rules.attribution)
+    scene: int | None = None
+
+    @property
+    def key(self) -> str:
+        return user_key(self.appid, self.openid)
+
+
 Record = (
     OrderStatusChanged
     | LogisticsUpdated
@@ -232,4 +248,5 @@ Record = (
     | Promotion
     | SubscriptionEvent
     | PreferenceChanged
+    | MessageOpened
 )

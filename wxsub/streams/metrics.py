@@ -173,6 +173,27 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        # the merchants' funnel (stats stage; deploy/grafana/dashboards/wxsub-merchant.json).
+        # Labels are config values only: appid is "other" for an app not in the merchant config
+        self.funnel = Counter(
+            "wxsub_funnel",
+            "Merchant funnel by appid, template, kind and step (granted, sent, opened, "
+            "rejected_after_send), counted by the stats stage",
+            ["appid", "template", "kind", "step"],
+            registry=r,
+        )
+        self.funnel_suppressed = Counter(
+            "wxsub_funnel_suppressed",
+            "Notifications that ended without a send, by appid, template, kind and reason",
+            ["appid", "template", "kind", "reason"],
+            registry=r,
+        )
+        self.opens = Counter(
+            "wxsub_opens",
+            "opened events by appid and result (opened, duplicate, unknown_ref)",
+            ["appid", "result"],
+            registry=r,
+        )
         for result in ("activated", "updated", "failed", "fallback", "refused", "in_doubt"):
             self.cards.labels(result, "")
         for fail_ret in ("-1004", "-1005", "-10002"):

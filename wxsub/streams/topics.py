@@ -49,6 +49,8 @@ TOPICS: tuple[TopicDef, ...] = (
     TopicDef("products", "target key appid:sku:<id> | appid:store:<id> | appid:category:<id>"),
     TopicDef("watches", "target key appid:sku:<id> | appid:store:<id> | appid:category:<id>"),
     TopicDef("preferences", "user key appid:openid"),
+    # opens of sent messages (scene 1014), joined to the send by the stats stage
+    TopicDef("opened", "user key appid:openid"),
     # produced by the gateway
     TopicDef("subscriptions", "user key appid:openid"),
     # internal

@@ -6,7 +6,8 @@ counts once however many messages it made), one whose notifications were all ``s
 (by the most frequent reason), a ``card`` event (a WeChat Pay order's event a service card took
 instead of a classic message: ``card_update`` ... in docs/service-cards.md), a ``state`` event
 applied (accepts, rejects, receipts, watches,
-preferences), a ``duplicate`` copy of an event already counted, or a ``dlq`` record. What
+preferences), an ``open`` (an ``opened`` event: joined to its send, a duplicate open, or an
+unknown ref), a ``duplicate`` copy of an event already counted, or a ``dlq`` record. What
 is left is ``pending`` (decided, not yet answered) or ``unaccounted`` (a bug). Messages are
 checked on their own: every intent ends ``sent``, ``failed`` or ``in_doubt``.
 """
@@ -112,6 +113,8 @@ def _classify(outs: list[Outcome], messages: set[str]) -> str:
             return label
     if any(o.kind in _STATE_KINDS for o in outs):
         return "state"
+    if any(o.kind == "opened" for o in outs):
+        return "open"  # opened, duplicate or unknown_ref (docs/publishers.md, Opens)
     if "pending" in messages:
         return "pending"  # a message decided, its answer not in yet
     final = [o.reason for o in outs if o.reason not in _NOT_FINAL]

@@ -15,7 +15,7 @@ import datetime as dt
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from wxsub.schemas import decode_topic
 from wxsub.stats import format_table, read_stats
 from wxsub.streams.connection import client_kwargs
+from wxsub_dev.demo.opens import Opener
 from wxsub_dev.demo.report import Accounting, account, read_intents, read_outcomes, read_values
 from wxsub_dev.demo.shop import APPID, TEMPLATES, Published, Shop
 from wxsub_dev.demo.stack import Stack
@@ -56,6 +57,7 @@ class _Run:
     stop: asyncio.Event
     producer: AIOKafkaProducer
     published: list[Published]
+    opener: Opener = field(default_factory=Opener)
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -184,12 +186,18 @@ async def _trade(run: _Run) -> None:
         for p in shop.take_payments():  # WeChat Pay knows the payment before the shop says so
             run.stack.sandbox.state.cards.pay(APPID, p.openid, p.transaction_id, p.amount,
                                               p.paid_at)  # fmt: skip
+        batch += _opens(run)
         if batch:
             await run.publish(batch)
         if time.monotonic() - last_report >= 2.0:
             last_report = time.monotonic()
             run.say(await _progress(run, elapsed))
         await run.sleep(tick)
+
+
+def _opens(run: _Run) -> list[Published]:
+    sends = run.stack.sandbox.recorder.calls(endpoint="send", errcode=0)
+    return run.opener.opens(sends, run.stack.sandbox.state.clock())
 
 
 def _revoke(run: _Run) -> None:
@@ -218,6 +226,7 @@ async def _drain(run: _Run) -> Accounting:
     stable = 0
     while True:
         await run.stack.sandbox.world.drain_events()
+        await run.publish(_opens(run))  # users still open what they were sent
         acc = await _account(run)
         key = (acc.total_in, *sorted(acc.ended.values()), *sorted(acc.messages.values()))
         stable = stable + 1 if key == last else 0
@@ -258,6 +267,7 @@ def summary(acc: Accounting, sandbox_ok: int, cards: tuple[int, int] = (0, 0)) -
             f"{cards[1]} states in the sandbox instead of classic messages",
         ),
         ("+ state applied", e["state"], "accepts, rejects, receipts, watches, preferences"),
+        ("+ opens", e["open"], "opened events joined to their sends (or duplicate, unknown_ref)"),
         ("+ duplicates", e["duplicate"], "copies of an event already counted"),
         ("+ DLQ", e["dlq"], f"{acc.records_in['bad']} bad events were published"),
         ("+ failed/in doubt", e["failed"] + e["in_doubt"], ""),

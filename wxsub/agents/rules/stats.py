@@ -16,6 +16,9 @@ A row is a flat ``dict[str, int]`` of counters, so rows of several partitions ad
 - ``feedback``: rejects of a template the user was sent within ``FEEDBACK_WINDOW_MS`` before:
   the user's answer to our messages (each send is counted at most once)
 - ``receipts``: WeChat's sent receipts received
+- ``opened``: sends opened (an ``opened`` event joined to its send, first open only; counted on
+  the open's day); ``open:duplicate`` / ``open:unknown_ref``: opens not counted (the second open
+  of a send / no send kept with that ref, in the ``-`` template row): docs/policies.md, Opens
 
 The day is the outcome's decision time in the merchant's time zone (UTC for unknown appids).
 Outcomes that name no template (orders-stage suppressions) get the template configured for
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from wxsub.agents.rules.pauses import kinds_of_template
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import NOTIFY_KINDS, Outcome, OutcomeReason
 from wxsub.schemas.struct import record
@@ -45,9 +49,11 @@ __all__ = [
     "StatsRecord",
     "Update",
     "add_rows",
+    "app_label",
     "day_of",
     "decode_record",
     "encode_record",
+    "funnel",
     "row_key",
     "split_row",
     "update",
@@ -59,7 +65,8 @@ FEEDBACK_WINDOW_MS = 7 * 24 * 3600 * 1000
 _UTC = zoneinfo.ZoneInfo("UTC")
 #: counters without a label part, in display order
 PLAIN_COUNTERS = (
-    "granted", "sent", "in_doubt", "reconciled", "deferred", "rejects", "feedback", "receipts",
+    "granted", "sent", "opened", "in_doubt", "reconciled", "deferred", "rejects", "feedback",
+    "receipts",
 )  # fmt: skip
 
 Row = dict[str, int]
@@ -170,6 +177,40 @@ def _subscription(o: Outcome, key: RowKey, last_send: int | None, window_ms: int
     return Update(key, ("rejects",))
 
 
+#: stats counters that are steps of the merchants' funnel (``wxsub_funnel_total{step}``)
+_FUNNEL_STEPS = {"granted": "granted", "sent": "sent", "feedback": "rejected_after_send"}
+
+
+def app_label(appid: str, cfg: MerchantConfig | None) -> str:
+    """The appid as a metric label: ``other`` for an app the merchant config does not know
+    (labels stay a finite set whatever appids bad input carries)."""
+    return appid if cfg is not None else "other"
+
+
+def funnel(
+    o: Outcome, upd: Update, cfg: MerchantConfig | None
+) -> list[tuple[bool, tuple[str, str, str, str]]]:
+    """The funnel metrics an outcome's update moves: (suppressed?, labels) with labels
+    (appid, template, kind, step or suppression reason). The kind of a subscription event
+    (granted, rejects) is the kind the app sends with that template (``-`` if none, the first
+    when several share it)."""
+    if upd.key is None:
+        return []
+    kind = o.kind
+    if kind not in NOTIFY_KINDS:
+        kinds = kinds_of_template(cfg, upd.key.template)
+        kind = kinds[0] if kinds else "-"
+    app, template = app_label(o.appid, cfg), upd.key.template
+    out: list[tuple[bool, tuple[str, str, str, str]]] = []
+    for name in upd.counters:
+        step = _FUNNEL_STEPS.get(name)
+        if step is not None:
+            out.append((False, (app, template, kind, step)))
+        elif name.startswith("suppressed:"):
+            out.append((True, (app, template, kind, name.removeprefix("suppressed:"))))
+    return out
+
+
 def add_rows(rows: Iterable[Mapping[str, int]]) -> Row:
     """The key-by-key sum of rows."""
     out: Row = {}
@@ -181,9 +222,9 @@ def add_rows(rows: Iterable[Mapping[str, int]]) -> Row:
 
 def split_row(row: Mapping[str, int]) -> dict[str, object]:
     """A row as a document: plain counters, ``failed`` by errcode, ``suppressed`` by reason,
-    ``card`` by card result."""
+    ``card`` by card result, ``open`` (opens not counted) by why."""
     doc: dict[str, object] = {name: row.get(name, 0) for name in PLAIN_COUNTERS}
-    for group in ("failed", "suppressed", "card"):
+    for group in ("failed", "suppressed", "card", "open"):
         parts = {k.split(":", 1)[1]: n for k, n in row.items() if k.startswith(group + ":")}
         doc[group] = dict(sorted(parts.items()))
     return doc
