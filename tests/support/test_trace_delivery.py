@@ -201,7 +201,9 @@ async def _scenario(dep: Deployment, sb: Any, gate: Gate, support: str) -> None:
     sends = sb.recorder.calls(endpoint="send")
     assert len(sends) == 4, sends
     calls = dict(zip(["S1", "D1", "F1", "F2"], sends, strict=True))
-    assert [calls[o].page for o in ("S1", "D1")] == [f"{PAGE}?id=S1", f"{PAGE}?id=D1"]
+    pages = [calls[o].page for o in ("S1", "D1")]
+    assert [p.split("&wxref=")[0] for p in pages] == [f"{PAGE}?id=S1", f"{PAGE}?id=D1"]
+    assert all("&wxref=" in p for p in pages)  # the open-attribution ref (docs/policies.md)
     assert (calls["S1"].errcode, calls["S1"].processed) == (0, True)
     assert calls["S1"].msgid
     assert calls["D1"].dropped and calls["D1"].processed and calls["D1"].msgid
