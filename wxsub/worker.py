@@ -54,7 +54,7 @@ class Worker:
     closers: list[Any] = field(default_factory=list)
     client: Any = None  # the WeChat client when this worker delivers
     live: LiveConfig | None = None  # the live merchant config and template lists
-    kind_pauses: Any = None  # the pauses in force (KindPauses), when this worker delivers
+    kind_pauses: Any = None  # the pauses in force (KindPauses), when it decides or delivers
     support: Any = None  # the SupportServer when support.enabled (docs/support.md)
     _token_counts: tuple[int, int] = (0, 0)
     probe: KafkaProbe | None = None  # /health/ready: is Kafka reachable now
@@ -183,19 +183,22 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
     closers: list[Any] = []
     client = None
     kind_pauses = None
+    if "decide" in stages or "deliver" in stages:  # both honour the pauses in force
+        from wxsub.agents.kind_pauses import KindPauses
+
+        kind_pauses = KindPauses(env)
     agents: list[Stage] = []
     if "orders" in stages:
         agents.append(OrdersStage(env))
     if "products" in stages:
         agents.append(ProductsStage(env))
     if "decide" in stages:
-        agents.append(DecideStage(env))
+        agents.append(DecideStage(env, kind_pauses))
     if "stats" in stages:
         agents.append(StatsStage(env))
     max_batch: dict[str, int] = {}
     if "deliver" in stages:
         from wxsub.agents.deliver import DeliverStage, delivery_policy
-        from wxsub.agents.kind_pauses import KindPauses
         from wxsub.agents.templates_pull import TemplatePuller
         from wxsub.wechat.client import WeChatClient
 
@@ -206,7 +209,6 @@ def create_worker(settings: Settings, stages: Sequence[str] = ALL_STAGES) -> Wor
         closers.append(client.aclose)
         interval = settings.worker.templates_pull_interval_s
         puller = TemplatePuller(env, client, live.live_templates, interval)
-        kind_pauses = KindPauses(env)
         policy = delivery_policy(settings.delivery)
         agents.append(DeliverStage(env, client, policy, puller, kind_pauses))
         max_batch["deliver"] = settings.worker.max_in_flight

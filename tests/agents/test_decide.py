@@ -109,6 +109,16 @@ def test_content_blocked() -> None:
     assert reasons(d) == ["content_blocked"]
 
 
+def test_a_paused_kind_spends_no_credit_and_stays_seen() -> None:
+    d = decide(rich(), cand(), CFG, T0, paused="43107 at send")
+    assert reasons(d) == ["paused"] and d.intents == ()
+    assert d.outcomes[0].detail == "kind paused: 43107 at send"
+    assert d.state.credit(TPL["order_status"]) == 5  # no credit spent
+    # the pause lifted: the same event again is a duplicate, a new one is sent
+    assert reasons(decide(d.state, cand(), CFG, T0)) == ["duplicate"]
+    assert len(decide(d.state, cand(event_id="e2"), CFG, T0).intents) == 1
+
+
 def test_no_credit() -> None:
     d = decide(UserState(), cand(), CFG, T0)
     assert reasons(d) == ["no_credit"] and d.state.credits == {}

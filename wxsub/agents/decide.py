@@ -12,6 +12,7 @@ nothing left once pruned is deleted, one whose pruned state is at most half its 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiokafka import ConsumerRecord
 
@@ -41,6 +42,9 @@ from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
 from wxsub.streams.store import PartitionStore
+
+if TYPE_CHECKING:
+    from wxsub.agents.kind_pauses import KindPauses
 
 __all__ = ["DecideStage"]
 
@@ -87,8 +91,12 @@ class _Users:
 
 
 class DecideStage:
-    def __init__(self, env: StageEnv) -> None:
+    """``pauses``: the pauses in force (KindPauses, shared with the worker's deliver stage);
+    a candidate of a paused app and kind ends as ``paused`` without spending a credit."""
+
+    def __init__(self, env: StageEnv, pauses: KindPauses | None = None) -> None:
         self.env = env
+        self.pauses = pauses
         names = ("candidates", "subscriptions", "preferences", "corrections")
         self.spec = StageSpec(
             STAGE, tuple(env.topic(n) for n in names), stores=("users",), timer_interval_s=1.0
@@ -100,12 +108,15 @@ class DecideStage:
         now = self.env.clock()
         candidates = self.env.topic("candidates")
         merchants = self.env.merchants
+        why = self.pauses.why if self.pauses is not None and self.pauses.table else None
         for rec in records:
             try:
                 if rec.topic == candidates:  # most records (the rest: state events)
                     cand = decode_internal(Candidate, rec.value)
                     key = rec.key
-                    decision = rules.decide(users.get(key), cand, merchants.app(cand.appid), now)
+                    cfg = merchants.app(cand.appid)
+                    paused = why(cand.appid, cand.kind) if why is not None else None
+                    decision = rules.decide(users.get(key), cand, cfg, now, paused)
                     users.put(key, decision.state)
                     await self._emit(ctx, decision.intents, decision)
                     continue

@@ -64,11 +64,21 @@ class Decision:
     outcomes: tuple[Outcome, ...] = ()
 
 
-def decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
+def decide(
+    state: UserState,
+    cand: Candidate,
+    cfg: MerchantConfig | None,
+    now_ms: int,
+    paused: str | None = None,
+) -> Decision:
     """Decide one candidate for one user (pure: same inputs, same result); what was decided
     joins the user's history (rules/history.py), noted where it is decided, in the one new
-    state (a second state and decision per candidate cost 2% of an event's instructions)."""
-    return _decide(state, cand, cfg, now_ms)
+    state (a second state and decision per candidate cost 2% of an event's instructions).
+
+    ``paused``: the reason of a pause in force for the candidate's app and kind
+    (rules/pauses.py), if any: the candidate ends as ``paused`` before a credit is spent (the
+    deliver stage's send-time guard ends what was decided before the pause)."""
+    return _decide(state, cand, cfg, now_ms, paused)
 
 
 def _suppressed(
@@ -80,7 +90,9 @@ def _suppressed(
     return Decision(with_history(state, (e,), cfg, now_ms), outcomes=(o,))
 
 
-def _decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int) -> Decision:
+def _decide(
+    state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int, paused: str | None
+) -> Decision:
     kind = cfg.kind(cand.kind) if cfg is not None else None
     version = cfg.version if cfg is not None else 0
 
@@ -102,6 +114,8 @@ def _decide(state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_m
     if nid in state.seen:
         return out(OutcomeReason.DUPLICATE, "", nid, tpl)
     state = prune(_with_seen(state, nid, cand.occurred_at), cfg, now_ms)
+    if paused is not None:  # seen (a redelivery stays a duplicate), no credit spent
+        return out(OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl)
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
         return out(reason, detail, nid, tpl)
