@@ -192,33 +192,25 @@ async def test_all_broker_faults_in_one_run(
     await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=45, soak=True)
 
 
+@SOAK
 @pytest.mark.parametrize(
-    "rounds", [pytest.param(1, marks=SOAK), pytest.param(8, marks=SOAK)], ids=["once", "soak"]
+    ("fault", "seed", "window_s", "full"),
+    [
+        pytest.param(_kill9_leader(1), 41, 40, False, id="kill9-once"),
+        pytest.param(_kill9_leader(8), 41, 40, True, id="kill9-8-rounds"),
+        pytest.param(_rolling_restart(1), 43, 25, False, id="rolling-once"),
+        pytest.param(_rolling_restart(3), 43, 25, True, id="rolling-3-rounds"),
+        pytest.param(_outage(8), 47, 23, False, id="outage-8s"),
+        pytest.param(_outage(60), 47, 75, True, id="outage-60s"),
+    ],
 )
-async def test_kill9_of_the_busiest_leader_loses_and_repeats_nothing(
-    healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
+async def test_one_broker_fault_alone_loses_and_repeats_nothing(
+    healthy_cluster: LocalKafkaCluster,
+    tmp_path: Path,
+    fault: Fault,
+    seed: int,
+    window_s: int,
+    full: bool,
 ) -> None:
-    fault = _kill9_leader(rounds)
-    await _run_with_fault(healthy_cluster, tmp_path, fault, 41, window_s=40, soak=rounds > 1)
-
-
-@pytest.mark.parametrize(
-    "rounds", [pytest.param(1, marks=SOAK), pytest.param(3, marks=SOAK)], ids=["once", "soak"]
-)
-async def test_rolling_restart_of_all_brokers_loses_and_repeats_nothing(
-    healthy_cluster: LocalKafkaCluster, tmp_path: Path, rounds: int
-) -> None:
-    fault = _rolling_restart(rounds)
-    await _run_with_fault(healthy_cluster, tmp_path, fault, 43, window_s=25, soak=rounds > 1)
-
-
-@pytest.mark.parametrize(
-    "seconds", [pytest.param(8, marks=SOAK), pytest.param(60, marks=SOAK)], ids=["8s", "60s"]
-)
-async def test_a_broker_down_for_a_while_stalls_then_resumes_exactly_once(
-    healthy_cluster: LocalKafkaCluster, tmp_path: Path, seconds: int
-) -> None:
-    fault = _outage(seconds)
-    await _run_with_fault(
-        healthy_cluster, tmp_path, fault, 47, window_s=seconds + 15, soak=seconds > 8
-    )
+    """Each kind of fault on its own, once and repeated (the loops on the full-size log)."""
+    await _run_with_fault(healthy_cluster, tmp_path, fault, seed, window_s=window_s, soak=full)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.faults import (
-    test_a_broker_down_for_a_while_stalls_then_resumes_exactly_once,
     test_all_broker_faults_in_one_run,
     test_each_broker_fault_in_turn_loses_and_repeats_nothing,
-    test_kill9_of_the_busiest_leader_loses_and_repeats_nothing,
-    test_rolling_restart_of_all_brokers_loses_and_repeats_nothing,
+    test_one_broker_fault_alone_loses_and_repeats_nothing,
 )
 from tests.cluster.security import (
     test_gateway_and_worker_while_kafka_is_down,
@@ -25,11 +23,9 @@ from tests.cluster.security import (
 pytestmark = pytest.mark.kafka
 
 __all__ = [
-    "test_a_broker_down_for_a_while_stalls_then_resumes_exactly_once",
     "test_all_broker_faults_in_one_run",
     "test_each_broker_fault_in_turn_loses_and_repeats_nothing",
     "test_gateway_and_worker_while_kafka_is_down",
-    "test_kill9_of_the_busiest_leader_loses_and_repeats_nothing",
-    "test_rolling_restart_of_all_brokers_loses_and_repeats_nothing",
+    "test_one_broker_fault_alone_loses_and_repeats_nothing",
     "test_worker_lacking_an_acl_fails_with_one_clear_line_and_loses_nothing",
 ]

@@ -74,16 +74,18 @@ phrase2 = "{{status_text}}"
 """
 
 
-def settings_toml(api_base: str, gateway_port: int) -> str:
+def settings_toml(api_base: str, gateway_port: int, app: str = APP, label: str = "e2e") -> str:
+    """The worker's and gateway's settings for one sandbox app (secret and push token named
+    after ``label``; the sandbox world and the pusher use the same)."""
     return f"""
 [wechat]
 api_base = "{api_base}"
-[wechat.apps.{APP}]
-secret = "sandbox-secret-e2e"
+[wechat.apps.{app}]
+secret = "sandbox-secret-{label}"
 [gateway]
 port = {gateway_port}
-[gateway.apps.{APP}]
-token = "push-token-e2e"
+[gateway.apps.{app}]
+token = "push-token-{label}"
 """
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.test_full_stack import gateway, wait_outcome
+from tests.e2e.test_full_stack import gateway, settings_toml, wait_outcome
 from tests.fixtures.kafka_helpers import wait_for_topic
 from tests.pipeline.harness import ROOT, Deployment, free_port
 from wxsub.schemas.internal import Outcome
@@ -68,19 +68,6 @@ notify_on = ["paid", "shipped"]
 [apps.{APP}.kinds.order_status.data]
 character_string1 = "{{order_id}}"
 phrase2 = "{{status_text}}"
-"""
-
-
-def settings_toml(api_base: str, gateway_port: int) -> str:
-    return f"""
-[wechat]
-api_base = "{api_base}"
-[wechat.apps.{APP}]
-secret = "sandbox-secret-trace"
-[gateway]
-port = {gateway_port}
-[gateway.apps.{APP}]
-token = "push-token-trace"
 """
 
 
@@ -141,7 +128,7 @@ async def test_trace_shows_sent_failed_in_doubt_and_reconciled_as_the_sandbox_re
 ) -> None:
     async with run_sandbox(WORLD) as sb:
         cfg = tmp_path / "wxsub.toml"
-        cfg.write_text(settings_toml(sb.base_url, free_port()))
+        cfg.write_text(settings_toml(sb.base_url, free_port(), APP, "trace"))
         support = f"http://127.0.0.1:{free_port()}"
         dep = Deployment(
             kafka_bootstrap, tmp_path, MERCHANTS, stages="orders,decide,deliver",
