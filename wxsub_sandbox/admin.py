@@ -17,10 +17,14 @@ POST /admin/templates             {appid, id, title, content, enums?, type?, ban
                                   change a template at run time (gettemplate lists it next call)
 DELETE /admin/templates?appid=&id= the template is gone (gettemplate no longer lists it, a send
                                   with it gets 40037)
+POST /admin/cards/pay             {appid, openid, transaction_id, amount, paid_at?}: a WeChat Pay
+                                  payment (amount in fen, paid_at epoch s, default now), the code
+                                  of a service card; visible to the card API visible_after_s later
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -80,6 +84,7 @@ class AdminApi:
         r.add_delete("/admin/faults", self.clear_faults)
         r.add_post("/admin/templates", self.put_template)
         r.add_delete("/admin/templates", self.delete_template)
+        r.add_post("/admin/cards/pay", self.card_payment)
 
     # --- world and users -------------------------------------------------------------------
 
@@ -143,6 +148,25 @@ class AdminApi:
         if not self.state.world.delete_template(appid, tid):
             raise AdminError(404, f"unknown template_id {tid!r} for {appid}")
         return _json({"appid": appid, "deleted": tid})
+
+    # --- service cards ---------------------------------------------------------------------
+
+    async def card_payment(self, request: web.Request) -> web.Response:
+        """What ``cards.pay`` does in-process, for a sandbox run as its own process."""
+        body = await _body(request)
+        appid, openid = self._user(body)
+        code = body.get("transaction_id")
+        if not isinstance(code, str) or not code:
+            raise AdminError(400, "transaction_id must be a non-empty string")
+        amount = _int(body, "amount", 0)
+        if amount < 1:
+            raise AdminError(400, "amount must be an integer >= 1 (fen)")
+        paid_at = _int(body, "paid_at", self._now())
+        book = self.state.cards
+        book.pay(appid, openid, code, amount, paid_at)
+        visible_at = math.ceil(paid_at + book.visible_after_s)
+        doc = {"appid": appid, "openid": openid, "transaction_id": code, "amount": amount}
+        return _json(doc | {"paid_at": paid_at, "visible_at": visible_at})
 
     # --- subscriptions ---------------------------------------------------------------------
 

@@ -9,8 +9,12 @@ Operations (the same names and fields for every SDK):
 - ``templates``: the SDK's gettemplate: [{id, title, content, type, enums?}]
 - ``encrypt``: message: a push body encrypted and signed by the SDK's crypto
 - ``decrypt``: body, timestamp, nonce, msg_signature: a push read by the SDK's crypto
-- ``set_user_notify`` / ``get_user_notify`` (silenceper/wechat only): openid, notify_type,
-  notify_code, content_json, check_json: service cards (tests/interop/test_cards_go.py)
+- ``pub_keywords``: tid: the library title's keywords [{kid, name, example, rule}]
+- ``add_template``: tid, kids, scene: a private template from the library -> template_id
+- ``del_template``: template_id: the private template deleted
+- ``set_user_notify`` / ``set_user_notifyext`` / ``get_user_notify`` (silenceper/wechat only):
+  openid, notify_type, notify_code, content_json, check_json, ext_json: service cards
+  (tests/interop/test_cards_go.py)
 
 An answer is ``{"ok": true, ...}`` or ``{"ok": false, "errcode": n, "error": text}``.
 
@@ -183,6 +187,33 @@ class WechatpyProbe:
                 for t in reply["data"]
             ]
         }
+
+    # no newtmpl API in 1.8.18 either: the template library through client.get / client.post
+
+    def _pub_keywords(self, tid: str) -> Answer:
+        reply = self.client.get(
+            "wxaapi/newtmpl/getpubtemplatekeywords",
+            params={"tid": tid},
+            api_base_url=self.settings["base"] + "/",
+        )
+        keys = ("kid", "name", "example", "rule")
+        return {"keywords": [{k: item[k] for k in keys} for item in reply["data"]]}
+
+    def _add_template(self, tid: str, kids: list[int], scene: str) -> Answer:
+        reply = self.client.post(
+            "wxaapi/newtmpl/addtemplate",
+            data={"tid": tid, "kidList": kids, "sceneDesc": scene},
+            api_base_url=self.settings["base"] + "/",
+        )
+        return {"template_id": reply["priTmplId"]}
+
+    def _del_template(self, template_id: str) -> Answer:
+        self.client.post(
+            "wxaapi/newtmpl/deltemplate",
+            data={"priTmplId": template_id},
+            api_base_url=self.settings["base"] + "/",
+        )
+        return {}
 
     def _crypto(self) -> Any:
         from wechatpy.crypto import WeChatCrypto

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,36 @@ async def test_reject_keeps_credits_revoke_zeroes_them(
         ("/admin/users", {"appid": APPID, "credits": {"NOPE": 1}}, 404, "template_id"),
         ("/admin/users", {"appid": APPID, "openids": [""]}, 400, "openids"),
         ("/admin/faults", [], 400, "object"),
+        (
+            "/admin/cards/pay",
+            {"appid": APPID, "openid": "oNobody", "transaction_id": "42", "amount": 1},
+            404,
+            "openid",
+        ),
+        (
+            "/admin/cards/pay",
+            {"appid": APPID, "openid": OPENID, "amount": 1},
+            400,
+            "transaction_id",
+        ),
+        (
+            "/admin/cards/pay",
+            {"appid": APPID, "openid": OPENID, "transaction_id": "42", "amount": 0},
+            400,
+            "amount",
+        ),
+        (
+            "/admin/cards/pay",
+            {
+                "appid": APPID,
+                "openid": OPENID,
+                "transaction_id": "42",
+                "amount": 1,
+                "paid_at": "now",
+            },
+            400,
+            "paid_at",
+        ),
     ],
 )
 async def test_admin_errors(
@@ -190,6 +221,66 @@ async def test_admin_errors(
 ) -> None:
     doc = await post(sandbox_http, path, body, status)
     assert text in doc["error"]
+
+
+# --- service-card payments -----------------------------------------------------------------
+
+CARD_CODE = "4200002043202311087295582095"
+
+
+def card_body(openid: str, status: int, **extra: Any) -> dict[str, Any]:
+    """A set_user_notify body for a 2001 card (content_json and check_json as JSON strings)."""
+    content: dict[str, Any] = {"cur_status": status, "wxa_path_query": "pages/index/index"}
+    if status == 1:
+        product = {"product_img": "https://x/p.png", "product_name": "阿白",
+                   "product_path_query": "pages/index/index"}  # fmt: skip
+        content.update(product_count=1, product_list={"info_list": [product]})
+    body = {"openid": openid, "notify_type": 2001, "notify_code": CARD_CODE}
+    body["content_json"] = json.dumps(content, ensure_ascii=False)
+    return body | {k: json.dumps(v) for k, v in extra.items()}
+
+
+async def card_call(
+    http: httpx.AsyncClient, token: str, path: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    reply = await http.post(f"/wxa/{path}", params={"access_token": token}, json=body)
+    assert reply.status_code == 200, reply.text
+    doc: dict[str, Any] = reply.json()
+    return doc
+
+
+async def test_card_payment_over_http(
+    sandbox: Sandbox, sandbox_http: httpx.AsyncClient, sandbox_clock: ManualClock
+) -> None:
+    """POST /admin/cards/pay does what cards.pay does in-process: the code becomes a card code
+    visible_after_s (60 s) after the payment, activated with a check_json matching it."""
+    now = int(sandbox_clock())
+    body = {"appid": APPID, "openid": OPENID, "transaction_id": CARD_CODE, "amount": 1005}
+    doc = await post(sandbox_http, "/admin/cards/pay", body)
+    assert doc == body | {"paid_at": now, "visible_at": now + 60}
+    token = await get_token(sandbox_http)
+    get = {"openid": OPENID, "notify_type": 2001, "notify_code": CARD_CODE}
+
+    assert (await card_call(sandbox_http, token, "get_user_notify", get))["errcode"] == 85437
+    sandbox_clock.advance(60)
+    got = await card_call(sandbox_http, token, "get_user_notify", get)
+    assert (got["errcode"], got["notify_info"]["content_json"]) == (0, "")
+    wrong = card_body(OPENID, 1, check_json={"pay_amount": 1000, "pay_time": now})
+    assert (await card_call(sandbox_http, token, "set_user_notify", wrong))["errcode"] == 85433
+    check = {"pay_amount": 1005, "pay_time": now}
+    doc = await card_call(
+        sandbox_http, token, "set_user_notify", card_body(OPENID, 1, check_json=check)
+    )
+    assert doc["errcode"] == 0, doc
+    other = card_body(OPENID_2, 4)  # not the payer
+    assert (await card_call(sandbox_http, token, "set_user_notify", other))["errcode"] == 40003
+    assert sandbox.state.cards.states(APPID, CARD_CODE) == [1]
+
+    # paid_at in the past: visible at once; the same code paid again replaces the payment
+    paid = {**body, "amount": 2000, "paid_at": now - 3600}
+    doc = await post(sandbox_http, "/admin/cards/pay", paid)
+    assert doc["visible_at"] == now - 3600 + 60
+    assert sandbox.state.cards.payments[(APPID, CARD_CODE)].amount == 2000
 
 
 async def test_admin_refuses_non_json(sandbox_http: httpx.AsyncClient) -> None:
@@ -379,6 +470,22 @@ def test_sandbox_command_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert base_url.startswith("http://127.0.0.1:")
         reply = httpx.get(f"{base_url}/admin/world", timeout=10)
         assert reply.status_code == 200
+        # a shop's process registers a WeChat Pay payment over HTTP, then its card calls see it
+        appid, openid = "wx00000000000000a1", "oUser000000000000000000000001"
+        paid_at = int(time.time()) - 120  # older than the 60 s "not visible yet"
+        pay = {"appid": appid, "openid": openid, "transaction_id": CARD_CODE, "amount": 1005}
+        pay["paid_at"] = paid_at
+        assert httpx.post(f"{base_url}/admin/cards/pay", json=pay, timeout=10).status_code == 200
+        params = {"grant_type": "client_credential", "appid": appid, "secret": "sandbox-secret-a1"}
+        token = httpx.get(f"{base_url}/cgi-bin/token", params=params, timeout=10).json()
+        check = {"pay_amount": 1005, "pay_time": paid_at}
+        reply = httpx.post(
+            f"{base_url}/wxa/set_user_notify",
+            params={"access_token": token["access_token"]},
+            json=card_body(openid, 1, check_json=check),
+            timeout=10,
+        )
+        assert reply.json()["errcode"] == 0, reply.text
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:

@@ -40,12 +40,17 @@ type request struct {
 	Data       map[string]json.RawMessage `json:"data"`
 	// encrypt
 	Message string `json:"message"`
+	// template library (pub_keywords / add_template / del_template uses template_id)
+	TID   string `json:"tid"`
+	Kids  []int  `json:"kids"`
+	Scene string `json:"scene"`
 	// service cards (set_user_notify / get_user_notify)
 	OpenID      string `json:"openid"`
 	NotifyType  int64  `json:"notify_type"`
 	NotifyCode  string `json:"notify_code"`
 	ContentJSON string `json:"content_json"`
 	CheckJSON   string `json:"check_json"`
+	ExtJSON     string `json:"ext_json"`
 }
 
 type probe struct {
@@ -149,6 +154,38 @@ func (p *probe) handle(r request) map[string]any {
 			})
 		}
 		return map[string]any{"ok": true, "templates": out}
+	case "pub_keywords":
+		res, err := p.mp.GetSubscribe().GetPubTemplateKeywordsByID(r.TID)
+		if err != nil {
+			return failure(err)
+		}
+		out := []map[string]any{}
+		for _, k := range res.Data {
+			out = append(out, map[string]any{
+				"kid": k.KID, "name": k.Name, "example": k.Example, "rule": k.Rule,
+			})
+		}
+		return map[string]any{"ok": true, "keywords": out}
+	case "add_template":
+		id, err := p.mp.GetSubscribe().Add(r.TID, r.Kids, r.Scene)
+		if err != nil {
+			return failure(err)
+		}
+		return map[string]any{"ok": true, "template_id": id}
+	case "del_template":
+		if err := p.mp.GetSubscribe().Delete(r.TemplateID); err != nil {
+			return failure(err)
+		}
+		return map[string]any{"ok": true}
+	case "set_user_notifyext":
+		err := p.mp.GetSubscribe().SetUserNotifyExt(&subscribe.SetUserNotifyExtRequest{
+			OpenID: r.OpenID, NotifyType: r.NotifyType, NotifyCode: r.NotifyCode,
+			ExtJSON: r.ExtJSON,
+		})
+		if err != nil {
+			return failure(err)
+		}
+		return map[string]any{"ok": true}
 	case "set_user_notify":
 		err := p.mp.GetSubscribe().SetUserNotify(&subscribe.SetUserNotifyRequest{
 			OpenID: r.OpenID, NotifyType: r.NotifyType, NotifyCode: r.NotifyCode,

@@ -20,6 +20,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import me.chanjar.weixin.common.bean.subscribemsg.PubTemplateKeyword;
 import me.chanjar.weixin.common.bean.subscribemsg.TemplateInfo;
 import me.chanjar.weixin.common.error.WxErrorException;
 import me.chanjar.weixin.common.util.crypto.SHA1;
@@ -134,6 +135,37 @@ public final class Probe {
         Map<String, Object> out = ok();
         out.put("templates", list);
         return out;
+      }
+      case "pub_keywords": {
+        List<Map<String, Object>> list = new ArrayList<>();
+        for (PubTemplateKeyword k :
+            service.getSubscribeService().getPubTemplateKeyWordsById(str(r, "tid"))) {
+          Map<String, Object> item = new LinkedHashMap<>();
+          item.put("kid", k.getKid());
+          item.put("name", k.getName());
+          item.put("example", k.getExample());
+          item.put("rule", k.getRule());
+          list.add(item);
+        }
+        Map<String, Object> out = ok();
+        out.put("keywords", list);
+        return out;
+      }
+      case "add_template": {
+        List<Integer> kids = new ArrayList<>();
+        for (JsonElement e : r.getAsJsonArray("kids")) {
+          kids.add(e.getAsInt());
+        }
+        Map<String, Object> out = ok();
+        out.put(
+            "template_id",
+            service.getSubscribeService().addTemplate(str(r, "tid"), kids, str(r, "scene")));
+        return out;
+      }
+      case "del_template": {
+        // true, or a WxErrorException with WeChat's errcode
+        service.getSubscribeService().delTemplate(str(r, "template_id"));
+        return ok();
       }
       case "encrypt": {
         // a message-push body encrypted and signed the way WeChat does it
