@@ -1,4 +1,5 @@
-"""The WeChat endpoints over HTTP: token, stable_token, subscribe/send, gettemplate.
+"""The WeChat endpoints over HTTP: token, stable_token, subscribe/send, the newtmpl template calls
+and the service cards.
 
 Every call goes through :meth:`WeChatApi._serve`, which applies the fault plan (latency, reset
 before processing, injected errcode, drop after processing) and records the call. Replies are

@@ -24,7 +24,7 @@ class CallRecord:
 
     seq: int
     time: float  # sandbox clock, seconds since the epoch
-    endpoint: str  # token | stable_token | send | gettemplate
+    endpoint: str  # token | stable_token | send | gettemplate | ... (faults.ENDPOINTS)
     appid: str | None = None
     openid: str | None = None
     template_id: str | None = None
