@@ -1,10 +1,10 @@
 """The deliver stage: intents -> WeChat subscribe/send, each notification id at most once.
 
 Per batch (one partition): the answers of the partition's calls still in flight are awaited and
-their final entries written first; receipts (``sent`` SubscriptionEvents) settle in-doubt
-entries; each intent is looked up in the ``ledger`` store and, if new, sent in *waves*: the n-th
-intent of every user in the batch forms wave n. A wave writes its ``attempt`` entries (store +
-deliveries topic); no request leaves before they have committed. Every wave but the last commits
+their final entries written first; receipts (``sent`` SubscriptionEvents) settle in-doubt entries;
+each intent is looked up in the ``ledger`` store and, if new, sent in *waves*: the n-th intent of
+every user in the batch forms wave n. A wave writes its ``attempt`` entries (store + deliveries
+topic); no request leaves before they have committed. Every wave but the last commits
 (``ctx.commit()``), calls WeChat concurrently (process-wide ``max_in_flight`` semaphore; one call
 at a time per user) and writes the finals. The last wave's attempts commit with the batch's input
 offsets, and its calls start only then (``ctx.on_commit``) and run while the partition fetches its
@@ -14,18 +14,15 @@ costs one transaction, and the partition does not wait for WeChat between batche
 crash leftovers are handled by ``on_timer`` through the ledger's DueIndex; it also sweeps the
 ledger (``StoreExpiry``): an entry in a final state past ``retention.delivery_s`` is deleted with
 its index entries and tombstoned on ``deliveries``. Every decision is in
-``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the 45009 pauses
-``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees. Each send's page
-gets its notification reference (``wxref``, ``rules.attribution``) as the call leaves.
+``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the calls and what is in
+flight ``delivery_calls.Calls``, the 45009 pauses ``quota_pauses.QuotaPauses``;
+``docs/delivery.md`` explains the guarantees. Each send's page gets its notification reference
+(``wxref``, ``rules.attribution``) as the call leaves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import time
-from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 
@@ -33,45 +30,28 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.delivery_calls import Answered, Calls, Pending, waves
 from wxsub.agents.delivery_ledger import DueBacklog, Ledger
 from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.kind_pauses import KindPauses
 from wxsub.agents.quota_pauses import QuotaPauses
-from wxsub.agents.rules import attribution, guards, pauses
 from wxsub.agents.rules import delivery as rules
-from wxsub.agents.rules.delivery import Entry, Receipt, Step, StepResult
+from wxsub.agents.rules import guards, pauses
+from wxsub.agents.rules.delivery import Entry, Receipt, Step
 from wxsub.agents.rules.retention import entry_expired
 from wxsub.agents.templates_pull import TemplatePuller
-from wxsub.errors import InDoubtError, InputError, InputReason, QuotaExceeded, WeChatError
+from wxsub.errors import InputError, InputReason
 from wxsub.schemas import SubscriptionEvent, decode_topic
 from wxsub.schemas.internal import Intent, decode_internal, encode_internal, user_key
 from wxsub.settings import DeliverySettings
-from wxsub.streams.metering import labelled, tally
+from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
-from wxsub.streams.store import PartitionStore
-from wxsub.wechat.client import SendResult, WeChatClient
+from wxsub.wechat.client import WeChatClient
 from wxsub.wechat.errcodes import CreditEffect
 
-__all__ = ["DeliverStage", "delivery_policy"]
+__all__ = ["DeliverStage", "delivery_policy", "receipt_of"]
 
 log = logging.getLogger(__name__)
-
-Pending = tuple[Entry | None, Entry]  # (what the ledger holds, what to attempt)
-Answer = SendResult | WeChatError
-Answered = tuple[Entry, Step, str]  # (attempt, the step its answer leads to, errcode label)
-
-
-class _InFlight:
-    """A partition's calls started after a commit, and (once awaited) the steps they lead to.
-
-    ``store`` is the partition's ledger store when they started: a partition given up and
-    taken back has a new store, and what was in flight before is its old owner's to settle
-    (its attempts are found as leftovers)."""
-
-    def __init__(self, store: PartitionStore, calls: list[tuple[Entry, asyncio.Task[Answer]]]):
-        self.store = store
-        self.calls = calls
-        self.answered: list[Answered] | None = None  # kept if the writing turn aborts
 
 
 def delivery_policy(settings: DeliverySettings) -> rules.DeliveryPolicy:
@@ -105,11 +85,9 @@ class DeliverStage:
             stores=("ledger",),
             timer_interval_s=self.policy.timer_interval_s,
         )
-        self._slots = asyncio.Semaphore(env.settings.worker.max_in_flight)
         self._pauses = QuotaPauses(env.metrics, self.policy.quota_pause_ms)
+        self._calls = Calls(env, client, self.policy, self._pauses)
         self._backlog = DueBacklog(env.metrics)
-        self._rnd = random.Random()  # noqa: S311 (jitter, not a secret)
-        self._in_flight: dict[int, _InFlight] = {}  # partition -> calls started after a commit
         self.expiry = StoreExpiry(env, rules.STAGE, "ledger")
 
     # --- runtime entry points -------------------------------------------------------------------
@@ -125,7 +103,7 @@ class DeliverStage:
                 if intent is not None:
                     intents.append(intent)
             else:
-                receipt = self._receipt(rec)
+                receipt = receipt_of(rec)
                 if receipt is not None:
                     await self._reconcile(ctx, ledger, receipt, now)
         pending: list[Pending] = []
@@ -182,7 +160,7 @@ class DeliverStage:
     # --- work in flight (the runtime's Settling protocol) -----------------------------------------
 
     def unsettled(self, partition: int) -> bool:
-        return partition in self._in_flight
+        return partition in self._calls.in_flight
 
     async def settle(self, ctx: PartitionContext) -> None:
         await self._settle(ctx, Ledger(ctx.stores["ledger"]))
@@ -190,20 +168,18 @@ class DeliverStage:
     async def _settle(self, ctx: PartitionContext, ledger: Ledger) -> None:
         """Await the partition's calls in flight and write their finals into this transaction
         (forgotten once it commits; written again by the next turn if it aborts)."""
-        flight = self._in_flight.get(ctx.partition)
+        in_flight = self._calls.in_flight
+        flight = in_flight.get(ctx.partition)
         if flight is None:
             return
         if flight.store is not ledger.store:
-            del self._in_flight[ctx.partition]  # started under an earlier ownership
+            del in_flight[ctx.partition]  # started under an earlier ownership
             return
-        if flight.answered is None:
-            answers = await _answers(task for _, task in flight.calls)
-            flight.answered = self._results([a for a, _ in flight.calls], answers)
-        await self._write_answers(ctx, ledger, flight.answered)
+        await self._write_answers(ctx, ledger, await self._calls.answered(flight))
 
         def forget() -> None:
-            if self._in_flight.get(ctx.partition) is flight:
-                del self._in_flight[ctx.partition]
+            if in_flight.get(ctx.partition) is flight:
+                del in_flight[ctx.partition]
 
         ctx.on_commit(forget)
 
@@ -212,10 +188,10 @@ class DeliverStage:
     async def _deliver(self, ctx: PartitionContext, ledger: Ledger, pending: list[Pending]) -> None:
         """Send in waves: at most one call per user at a time, attempts durable first. The last
         wave's calls start once the turn has committed (see the module docstring)."""
-        waves = _waves(pending)
+        turns = waves(pending)
         paused_until = self._pauses.until
         merchants, why = self.env.merchants, self.kind_pauses.why
-        for n, wave in enumerate(waves, 1):
+        for n, wave in enumerate(turns, 1):
             now = self.env.clock()
             calls: list[Entry] = []
             for old, base in wave:
@@ -233,47 +209,11 @@ class DeliverStage:
                 calls.append(attempt)
             if not calls:
                 continue
-            if n == len(waves):
-                ctx.on_commit(partial(self._start_calls, ctx.partition, ledger.store, calls))
+            if n == len(turns):
+                ctx.on_commit(partial(self._calls.start, ctx.partition, ledger.store, calls))
                 return
             await ctx.commit()  # the attempts are durable before any request leaves
-            answers = await _answers(self._call(a) for a in calls)
-            await self._write_answers(ctx, ledger, self._results(calls, answers))
-
-    def _start_calls(self, partition: int, store: PartitionStore, calls: list[Entry]) -> None:
-        tasks = [(a, asyncio.ensure_future(self._call(a))) for a in calls]
-        self._in_flight[partition] = _InFlight(store, tasks)
-
-    def _results(self, calls: list[Entry], answers: Sequence[Answer]) -> list[Answered]:
-        """The step each answer leads to, and its errcode label (latency observed here, once;
-        the send is counted by ``_write_answers``, with the transaction that writes it)."""
-        now = self.env.clock()
-        e2e = self.env.metrics.e2e_latency
-        out: list[Answered] = []
-        for attempt, answer in zip(calls, answers, strict=True):
-            pause = self._pauses.on_quota(attempt.appid, now) if _quota(answer) else None
-            step = rules.on_result(
-                attempt, answer, now, self.policy, draw=self._rnd.random(), pause_until=pause
-            )
-            errcode = 0 if isinstance(answer, SendResult) else answer.errcode
-            if step.result == StepResult.SENT:
-                seconds = max(0.0, (now - attempt.occurred_at) / 1000)
-                labelled(e2e, attempt.kind).observe(seconds)
-            out.append((attempt, step, "none" if errcode is None else str(errcode)))
-        return out
-
-    async def _call(self, attempt: Entry) -> Answer:
-        assert attempt.intent is not None
-        async with self._slots:
-            started = time.perf_counter()
-            try:
-                body = attribution.with_ref(attempt.intent.body, attempt.notification_id)
-                return await self.client.send(attempt.appid, body)
-            except WeChatError as exc:
-                return exc
-            finally:
-                latency = time.perf_counter() - started
-                labelled(self.env.metrics.wechat_latency, "send").observe(latency)
+            await self._write_answers(ctx, ledger, await self._calls.make(calls))
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -335,24 +275,6 @@ class DeliverStage:
             await self.env.dead_letter(ctx, rec, error, rules.STAGE)
             return None
 
-    def _receipt(self, rec: ConsumerRecord) -> Receipt | None:
-        """A ``sent`` receipt, or None (other subscription events are the decide stage's, and so
-        are undecodable ones: it sends them to the DLQ)."""
-        try:
-            event = decode_topic("subscriptions", rec.value or b"")
-        except InputError:
-            return None
-        if not isinstance(event, SubscriptionEvent) or event.event != "sent":
-            return None
-        return Receipt(
-            appid=event.appid,
-            openid=event.openid,
-            template_id=event.template_id,
-            msgid=event.msgid or "",
-            error_code=event.error_code or 0,
-            time_ms=event.create_time * 1000,
-        )
-
     async def _reconcile(
         self, ctx: PartitionContext, ledger: Ledger, receipt: Receipt, now: int
     ) -> None:
@@ -365,27 +287,20 @@ class DeliverStage:
             await self._apply(ctx, ledger, entry, rules.on_receipt(entry, receipt, now))
 
 
-async def _answers(calls: Iterable[Awaitable[Answer]]) -> list[Answer]:
-    """Every call's answer; a call that raised instead is in doubt (see ``_unknown``)."""
-    got = await asyncio.gather(*calls, return_exceptions=True)
-    return [a if isinstance(a, Answer) else _unknown(a) for a in got]
-
-
-def _unknown(exc: BaseException) -> InDoubtError:
-    """A call that ended in an unexpected error (a bug, or cancelled at shut-down): the request
-    may have left, so its attempt is in doubt."""
-    log.error("WeChat call failed unexpectedly", exc_info=exc)
-    return InDoubtError(f"call failed: {type(exc).__name__}")
-
-
-def _quota(answer: object) -> bool:
-    return isinstance(answer, QuotaExceeded)
-
-
-def _waves(pending: Sequence[Pending]) -> list[list[Pending]]:
-    """Wave n holds the n-th pending send of every user (input order kept within a user)."""
-    per_user: dict[str, list[Pending]] = {}
-    for item in pending:
-        per_user.setdefault(item[1].user, []).append(item)
-    depth = max((len(items) for items in per_user.values()), default=0)
-    return [[items[n] for items in per_user.values() if n < len(items)] for n in range(depth)]
+def receipt_of(rec: ConsumerRecord) -> Receipt | None:
+    """A ``sent`` receipt, or None (other subscription events are the decide stage's, and so
+    are undecodable ones: it sends them to the DLQ)."""
+    try:
+        event = decode_topic("subscriptions", rec.value or b"")
+    except InputError:
+        return None
+    if not isinstance(event, SubscriptionEvent) or event.event != "sent":
+        return None
+    return Receipt(
+        appid=event.appid,
+        openid=event.openid,
+        template_id=event.template_id,
+        msgid=event.msgid or "",
+        error_code=event.error_code or 0,
+        time_ms=event.create_time * 1000,
+    )
