@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from wxsub.agents.rules import decide as decide_rules
 from wxsub.agents.rules import delivery as delivery_rules
 from wxsub.agents.rules import history as hist
 from wxsub.agents.rules import orders as order_rules
@@ -97,10 +98,7 @@ class Local:
             cap = cfg.cap(marketing) if cfg is not None else None
             if cap is None:
                 continue
-            window = cap.window_s * 1000
-            used = sum(
-                1 for s in state.sends if s.marketing == marketing and abs(s.at - now) < window
-            )
+            used = decide_rules.sends_in_window(state.sends, marketing, cap.window_s, now)
             caps[label] = {"used": used, "max": cap.max, "window_s": cap.window_s}
         return {
             "known": raw is not None,

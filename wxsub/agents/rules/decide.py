@@ -50,7 +50,7 @@ from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import Candidate, Intent, Outcome, OutcomeReason, notification_id
 from wxsub.schemas.struct import record
 
-__all__ = ["STAGE", "Decision", "collapse_s", "decide", "on_timer", "quiet_release"]
+__all__ = ["STAGE", "Decision", "collapse_s", "decide", "on_timer", "quiet_release", "sends_in_window"]
 
 STAGE = "decide"
 
@@ -189,6 +189,13 @@ def _blocked(words: WordMatcher, fields: Iterable[dict[str, str]]) -> bool:
     return False
 
 
+def sends_in_window(sends: tuple[Send, ...], marketing: bool, window_s: int, at: int) -> int:
+    """The sends of one class (marketing or not) within ``window_s`` of ``at`` (epoch ms): what
+    counts against that class's frequency cap."""
+    window = window_s * 1000
+    return sum(1 for s in sends if s.marketing == marketing and abs(s.at - at) < window)
+
+
 def _limits(
     credits: dict[str, int],
     sends: tuple[Send, ...],
@@ -199,10 +206,7 @@ def _limits(
 ) -> tuple[str, str]:
     cap = cfg.cap(marketing)
     if cap is not None and len(sends) >= cap.max:  # fewer sends than the cap: cannot be reached
-        window = cap.window_s * 1000
-        at = cand.occurred_at
-        used = sum(1 for s in sends if s.marketing == marketing and abs(s.at - at) < window)
-        if used >= cap.max:
+        if sends_in_window(sends, marketing, cap.window_s, cand.occurred_at) >= cap.max:
             label = "marketing" if marketing else "transactional"
             return OutcomeReason.CAPPED, f"{label} cap {cap.max}/{cap.window_s}s"
     if credits.get(kind.template_id, 0) <= 0:
