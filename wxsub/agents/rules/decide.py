@@ -50,7 +50,15 @@ from wxsub.merchants import KindConfig, MerchantConfig, QuietHours
 from wxsub.schemas.internal import Candidate, Intent, Outcome, OutcomeReason, notification_id
 from wxsub.schemas.struct import record
 
-__all__ = ["STAGE", "Decision", "collapse_s", "decide", "on_timer", "quiet_release", "sends_in_window"]
+__all__ = [
+    "STAGE",
+    "Decision",
+    "collapse_s",
+    "decide",
+    "on_timer",
+    "quiet_release",
+    "sends_in_window",
+]
 
 STAGE = "decide"
 
