@@ -9,8 +9,8 @@ import datetime as dt
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer

@@ -36,7 +36,8 @@ def card_op(code: str, amount: int, paid_s: int) -> CardOp:
     item = {"product_img": "https://shop.example/img/p.png", "product_name": "阿白",
             "product_path_query": "p", "count": 1}  # fmt: skip
     content: dict[str, Any] = {"cur_status": 1, "wxa_path_query": "pages/order/detail?id=1",
-                               "product_count": 1, "product_list": {"info_list": [item]}}  # fmt: skip
+                               "product_count": 1,
+                               "product_list": {"info_list": [item]}}  # fmt: skip
     return CardOp(APPID, OPENID, f"order-{code[-2:]}", code, 2001, 1, 1, content, f"e-{code}",
                   paid_s * 1000, amount, paid_s)  # fmt: skip
 
