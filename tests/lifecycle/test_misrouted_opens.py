@@ -27,7 +27,7 @@ from wxsub.streams.outbox import partition_for
 pytestmark = pytest.mark.kafka
 
 APP = "wxMisrouted"
-NIDS = {f"u{i}": hashlib.md5(b"%d" % i).hexdigest() for i in (1, 2, 3, 4)}  # noqa: S324
+NIDS = {f"u{i}": hashlib.md5(b"%d" % i).hexdigest() for i in (1, 2, 3, 4)}
 UNKNOWN_REF = "AAAAAAAAAAAA"
 # (event id, user, ref): opened, duplicate, opened, unknown ref, another user's ref (unknown)
 OPENS = [
