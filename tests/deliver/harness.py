@@ -177,10 +177,14 @@ class Harness:
         await self.producer.flush()
 
     async def ledger(self) -> dict[str, Delivery]:
-        """The latest deliveries record per notification id."""
+        """The latest deliveries record per notification id (an id whose latest record is a
+        tombstone, forgotten by expiry, is left out)."""
         recs = await read_all(self.settings.kafka.bootstrap, self.topic("deliveries"))
         out: dict[str, Delivery] = {}
         for rec in recs:
+            if rec.value is None:
+                out.pop(rec.key.decode(), None)
+                continue
             d = decode_internal(Delivery, rec.value)
             out[d.notification_id] = d
         return out
@@ -254,9 +258,13 @@ def build_stage(
     client_class: type[WeChatClient] = WeChatClient,
     env_class: type[StageEnv] = StageEnv,
     merchants: Merchants | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> tuple[DeliverStage, WeChatClient, WorkerMetrics]:
     metrics = WorkerMetrics()
-    env = env_class(settings, merchants or Merchants({}), metrics)
+    if clock is None:
+        env = env_class(settings, merchants or Merchants({}), metrics)
+    else:
+        env = env_class(settings, merchants or Merchants({}), metrics, clock=clock)
     client = client_class(settings.wechat)
     return DeliverStage(env, client, policy), client, metrics
 

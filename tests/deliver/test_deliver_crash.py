@@ -1,6 +1,10 @@
 """kill -9 deliver workers mid-run against the sandbox (latency, dropped responses, -1s):
 every notification id reaches WeChat at most once, every intent ends sent, failed or in_doubt,
 in-doubt per crash is bounded by the in-flight limit, and receipts reconcile the in-doubt ones.
+The ledger's expiry sweep runs all along (every 0.2 s); once the run is over, the workers are
+killed and restarted with their clock past ``retention.delivery_s`` and killed once more while
+the sweep deletes: every entry is forgotten (tombstones on ``deliveries`` and the changelog) and
+nothing is sent, decided or corrected again.
 Also: an outage (-1 and timeouts) whose backlog drains afterwards, each message once."""
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import orjson
 import pytest
 
 from tests.deliver.harness import Harness, harness, intent, make_world, run_stage
+from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.sandbox import APPID, ORDER_TID
 from wxsub.agents.rules.delivery import DeliveryPolicy
+from wxsub.streams.topics import changelog_name
 from wxsub_sandbox import FaultSpec
 
 pytestmark = pytest.mark.kafka
@@ -43,11 +49,18 @@ FINAL_REASONS = {
     ("in_doubt", "reconciled_failed"),
     ("reconciled_sent",),  # the receipt came before the replay found the leftover attempt
 }
+SWEEP_S = 0.2
+#: the clock of the workers after the run: past retention.delivery_s (7 days, the default)
+AHEAD_MS = 8 * 86_400_000
 
 
-def _start(h: Harness, state: Path, max_in_flight: int) -> subprocess.Popen[bytes]:
+def _start(
+    h: Harness, state: Path, max_in_flight: int, ahead_ms: int = 0
+) -> subprocess.Popen[bytes]:
     kafka = h.settings.kafka
     cfg = {
+        "sweep_interval_s": SWEEP_S,
+        "clock_offset_ms": ahead_ms,
         "bootstrap": kafka.bootstrap,
         "prefix": kafka.topic_prefix,
         "partitions": kafka.partitions,
@@ -123,9 +136,50 @@ async def _crash_run(
             ledger = await h.wait_ledger(h.all_in("sent", "failed", "in_doubt"), timeout=drain_s)
             # receipts reconcile what was in doubt: a bounded wait, long for a loaded machine
             ledger = await h.wait_ledger(lambda led: _settled(h, led), timeout=90)
+            await _check(h, ledger, kills, max_in_flight)
+            await _expire_all(h, procs, states, max_in_flight, rnd, kill_gap, drain_s)
         finally:
             _stop(procs)
-        await _check(h, ledger, kills, max_in_flight)
+
+
+async def _expire_all(
+    h: Harness,
+    procs: list[subprocess.Popen[bytes]],
+    states: list[Path],
+    max_in_flight: int,
+    rnd: random.Random,
+    kill_gap: tuple[float, float],
+    drain_s: float,
+) -> None:
+    """Every worker killed and restarted with its clock past the ledger's retention, one killed
+    again while the sweeps delete: the ledger is emptied, and the run's result stands."""
+    sends = {nid: len(calls) for nid, calls in h.sends_by_nid().items()}
+    outcomes = Counter(orjson.dumps(o) for o in await h.outcomes())
+    corrections = Counter(orjson.dumps(c) for c in await h.corrections())
+    assert sends and outcomes
+    for i, p in enumerate(procs):
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        procs[i] = _start(h, states[i], max_in_flight, AHEAD_MS)
+    await asyncio.sleep(rnd.uniform(*kill_gap))
+    victim = rnd.randrange(len(procs))
+    procs[victim].send_signal(signal.SIGKILL)
+    procs[victim].wait()
+    procs[victim] = _start(h, states[victim], max_in_flight, AHEAD_MS)
+    left = await h.wait_ledger(lambda led: not led, timeout=drain_s)
+    assert not left, f"{len(left)} ledger entries not forgotten"
+    nids = {i.notification_id.encode() for i in h.intents}
+    kafka = h.settings.kafka
+    deliveries = await read_all(kafka.bootstrap, h.topic("deliveries"))
+    latest = {r.key: r.value for r in deliveries}
+    assert set(latest) == nids and all(v is None for v in latest.values())
+    log = changelog_name(kafka, h.settings.worker.app_id, "deliver", "ledger")
+    live = {r.key: r.value for r in await read_all(kafka.bootstrap, log)}
+    assert [k for k, v in live.items() if v is not None] == []  # entries and indexes
+    # nothing happened again: no call to WeChat, no outcome, no correction
+    assert {nid: len(calls) for nid, calls in h.sends_by_nid().items()} == sends
+    assert Counter(orjson.dumps(o) for o in await h.outcomes()) == outcomes
+    assert Counter(orjson.dumps(c) for c in await h.corrections()) == corrections
 
 
 def _settled(h: Harness, ledger: dict[str, Any]) -> bool:

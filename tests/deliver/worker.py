@@ -1,7 +1,10 @@
 """A deliver worker process for crash tests: ``python -m tests.deliver.worker CONFIG_JSON``.
 
 CONFIG_JSON: {"bootstrap", "prefix", "partitions", "app_id", "max_in_flight", "api_base",
-"state_dir", "policy": {DeliveryPolicy fields}}. SIGTERM stops it cleanly; the tests kill -9 it.
+"state_dir", "policy": {DeliveryPolicy fields}} and optionally "sweep_interval_s" (the ledger's
+expiry sweep) and "clock_offset_ms" (the stage's clock runs this far ahead of the wall clock, so
+the sweep finds entries past ``retention.delivery_s``). SIGTERM stops it cleanly; the tests kill
+-9 it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import orjson
 
 from tests.deliver.harness import build_stage, make_runner
 from tests.fixtures.sandbox import APPID, SECRET
+from wxsub.agents.base import wall_ms
 from wxsub.agents.rules.delivery import DeliveryPolicy
 from wxsub.settings import AppCredentials, Secret, Settings
 
@@ -30,7 +34,11 @@ def settings_of(cfg: dict[str, Any]) -> Settings:
             "topic_prefix": cfg["prefix"],
             "partitions": cfg["partitions"],
         },
-        worker={"app_id": cfg["app_id"], "max_in_flight": cfg["max_in_flight"]},
+        worker={
+            "app_id": cfg["app_id"],
+            "max_in_flight": cfg["max_in_flight"],
+            "sweep_interval_s": cfg.get("sweep_interval_s", 600.0),
+        },
         wechat={"api_base": cfg["api_base"], "read_timeout_s": 5.0, "connect_timeout_s": 2.0},
     )
     apps = {APPID: AppCredentials(APPID, Secret(SECRET))}
@@ -39,7 +47,10 @@ def settings_of(cfg: dict[str, Any]) -> Settings:
 
 async def main(cfg: dict[str, Any]) -> None:
     settings = settings_of(cfg)
-    stage, client, _ = build_stage(settings, DeliveryPolicy(**cfg["policy"]))
+    offset = int(cfg.get("clock_offset_ms", 0))
+    stage, client, _ = build_stage(
+        settings, DeliveryPolicy(**cfg["policy"]), clock=lambda: wall_ms() + offset
+    )
     runner = make_runner(settings, stage, Path(cfg["state_dir"]))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(runner.stop()))

@@ -9,16 +9,18 @@ import datetime as dt
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from tests.fixtures.kafka_helpers import read_all
+from tests.fixtures.sandbox import APPID, SECRET
 from wxsub.agents.base import StageEnv
 from wxsub.merchants import Merchants
 from wxsub.schemas import encode
-from wxsub.settings import Settings
+from wxsub.settings import AppCredentials, Secret, Settings
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import Stage
@@ -45,12 +47,25 @@ def at(ms: int) -> dt.datetime:
 
 
 class Lifecycle:
-    def __init__(self, bootstrap: str, tmp: Path, merchants: Merchants, **worker: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        tmp: Path,
+        merchants: Merchants,
+        api_base: str | None = None,
+        **worker: Any,
+    ) -> None:
         prefix = f"lc{os.urandom(4).hex()}."
-        self.settings = Settings().with_overrides(
+        wechat = {"api_base": api_base} if api_base is not None else {}
+        settings = Settings().with_overrides(
             kafka={"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2},
             worker={"app_id": "lifecycle", "sweep_interval_s": 0.2, **worker},
+            wechat=wechat,
         )
+        if api_base is not None:  # the WeChat sandbox at api_base, with its fixture app
+            apps = {APPID: AppCredentials(APPID, Secret(SECRET))}
+            settings = replace(settings, wechat=replace(settings.wechat, apps=apps))
+        self.settings = settings
         self.tmp = tmp
         self.clock = Clock()
         self.metrics = WorkerMetrics()
@@ -127,8 +142,12 @@ class Lifecycle:
 
 @contextlib.asynccontextmanager
 async def lifecycle(
-    bootstrap: str, tmp: Path, merchants: Merchants | None = None, **worker: Any
+    bootstrap: str,
+    tmp: Path,
+    merchants: Merchants | None = None,
+    api_base: str | None = None,
+    **worker: Any,
 ) -> AsyncIterator[Lifecycle]:
-    lc = Lifecycle(bootstrap, tmp, merchants or Merchants({}), **worker)
+    lc = Lifecycle(bootstrap, tmp, merchants or Merchants({}), api_base, **worker)
     await ensure_topics(lc.settings.kafka, lc.settings.worker.app_id)
     yield lc

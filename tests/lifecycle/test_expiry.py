@@ -282,6 +282,14 @@ async def test_stats_day_rows_expire_in_store_and_topic(
             assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
         local = lc.local("state", "stats", "stats")
         assert not [k for k in local if k.startswith((b"r|", b"d|"))]
+        # still live: the user's last send and the send's ref (their windows are on the wall
+        # clock), each with its due-index entry
+        assert sorted(k[:2] for k in local if not k.startswith(b"\x01")) == [b"l|", b"s|"]
+        assert len(local) == 4
+        # a worker with an empty state directory restores exactly those
+        async with lc.running(StatsStage(lc.env, interval_s=0.2), state="state2"):
+            pass
+        assert lc.local("state2", "stats", "stats") == local
 
 
 async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
@@ -289,7 +297,9 @@ async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
 ) -> None:
     """A send's ref (``s|user|ref``) lives ``open_window_ms`` after the send (7 days in
     production, 10 s here), then the DueIndex deletes it, tombstoned in the changelog; an open
-    within the window is ``opened``, the same open again ``duplicate``, after it ``unknown_ref``."""
+    within the window is ``opened``, the same open again ``duplicate``, after it ``unknown_ref``.
+    The user's last send (``l|``, the feedback window, 10 s here too) ends the same way; both
+    are counted, and a restarted worker restores the day rows only."""
     async with lifecycle(kafka_bootstrap, tmp_path) as lc:
         nid = "0123456789abcdef0123456789abcdef"
 
@@ -307,27 +317,42 @@ async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
             return "opened", MessageOpened(eid, at(lc.clock()), APP, "u1", ref_of(nid), 1014)
 
         def refs(latest: dict[bytes, bytes | None]) -> dict[bytes, bytes | None]:
-            return {k: v for k, v in latest.items() if k.startswith(b"s|")}
+            return {k: v for k, v in latest.items() if k.startswith((b"s|", b"l|"))}
 
         changelog = lc.changelog("stats", "stats")
-        async with lc.running(StatsStage(lc.env, interval_s=0.2, open_window_ms=10_000)):
+        stage = StatsStage(lc.env, interval_s=0.2, feedback_window_ms=10_000,
+                           open_window_ms=10_000)  # fmt: skip
+        async with lc.running(stage):
             await send()
-            live = refs(await lc.until(changelog, lambda latest: bool(refs(latest))))
-            assert list(live) == [f"s|{APP}:u1|{ref_of(nid)}".encode()]
+            live = refs(await lc.until(changelog, lambda latest: len(refs(latest)) == 2))
+            assert sorted(live) == [f"l|{APP}:u1|TPL".encode(),
+                                    f"s|{APP}:u1|{ref_of(nid)}".encode()]  # fmt: skip
             await lc.publish([opened("o1"), opened("o2")])
             gone = await lc.until(
                 changelog, lambda latest: all(v is None for v in refs(latest).values())
             )
-            assert refs(gone) and all(v is None for v in refs(gone).values())
+            assert len(refs(gone)) == 2 and all(v is None for v in refs(gone).values())
+            for reason in ("sent_ref_window", "last_send_window"):
+                labels = {"store": "stats", "reason": reason}
+                assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
             await lc.publish([opened("o3")])
             for _ in range(100):
                 opens = [o for o in await _outcomes(lc) if o.kind == "opened"]
                 if len(opens) == 3:
                     break
                 await asyncio.sleep(0.2)
+
+            def emitted(latest: dict[bytes, bytes | None]) -> bool:  # o3's row: no dirty mark
+                return any(b"unknown_ref" in (v or b"") for v in latest.values())
+
+            assert emitted(await lc.until(lc.topic("stats"), emitted))
         assert [(o.event_id, o.reason) for o in opens] == [
             ("o1", "opened"),
             ("o2", "duplicate"),
             ("o3", "unknown_ref"),
         ]
-        assert not [k for k in lc.local("state", "stats", "stats") if k.startswith(b"s|")]
+        local = lc.local("state", "stats", "stats")
+        assert local and {k[:2] for k in local} == {b"r|"}  # no s|, l|, d| or due entries
+        async with lc.running(StatsStage(lc.env, interval_s=0.2), state="state2"):
+            pass
+        assert lc.local("state2", "stats", "stats") == local

@@ -4,7 +4,9 @@ events from the gateway (-1004 user refused). Decisions: ``rules/card_ledger.py`
 
 Inputs (co-partitioned by user ``appid:openid``): ``card-ops`` (CardOp records) and
 ``card-events`` (the gateway's ``notify_service_msg_send_result`` records). Store ``cards``: key
-``c|appid:code`` -> entry, plus a DueIndex (sends due, in-doubt checks, window ends). Outputs:
+``c|appid:code`` -> entry, plus a DueIndex (sends due, in-doubt checks, window ends); an ended
+entry is deleted at its window's end (counted in ``wxsub_expired_total``; the live entries in
+``wxsub_store_entries``, sampled by ``StoreExpiry.count``, docs/lifecycle.md). Outputs:
 ``card-results`` (keyed by order key, to the orders stage: fallback / refused), the DLQ.
 """
 
@@ -19,9 +21,11 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
+from wxsub.agents.expiry import StoreExpiry
 from wxsub.agents.rules import card_ledger as rules
 from wxsub.agents.rules.card_ledger import CardEntry, Change
 from wxsub.agents.rules.cards import CardOp
+from wxsub.agents.rules.retention import Reason
 from wxsub.errors import InDoubtError, InputError, InputReason, WeChatError
 from wxsub.schemas.internal import encode_internal
 from wxsub.schemas.records import order_key
@@ -65,6 +69,7 @@ class CardStage:
             STAGE, (env.topic("card-ops"), env.topic("card-events")), ("cards",), 1.0
         )
         self._slots = asyncio.Semaphore(env.settings.worker.max_in_flight)
+        self.expiry = StoreExpiry(env, STAGE, "cards")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
         store = ctx.stores["cards"]
@@ -102,6 +107,9 @@ class CardStage:
             ended = rules.on_window(entry, now_ms)
             if ended is not None:
                 await self._write(ctx, store, key, entry, ended)
+                if ended.entry is None:  # deleted at its window's end
+                    why = Reason.CARD_UPDATE if entry.activated_at else Reason.CARD_ACTIVATION
+                    self.expiry.ended(ctx, why)
             elif entry.phase == "attempt":
                 await self._write(ctx, store, key, entry, rules.on_leftover(entry, now_ms))
             elif entry.phase == "in_doubt":
@@ -113,6 +121,7 @@ class CardStage:
                 due.set(key, at, None)  # nothing to do until a new operation comes
                 store.put(key, encode_internal(_without_due(entry)))
         await self._send(ctx, store, ready)
+        self.expiry.count(ctx, self.env.clock())
 
     # --- calls ----------------------------------------------------------------------------------
 

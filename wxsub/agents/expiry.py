@@ -3,6 +3,9 @@
 Each stage with a store keeps one :class:`StoreExpiry`; its timer takes a slice of the store
 (``wxsub.streams.sweep``), asks ``wxsub.agents.rules.retention`` about each entry, deletes what
 has ended (in the timer's transaction: tombstones in the changelog) and calls :meth:`expired`.
+Entries that end at a fixed time are deleted by the stage's due timer (``DueIndex``) instead,
+at that time; they are counted with :meth:`ended`. A store whose entries all end that way (the
+card stage's) has no sweep decisions to make: :meth:`count` walks it only for the gauge.
 Expiry reads the stage's clock (``StageEnv.clock``: the wall clock in production, moved forward
 by tests and ``bench/lifecycle.py``).
 """
@@ -46,6 +49,17 @@ class StoreExpiry:
         if deleted:
             self.sweep.removed(ctx.stores[self.store])
         tally(ctx, self._expired, self.store, reason)
+
+    def ended(self, ctx: PartitionContext, reason: str) -> None:
+        """One entry ended by the stage's due timer (outside the sweep's slice) for ``reason``:
+        counted; the next pass of the sweep no longer sees it."""
+        tally(ctx, self._expired, self.store, reason)
+
+    def count(self, ctx: PartitionContext, now_ms: int) -> None:
+        """Walk the next slice without deciding anything, then set the gauge: the live-entries
+        count of a store whose entries end by due timers only."""
+        self.sweep.slice(ctx.stores[self.store], now_ms)
+        self.sample()
 
     def sample(self) -> None:
         """Set the live-entries gauge from the last complete passes."""

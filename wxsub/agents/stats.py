@@ -11,7 +11,8 @@ verdict the credits use. ``opened`` events (keyed by user too) are joined to the
 The ``stats`` store holds, per partition: ``r|<row key>`` the partition's cumulative row,
 ``d|<row key>`` a dirty mark, ``l|<user>|<template>`` the user's last send time (expired by a
 DueIndex after the feedback window), ``s|<user>|<ref>`` a sent message's ref (``opens.py``;
-expired by the DueIndex 7 days after the send). The timer (1 s) emits each dirty row to the
+expired by the DueIndex 7 days after the send); both counted in ``wxsub_expired_total`` when the
+timer deletes them. The timer (1 s) emits each dirty row to the
 compacted ``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
 transaction that clears the marks: readers sum the latest record of every partition. The timer
 also sweeps the store (``StoreExpiry``): a day's row past ``retention.stats_days`` is deleted and
@@ -32,7 +33,7 @@ from wxsub.agents.opens import OpenJoin
 from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
 from wxsub.agents.rules.attribution import OPEN_WINDOW_MS
-from wxsub.agents.rules.retention import stats_day_expired
+from wxsub.agents.rules.retention import Reason, stats_day_expired
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
 from wxsub.streams.due import DueIndex
@@ -133,6 +134,7 @@ class StatsStage:
         for due_ms, key in list(due.due(now_ms)):
             store.delete(key)
             due.set(key, due_ms, None)
+            self.expiry.ended(ctx, Reason.SENT_REF if key.startswith(b"s|") else Reason.LAST_SEND)
         topic = self.env.topic("stats")
         for dirty, _ in list(store.scan(_DIRTY)):
             row_key = dirty[len(_DIRTY) :]

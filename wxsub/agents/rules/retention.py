@@ -44,13 +44,19 @@ class Reason:
     UNWATCH = "unwatch_memory"  # watches: an unwatch remembered retention.unwatch_s
     USER_EMPTY = "user_empty"  # users: nothing left once pruned
     STATS_DAY = "stats_day"  # stats: a day's row past retention.stats_days
+    # ended by the stages' due timers (DueIndex), not by the sweep: fixed windows
+    LAST_SEND = "last_send_window"  # stats: a user's last send past the feedback window
+    SENT_REF = "sent_ref_window"  # stats: a sent message's ref past the open window (7 d)
+    CARD_ACTIVATION = "card_activation_window"  # cards: an ended card never activated, 24 h
+    CARD_UPDATE = "card_update_window"  # cards: an ended activated card, 30 d after activation
 
     BY_STORE: Mapping[str, tuple[str, ...]] = {
         "orders": (ORDER_FINAL, ORDER_IDLE),
         "ledger": (DELIVERY,),
         "watches": (WATCH_TTL, UNWATCH),
         "users": (USER_EMPTY,),
-        "stats": (STATS_DAY,),
+        "stats": (STATS_DAY, LAST_SEND, SENT_REF),
+        "cards": (CARD_ACTIVATION, CARD_UPDATE),
     }
 
 
