@@ -10,11 +10,11 @@ Phases: ``idle`` (nothing in flight; the queue's head is sent when due) -> ``att
 before the call) -> idle (applied or refused), ``retry`` (not applied: -1, 45011, connect error;
 85437 "not visible yet" before activation: after a minute, until the activation window ends,
 not counted against ``MAX_ATTEMPTS``), ``in_doubt``; ends: ``done`` (terminal state, or the
-30-day window over), ``fallback`` (never activated: the orders stage is told, the classic path
-again), ``refused`` (-1004: the user refused the card; orders told). An entry is deleted by the
-timer at ``due`` once it has ended: the end of its update window (activated_at + 30 days) or, if
-never activated, of its activation window (payment + 24 h). So entries are bounded by the cards
-of the last 30 days.
+30-day window over), ``fallback`` (never activated: the orders stage is told, the classic
+path again; it is told ``activated`` too), ``refused`` (-1004: the user refused the card;
+orders told). An entry is deleted by the timer at ``due`` once it has ended: the end of its
+update window (activated_at + 30 days) or, if never activated, of its activation window
+(payment + 24 h). So entries are bounded by the cards of the last 30 days.
 """
 
 from __future__ import annotations
@@ -134,10 +134,12 @@ def _applied(entry: CardEntry, now: int) -> Change:
         entry, confirmed=head.status, content=head.content, activated_at=activated, queue=rest,
         phase="idle", attempts=0, errcode=None,
     )  # fmt: skip
+    # the orders stage ends the classic candidates it held while the activation was pending
+    tell = None if entry.confirmed else CardResult(e.appid, e.order_id, e.code, "activated")
     card = CARD_TYPES[entry.notify_type]
     if card.terminal(head.status):
-        return Change(replace(e, phase="done", queue=(), due=_end_ms(e)), result)
-    return Change(replace(e, due=now if rest else _end_ms(e)), result)
+        return Change(replace(e, phase="done", queue=(), due=_end_ms(e)), result, "", tell)
+    return Change(replace(e, due=now if rest else _end_ms(e)), result, "", tell)
 
 
 def _fallback(entry: CardEntry, reason: str) -> Change:
