@@ -262,9 +262,7 @@ def _apply(
             by_event.pop(cand.event_id, None)
     if hold:
         order = replace(order, card_held=tuple(held))
-    waiting = _ids(held) if hold else set()
-    outs = [o for o in step.outcomes if o.event_id not in by_event and o.event_id not in waiting]
-    outs += superseded
+    outs = [o for o in step.outcomes if o.event_id not in by_event] + superseded
     for event_id, reason in by_event.items():
         outs.append(
             outcome(
@@ -280,10 +278,6 @@ def _apply(
         )
     new_step = OrderStep(order, step.pending, tuple(cands), tuple(outs))
     return CardStep(new_step, tuple(ops), tuple(saved))
-
-
-def _ids(held: Sequence[HeldCandidate]) -> set[str]:
-    return {h.candidate.event_id for h in held}
 
 
 def _held_outcome(order: OrderState, h: HeldCandidate, now_ms: int) -> Outcome:
