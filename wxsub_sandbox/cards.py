@@ -168,11 +168,16 @@ class CardBook:
         parsed = _common(body)
         if isinstance(parsed, dict):
             return parsed
-        _, notify_type, code = parsed
+        openid, notify_type, code = parsed
+        if notify_type not in CARD_TYPES:
+            return error(ERRCODES["type"], "notify_type invalid")
         if _json_field(body.get("ext_json")) is None:
             return error(ERRCODES["content"], "ext_json must be a JSON-encoded object")
-        if (appid, notify_type, code) not in self.cards:
+        rec = self.cards.get((appid, notify_type, code))
+        if rec is None:  # extension info is for an activated card
             return error(ERRCODES["unknown_code"], "invalid notify_code")
+        if rec.openid != openid:
+            return error(ERRCODES["payer"], "openid is not the payer")
         return {"errcode": 0, "errmsg": "ok"}
 
     def get(self, appid: str, body: dict[str, Any], now: float) -> WeChatReply:

@@ -13,6 +13,7 @@ from wxsub.agents.rules import card_ledger as L
 from wxsub.agents.rules.card_ledger import CardEntry
 from wxsub.agents.rules.cards import ACTIVATE_WINDOW_MS, UPDATE_WINDOW_MS, CardOp
 from wxsub.errors import InDoubtError, PermanentError, RetryableError
+from wxsub.wechat.cards import CodeNotVisible
 
 PAID_S = 1_717_000_000
 NOW = PAID_S * 1000 + 120_000
@@ -106,6 +107,42 @@ def test_not_visible_yet_retries_after_a_minute_then_falls_back() -> None:
     ch = call(entry, RetryableError("invalid notify_code", 85437), late)
     assert (ch.result, ch.reason) == ("fallback", "activation window")
     assert ch.tell is not None and ch.tell.result == "fallback"
+
+
+def test_not_visible_retries_are_bounded_by_the_window_not_the_attempt_cap() -> None:
+    """85437 every minute for 30 minutes (far past MAX_ATTEMPTS): still retried; a transient
+    error in between keeps its own budget; at 24 h after payment: fallback, the documented
+    reason."""
+    entry = queued(op(1, 1))
+    now = NOW
+    for _ in range(3 * L.MAX_ATTEMPTS):
+        assert entry.due is not None and entry.due <= now
+        ch = call(entry, CodeNotVisible("invalid notify_code", 85437), now)
+        assert (ch.result, ch.tell) == ("not_visible", None) and ch.entry is not None
+        entry = ch.entry
+        assert entry.phase == "retry" and entry.due == now + L.NOT_VISIBLE_RETRY_MS
+        assert entry.attempts == 0  # not counted
+        now = entry.due
+    ch = call(entry, RetryableError("busy", -1), now)
+    assert (ch.result, ch.reason) == ("retry", "-1") and ch.entry is not None
+    assert ch.entry.attempts == 1
+    end = PAID_S * 1000 + ACTIVATE_WINDOW_MS
+    ch = call(ch.entry, CodeNotVisible("invalid notify_code", 85437), end - 61_000)
+    assert ch.result == "not_visible" and ch.entry is not None  # one more minute fits
+    ch = call(ch.entry, CodeNotVisible("invalid notify_code", 85437), end - 1_000)
+    assert (ch.result, ch.reason) == ("fallback", "activation window")
+    assert ch.tell is not None and (ch.tell.result, ch.tell.detail) == (
+        "fallback", "activation window",
+    )  # fmt: skip
+    assert ch.entry is not None and ch.entry.phase == "fallback" and ch.entry.due == end
+
+
+def test_not_visible_after_activation_is_an_ordinary_bounded_retry() -> None:
+    live = call(queued(op(1, 1), op(2, 4)), None).entry
+    assert live is not None
+    tired = replace(live, attempts=L.MAX_ATTEMPTS - 1)
+    ch = call(tired, CodeNotVisible("invalid notify_code", 85437))
+    assert (ch.result, ch.reason) == ("failed", "85437")  # this update dropped, the card goes on
 
 
 def test_transient_errors_back_off_and_give_up() -> None:

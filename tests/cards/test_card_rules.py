@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from wxsub.agents.rules import orders
@@ -16,6 +17,7 @@ from wxsub.agents.rules.cards import (
     apply_card_result,
     card_logistics_step,
     card_order_step,
+    on_card_result,
 )
 from wxsub.agents.rules.orders import OrderState
 from wxsub.merchants import MerchantConfig, parse_merchants
@@ -61,8 +63,10 @@ def ev(
 
 
 def run(
-    statuses: Sequence[str], cfg: MerchantConfig | None = None, **kw: Any
+    statuses: Sequence[str], cfg: MerchantConfig | None = None, activate: bool = True, **kw: Any
 ) -> tuple[OrderState | None, list[CardStep]]:
+    """The order's events through the card rules; ``activate``: the card stage says
+    ``activated`` right after the first operation (merged into that step)."""
     cfg = cfg or merchant()
     order: OrderState | None = None
     steps = []
@@ -71,6 +75,12 @@ def run(
         step = orders.on_order_event(order, (), e, cfg, NOW)
         carded = card_order_step(order, (), step, e, cfg, NOW)
         order = carded.step.order
+        if activate and order is not None and order.card_seq and not order.card_active:
+            res = on_card_result(order, CardResult(APP, "o1", TX, "activated"), NOW)
+            order = res.step.order
+            outs = carded.step.outcomes + res.step.outcomes
+            merged = replace(carded.step, order=order, outcomes=outs)
+            carded = CardStep(merged, carded.ops, carded.saved + res.saved)
         steps.append(carded)
     return order, steps
 
@@ -229,3 +239,79 @@ def test_2006_arrival_time_on_delivery() -> None:
     ops = [op for s in steps for op in s.ops]
     assert [op.status for op in ops] == [1, 3, 8]
     assert ops[2].content["arrival_time"] == ops[2].occurred_at // 1000
+
+
+# --- classic candidates held while the activation is pending (issue 19: "keep the classic path")
+
+
+def test_while_activation_is_pending_the_latest_classic_candidate_per_kind_is_held() -> None:
+    order, steps = run(["paid", "shipped", "delivered"], activate=False)
+    assert order is not None and not order.card_active
+    assert all(not s.step.candidates for s in steps)  # not sent (yet)
+    assert reasons(steps) == [[], ["card_update"], ["card_update"]]  # the superseded ones end
+    assert [[o.event_id for o in s.step.outcomes] for s in steps] == [[], ["e0"], ["e1"]]
+    assert [s.saved for s in steps] == [(), ("order_status",), ("order_status",)]
+    assert [(h.candidate.event_id, h.reason) for h in order.card_held] == [("e2", "card_update")]
+    # logistics while pending: held beside it (one per kind)
+    cfg = merchant()
+    lg = LogisticsUpdated("l0", _at(NOW - 400_000), APP, "o1", "SF1", "顺丰",
+                          "out_for_delivery")  # type: ignore[arg-type]  # fmt: skip
+    carded = card_logistics_step(orders.on_logistics_event(order, (), lg, cfg, NOW), lg, cfg, NOW)
+    order = carded.step.order
+    assert order is not None and not carded.step.candidates and not carded.step.outcomes
+    assert [h.candidate.kind for h in order.card_held] == ["order_status", "logistics"]
+    assert [h.reason for h in order.card_held] == ["card_update", "card_illegal"]  # 6 -> 4
+
+
+def test_held_candidates_end_when_the_card_is_activated() -> None:
+    order, _ = run(["paid", "shipped"], activate=False)
+    assert order is not None
+    res = on_card_result(order, CardResult(APP, "o1", TX, "activated"), NOW)
+    new = res.step.order
+    assert new is not None and new.card_active and not new.card_held
+    assert [(o.event_id, o.reason) for o in res.step.outcomes] == [("e1", "card_update")]
+    assert res.saved == ("order_status",) and not res.step.candidates  # a credit saved
+    # active now: the next replaced candidate is dropped at once, not held
+    cfg = merchant()
+    e = ev(2, "delivered")
+    step = card_order_step(new, (), orders.on_order_event(new, (), e, cfg, NOW), e, cfg, NOW)
+    assert step.saved == ("order_status",) and [o.reason for o in step.step.outcomes] == [
+        "card_update"
+    ]
+    assert step.step.order is not None and not step.step.order.card_held
+    other = on_card_result(order, CardResult(APP, "o1", "another", "activated"), NOW)
+    assert other.step.order is order  # not this card: nothing
+
+
+def test_held_candidates_go_to_decide_when_the_card_falls_back() -> None:
+    order, steps = run(["paid", "shipped", "completed"], activate=False)  # terminal, unconfirmed
+    assert order is not None and order.card_off == "terminal"
+    res = on_card_result(order, CardResult(APP, "o1", TX, "fallback", "85433"), NOW)
+    new = res.step.order
+    assert new is not None and not new.card_held and not res.saved
+    assert [(c.event_id, c.kind) for c in res.step.candidates] == [("e1", "order_status")]
+    assert not res.step.outcomes  # e1 ends in decide; e0 ended when e1 superseded it
+    assert [o.event_id for s in steps for o in s.step.outcomes] == ["e0", "e2"]
+    again = on_card_result(new, CardResult(APP, "o1", TX, "fallback", "85433"), NOW)
+    assert again.step.order is new  # once
+
+
+def test_held_candidates_are_dropped_when_the_user_refuses() -> None:
+    order, _ = run(["paid"], activate=False)
+    assert order is not None
+    res = on_card_result(order, CardResult(APP, "o1", TX, "refused", "user refused"), NOW)
+    assert res.step.order is not None and res.step.order.card_off == "refused"
+    assert [(o.event_id, o.reason) for o in res.step.outcomes] == [
+        ("e0", "card_update"), ("e0", "card_refused"),
+    ]  # fmt: skip
+    assert not res.step.candidates and res.saved == ("order_status",)
+
+
+def test_an_order_with_held_candidates_round_trips() -> None:
+    import orjson
+
+    from wxsub.schemas.internal import encode_internal
+
+    order, _ = run(["paid", "shipped"], activate=False)
+    assert order is not None and order.card_held
+    assert OrderState.from_dict(orjson.loads(encode_internal(order))) == order

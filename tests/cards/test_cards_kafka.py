@@ -4,7 +4,8 @@ Orders with a WeChat Pay transaction id get a 2001 card whose states in the sand
 the mapping says, in order; the classic template is not produced for them (never both); an order
 without a transaction id keeps the classic path; an illegal transition ends with an outcome; a
 dropped set answer is settled by getUserNotify (no second call); a refused activation falls back
-to the classic path."""
+to the classic path: the classic candidate held while the activation was pending goes to decide,
+and so do later events; every event ends exactly once (an outcome or a candidate)."""
 
 from __future__ import annotations
 
@@ -162,8 +163,8 @@ async def test_card_lifecycle_never_both_illegal_in_doubt_and_fallback(
 
                 async def d_classic() -> bool:
                     recs = await read_all(kafka_bootstrap, settings.kafka.topic("candidates"))
-                    subjects = [orjson.loads(r.value)["subject"] for r in recs]
-                    return "D" in subjects
+                    ids = {orjson.loads(r.value)["event_id"] for r in recs}
+                    return {"D-0-paid", "D-5-shipped"} <= ids
 
                 await _wait(d_classic)
                 await asyncio.sleep(1.5)  # settle: extras would show
@@ -178,15 +179,20 @@ async def test_card_lifecycle_never_both_illegal_in_doubt_and_fallback(
         c_sets = [c for c in sets if c.notify_code == "4200000000000000000003"]
         assert len(c_sets) == 1
         assert sandbox.recorder.calls(endpoint="get_user_notify")
-        # never both: classic candidates only for E (no transaction id) and D after fallback
+        # never both: classic candidates only for E (no transaction id) and D: its paid event,
+        # held while the activation was pending and released by the fallback, and the later one
         recs = await read_all(kafka_bootstrap, settings.kafka.topic("candidates"))
-        assert sorted(orjson.loads(r.value)["subject"] for r in recs) == ["D", "E"]
-        outs = await read_all(kafka_bootstrap, settings.kafka.topic("outcomes"))
-        reasons = Counter(
-            (orjson.loads(r.value)["event_id"].split("-")[0], orjson.loads(r.value)["reason"])
-            for r in outs
-        )
+        cands = [orjson.loads(r.value)["event_id"] for r in recs]
+        assert sorted(cands) == ["D-0-paid", "D-5-shipped", "E-0-paid"]
+        outs = [orjson.loads(r.value) for r in await read_all(
+            kafka_bootstrap, settings.kafka.topic("outcomes")
+        )]  # fmt: skip
+        reasons = Counter((o["event_id"].split("-")[0], o["reason"]) for o in outs)
         assert reasons[("A", "card_update")] == 4
         assert reasons[("B", "card_illegal")] == 1
-        assert reasons[("D", "card_update")] == 1
-        assert metrics.card_saved.labels("order_status")._value.get() >= 6
+        assert reasons[("C", "card_update")] == 1  # held, ended by the reconciled activation
+        assert not [o for o in outs if o["event_id"].startswith("D")]  # D ends in decide
+        ended = Counter(cands) + Counter(o["event_id"] for o in outs)
+        assert ended == Counter({ev["event_id"]: 1 for ev in [*events, late]})  # exactly once
+        # A 3 (completed does not notify), B 3 (cancelled: illegal, replaced), C 1; D none
+        assert metrics.card_saved.labels("order_status")._value.get() == 7

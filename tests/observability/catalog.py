@@ -82,6 +82,7 @@ def drive_worker(m: WorkerMetrics) -> None:
     m.template_pulls.labels("ok").inc()
     m.cards.labels("activated", "").inc()
     m.cards.labels("fallback", "85433").inc()
+    m.cards.labels("failed", "85439").inc()  # the "failed and fallbacks by reason" panel
     m.card_failures.labels("-1004").inc()
     m.card_saved.labels("order_status").inc()
     for step in ("granted", "sent", "opened", "rejected_after_send"):

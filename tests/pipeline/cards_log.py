@@ -7,9 +7,11 @@ card's terminal state (``card_ended``), an activation too late (the classic path
 without a transaction id (the classic path).
 
 Every payment is one the sandbox knows (:func:`payments` registers them), with the amount and time
-the orders carry, and every transition is legal for WeChat: the card stage's calls all succeed, no
-``card-results`` come back, and the orders side is as deterministic as the oracle needs. The oracle
-(``oracle.Expected.cards``) then says which states each card must have reached in the sandbox.
+the orders carry, and every transition is legal for WeChat: the card stage's calls all succeed,
+the only ``card-results`` are ``activated`` (they end the classic candidates the orders stage held
+while the activation was pending: the same reasons, whenever they arrive), and the orders side is
+as deterministic as the oracle needs. The oracle (``oracle.Expected.cards``) then says which
+states each card must have reached in the sandbox.
 
 Each order goes out as one contiguous block of status events in time order; each order has its
 own user, with credits for every classic candidate it could produce.

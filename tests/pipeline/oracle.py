@@ -136,6 +136,9 @@ class Expected:
     #: (appid, transaction id) -> the service-card states WeChat must have accepted, in order
     #: (every card call succeeds: the generated log's payments are all registered and on time)
     cards: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: events whose classic candidate is still held for a card's activation at the end (only
+    #: without the card stage: ``expected(card_stage=False)``): no outcome, no intent
+    held: set[str] = field(default_factory=set)
 
     def bodies(self) -> dict[str, tuple[dict[str, Any], tuple[str, ...], int]]:
         """Notification id -> (send body, source event ids, config version): what intents are
@@ -164,11 +167,14 @@ def expected(
     now_ms: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
     changes: Mapping[int, Merchants] | None = None,
+    card_stage: bool = True,
 ) -> Expected:
     """Run the rules over ``log`` (entries with ``phase``, ``topic`` and ``raw``) in publish
     order; ``merchants`` decides until a phase of ``changes`` begins, that phase's config from
-    then on (timers due by then fire first: see the module docstring)."""
-    sim = _Sim(merchants, now_ms)
+    then on (timers due by then fire first: see the module docstring). ``card_stage``: the
+    deployment runs the card stage (every card is activated; without it, the classic candidates
+    the orders stage holds while a card's activation is pending never end: no outcome)."""
+    sim = _Sim(merchants, now_ms, card_stage)
     pending_changes = dict(changes or {})
     for entry in log:
         if entry.phase in pending_changes:
@@ -181,15 +187,19 @@ def expected(
             continue
         sim.feed(record)
     sim.finish()
+    for order in sim.orders.values():
+        if order is not None:
+            sim.out.held.update(h.candidate.event_id for h in order.card_held)
     return sim.out
 
 
 class _Sim:
     """The pipeline's state, in dicts: orders and pending by order key, watches, users."""
 
-    def __init__(self, merchants: Merchants, now_ms: int) -> None:
+    def __init__(self, merchants: Merchants, now_ms: int, card_stage: bool = True) -> None:
         self.m = merchants
         self.now = now_ms
+        self.card_stage = card_stage
         self.orders: dict[str, OrderState | None] = {}
         self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
         self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
@@ -268,6 +278,14 @@ class _Sim:
         self.orders[key], self.pending[key] = step.order, step.pending
         for o in step.outcomes:
             self.outcome(o)
+        order = step.order
+        if self.card_stage and carded.ops and order and order.card_code and not order.card_active:
+            # every activation succeeds: the card stage's "activated" ends the held candidates
+            word = cards.CardResult(order.appid, order.order_id, order.card_code, "activated")
+            activated = cards.on_card_result(order, word, self.now).step
+            self.orders[key] = activated.order
+            for o in activated.outcomes:
+                self.outcome(o)
         for cand in step.candidates:
             self.decide(cand)
 

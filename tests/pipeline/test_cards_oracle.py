@@ -4,7 +4,7 @@ the late and unpaid orders on the classic path."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -61,3 +61,18 @@ def test_card_states_per_scenario(log: EventLog, exp: Expected) -> None:
 def test_never_both_and_the_classic_path(exp: Expected) -> None:
     classic = {_scenario(i.openid) for i in exp.intents.values() if i.appid in cards_log.CARD_APPS}
     assert classic == {(2001, "late"), (2001, "nopay")}
+
+
+def test_without_the_card_stage_the_held_candidates_never_end(log: EventLog, exp: Expected) -> None:
+    """Only the card stage's ``activated`` ends the classic candidates held while a card's
+    activation is pending; the pipeline tests run no card stage, and their oracle says so."""
+    alone = expected(log.entries, parse_merchants(log.merchants_doc), NOW, card_stage=False)
+    assert not exp.held and alone.held  # the latest per kind of each carded order
+    assert alone.cards == exp.cards  # the same card operations either way
+    ended = {key[0] for key in exp.outcomes}
+    ended_alone = {key[0] for key in alone.outcomes if key[3] != "duplicate"}  # a redelivery
+    assert alone.held <= ended and not alone.held & ended_alone
+    missing = exp.outcomes - alone.outcomes  # exactly the held events' ends
+    assert missing == Counter({k: n for k, n in exp.outcomes.items() if k[0] in alone.held
+                               and k[3] != "duplicate"})  # fmt: skip
+    assert alone.outcomes - exp.outcomes == Counter()

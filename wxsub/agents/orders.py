@@ -48,7 +48,6 @@ class OrdersStage:
         store = ctx.stores["orders"]
         due = DueIndex(store)
         now = self.env.clock()
-        candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
             if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
                 await self._card_result(ctx, store, rec)
@@ -73,13 +72,17 @@ class OrdersStage:
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
             _save(store, due, key, pending, step, rules.orphan_after_s(cfg))
-            for cand in step.candidates:
-                user = user_key(cand.appid, cand.openid).encode()
-                await ctx.send(candidates, user, encode_internal(cand))
-                tally(ctx, metrics.candidates, cand.kind)
-            if step.outcomes:
-                await self.env.emit_outcomes(ctx, step.outcomes)
+            await self._emit(ctx, step)
             await self._card_ops(ctx, carded)
+
+    async def _emit(self, ctx: PartitionContext, step: OrderStep) -> None:
+        candidates, metrics = self.env.topic("candidates"), self.env.metrics
+        for cand in step.candidates:
+            user = user_key(cand.appid, cand.openid).encode()
+            await ctx.send(candidates, user, encode_internal(cand))
+            tally(ctx, metrics.candidates, cand.kind)
+        if step.outcomes:
+            await self.env.emit_outcomes(ctx, step.outcomes)
 
     async def _card_ops(self, ctx: PartitionContext, carded: card_rules.CardStep) -> None:
         for op in carded.ops:
@@ -99,13 +102,12 @@ class OrdersStage:
             return
         doc: dict[str, Any] = orjson.loads(raw)
         order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
-        new = card_rules.apply_card_result(order, result)
-        if new is not order:
-            doc["order"] = new
+        carded = card_rules.on_card_result(order, result, self.env.clock())
+        if carded.step.order is not order:  # held candidates end or go to decide, in this txn
+            doc["order"] = carded.step.order
             store.put(rec.key, encode_internal(doc))
-            refused = card_rules.refusal_outcome(new, result, self.env.clock()) if new else None
-            if refused is not None:
-                await self.env.emit_outcomes(ctx, (refused,))
+            await self._emit(ctx, carded.step)
+            await self._card_ops(ctx, carded)
 
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["orders"]

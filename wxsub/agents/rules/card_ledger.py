@@ -8,12 +8,13 @@ again. Calls for one card go strictly in ``seq`` order, one at a time.
 
 Phases: ``idle`` (nothing in flight; the queue's head is sent when due) -> ``attempt`` (durable
 before the call) -> idle (applied or refused), ``retry`` (not applied: -1, 45011, connect error;
-85437 "not visible yet": after a minute), ``in_doubt``; ends: ``done`` (terminal state, or the
-30-day window over), ``fallback`` (never activated: the orders stage is told, the classic path
-again), ``refused`` (-1004: the user refused the card; orders told). An entry is deleted by the
-timer at ``due`` once it has ended: the end of its update window (activated_at + 30 days) or, if
-never activated, of its activation window (payment + 24 h). So entries are bounded by the cards
-of the last 30 days.
+85437 "not visible yet" before activation: after a minute, until the activation window ends,
+not counted against ``MAX_ATTEMPTS``), ``in_doubt``; ends: ``done`` (terminal state, or the
+30-day window over), ``fallback`` (never activated: the orders stage is told, the classic
+path again; it is told ``activated`` too), ``refused`` (-1004: the user refused the card;
+orders told). An entry is deleted by the timer at ``due`` once it has ended: the end of its
+update window (activated_at + 30 days) or, if never activated, of its activation window
+(payment + 24 h). So entries are bounded by the cards of the last 30 days.
 """
 
 from __future__ import annotations
@@ -133,10 +134,12 @@ def _applied(entry: CardEntry, now: int) -> Change:
         entry, confirmed=head.status, content=head.content, activated_at=activated, queue=rest,
         phase="idle", attempts=0, errcode=None,
     )  # fmt: skip
+    # the orders stage ends the classic candidates it held while the activation was pending
+    tell = None if entry.confirmed else CardResult(e.appid, e.order_id, e.code, "activated")
     card = CARD_TYPES[entry.notify_type]
     if card.terminal(head.status):
-        return Change(replace(e, phase="done", queue=(), due=_end_ms(e)), result)
-    return Change(replace(e, due=now if rest else _end_ms(e)), result)
+        return Change(replace(e, phase="done", queue=(), due=_end_ms(e)), result, "", tell)
+    return Change(replace(e, due=now if rest else _end_ms(e)), result, "", tell)
 
 
 def _fallback(entry: CardEntry, reason: str) -> Change:
@@ -154,11 +157,16 @@ def on_answer(entry: CardEntry, answer: WeChatError | None, now: int) -> Change:
     reason = str(code) if code is not None else type(answer).__name__
     if isinstance(answer, InDoubtError):
         return Change(replace(e, phase="in_doubt", due=now + RECONCILE_AFTER_MS), "in_doubt")
+    if isinstance(answer, RetryableError) and code == 85437 and not e.confirmed:
+        # "not visible yet": bounded by the activation window, not by MAX_ATTEMPTS (this attempt
+        # does not count; a transient error in between still has its own budget)
+        if now + NOT_VISIBLE_RETRY_MS > _end_ms(e):
+            return _fallback(e, "activation window")
+        again = now + NOT_VISIBLE_RETRY_MS
+        return Change(
+            replace(e, phase="retry", attempts=max(e.attempts - 1, 0), due=again), "not_visible"
+        )
     if isinstance(answer, RetryableError) and e.attempts < MAX_ATTEMPTS:
-        if code == 85437:
-            if not e.confirmed and now + NOT_VISIBLE_RETRY_MS > _end_ms(e):
-                return _fallback(e, "activation window")
-            return Change(replace(e, phase="retry", due=now + NOT_VISIBLE_RETRY_MS), "not_visible")
         delay = min(_BACKOFF_MS * 2 ** (e.attempts - 1), _BACKOFF_MAX_MS)
         return Change(replace(e, phase="retry", due=now + delay), "retry", reason)
     if not e.confirmed:  # activation refused for good: the classic path again

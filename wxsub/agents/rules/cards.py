@@ -19,6 +19,13 @@ Per event that took part in the step, exactly one outcome stays (or a candidate)
 The card's entry here lives in the order's ``OrderState`` (``card_*`` fields) and ends with it.
 ``card_off`` says why a card stopped: ``fallback`` (never activated: the classic path again),
 ``refused`` (the user refused it), ``terminal``, ``window``.
+
+Until the card stage says the card is activated (``card_active``), a replaced classic candidate
+is *held* on the order (``card_held``, the latest per kind; an older one of the same kind ends
+with its card reason, superseded), and its event has no outcome yet. The card stage's word
+(:func:`on_card_result`, from ``card-results``) ends them: ``activated`` or ``refused`` -> dropped,
+each event ends with its card reason (a classic credit saved); ``fallback`` -> the held
+candidates go to decide (the classic path, as if the card had never been asked for).
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ from dataclasses import replace
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
-from wxsub.agents.rules.orders import STAGE, OrderState, OrderStep, PendingLogistics
+from wxsub.agents.rules.orders import (
+    STAGE,
+    HeldCandidate,
+    OrderState,
+    OrderStep,
+    PendingLogistics,
+)
 from wxsub.merchant_cards import CardConfig
 from wxsub.merchants import MerchantConfig
 from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason
@@ -45,6 +58,8 @@ __all__ = [
     "apply_card_result",
     "card_logistics_step",
     "card_order_step",
+    "on_card_result",
+    "refusal_outcome",
 ]
 
 ACTIVATE_WINDOW_MS = 24 * 3600 * 1000  # activate within 24 h of payment [doc]
@@ -77,7 +92,8 @@ class CardOp:
 @record
 class CardResult:
     """The card stage's word back to the orders stage (``card-results``, keyed by order key):
-    ``fallback`` (never activated) or ``refused`` (the user refused the card, -1004)."""
+    ``activated`` (WeChat accepted the first state), ``fallback`` (never activated) or
+    ``refused`` (the user refused the card, -1004)."""
 
     appid: str
     order_id: str
@@ -147,6 +163,30 @@ def apply_card_result(order: OrderState | None, result: CardResult) -> OrderStat
     return replace(order, card_off=result.result)
 
 
+def on_card_result(order: OrderState | None, result: CardResult, now_ms: int) -> CardStep:
+    """The card stage's word applied to the order (``step.order is order``: nothing changed).
+    ``activated``: the held candidates are dropped, their events end with their card reasons
+    (``saved``); ``fallback``: they go to decide (``step.candidates``); ``refused``: dropped like
+    on activation, plus the ``card_refused`` outcome."""
+    if order is None or order.card_code != result.code:
+        return CardStep(OrderStep(order, ()))
+    held = order.card_held
+    ended = tuple(_held_outcome(order, h, now_ms) for h in held)
+    kinds = tuple(h.candidate.kind for h in held)
+    if result.result == "activated":
+        new = replace(order, card_active=True, card_held=())
+        return CardStep(OrderStep(new, (), (), ended), saved=kinds)
+    applied = apply_card_result(order, result)
+    assert applied is not None
+    if applied is order and not held:
+        return CardStep(OrderStep(order, ()))
+    new = replace(applied, card_held=())
+    if result.result == "fallback":
+        return CardStep(OrderStep(new, (), tuple(h.candidate for h in held)))
+    refused = refusal_outcome(new, result, now_ms) if applied is not order else None
+    return CardStep(OrderStep(new, (), (), ended + ((refused,) if refused else ())), saved=kinds)
+
+
 def refusal_outcome(order: OrderState, result: CardResult, now_ms: int) -> Outcome | None:
     """The ``card_refused`` outcome when ``result`` is the user refusing the order's card
     (-1004): user feedback, counted per template in stats (``card:refused``)."""
@@ -172,6 +212,8 @@ def _carry(before: OrderState | None, new: OrderState) -> OrderState:
         card_off=before.card_off,
         paid_at=before.paid_at,
         pay_amount=before.pay_amount,
+        card_active=before.card_active,
+        card_held=before.card_held,
     )
 
 
@@ -197,16 +239,30 @@ def _apply(
             details[event_id] = detail
     # a card that ended with this very step still replaces this step's classic messages
     suppress = not order.card_off or order.card_off == "refused" or bool(ops)
+    # activation asked for, not confirmed yet: replaced candidates are held, not dropped
+    hold = order.card_seq > 0 and not order.card_active and order.card_off in ("", "terminal")
+    held = list(order.card_held)
     cands: list[Candidate] = []
     saved: list[str] = []
+    superseded: list[Outcome] = []
     for cand in step.candidates:
         if cand.kind in cards.replaces and suppress:
-            saved.append(cand.kind)
             by_event.setdefault(cand.event_id, OutcomeReason.CARD_REPLACED)
+            if not hold:
+                saved.append(cand.kind)
+                continue
+            h = HeldCandidate(cand, by_event.pop(cand.event_id), details.pop(cand.event_id, ""))
+            for old in held:
+                if old.candidate.kind == cand.kind:  # the latest per kind: the older one ends
+                    superseded.append(_held_outcome(order, old, now_ms))
+                    saved.append(cand.kind)
+            held = [old for old in held if old.candidate.kind != cand.kind] + [h]
         else:  # the classic message goes ahead: that is how the event ends
             cands.append(cand)
             by_event.pop(cand.event_id, None)
-    outs = [o for o in step.outcomes if o.event_id not in by_event]
+    if hold:
+        order = replace(order, card_held=tuple(held))
+    outs = [o for o in step.outcomes if o.event_id not in by_event] + superseded
     for event_id, reason in by_event.items():
         outs.append(
             outcome(
@@ -222,6 +278,15 @@ def _apply(
         )
     new_step = OrderStep(order, step.pending, tuple(cands), tuple(outs))
     return CardStep(new_step, tuple(ops), tuple(saved))
+
+
+def _held_outcome(order: OrderState, h: HeldCandidate, now_ms: int) -> Outcome:
+    """A held candidate's event ends with its card reason (the card took it)."""
+    c = h.candidate
+    return outcome(
+        c.event_id, c.kind, h.reason, STAGE, now_ms, appid=order.appid, openid=order.openid,
+        detail=h.detail,
+    )  # fmt: skip
 
 
 def _kind(step: OrderStep, event_id: str) -> str:

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
@@ -27,6 +28,7 @@ from wxsub.schemas.struct import from_doc, record
 
 __all__ = [
     "STAGE",
+    "HeldCandidate",
     "LogisticsDecision",
     "OrderState",
     "OrderStep",
@@ -42,6 +44,26 @@ __all__ = [
 ]
 
 STAGE = "orders"
+
+
+@record
+class HeldCandidate:
+    """A classic candidate a service card replaced while the card's activation was pending
+    (``rules/cards.py``): dropped when the card is activated (its event then ends with
+    ``reason``), sent to decide when the card falls back."""
+
+    candidate: Candidate
+    reason: str  # the outcome reason its event ends with if the card takes it
+    detail: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | HeldCandidate) -> HeldCandidate:
+        if isinstance(doc, HeldCandidate):
+            return doc
+        d = dict(doc)
+        if not isinstance(d["candidate"], Candidate):
+            d["candidate"] = from_doc(Candidate, d["candidate"])
+        return from_doc(cls, d)
 
 
 @record
@@ -66,10 +88,17 @@ class OrderState:
     card_off: str = ""  # why the card no longer suppresses/updates ("" = live)
     paid_at: int = 0  # epoch ms
     pay_amount: int = 0
+    card_active: bool = False  # the card stage said the card is activated
+    # replaced classic candidates kept while the activation is pending (latest per kind)
+    card_held: tuple[HeldCandidate, ...] = ()
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> OrderState:
-        return from_doc(cls, doc)
+        state = from_doc(cls, doc)
+        if state.card_held.__class__ is not tuple:  # a list as stored
+            held = tuple(HeldCandidate.from_dict(h) for h in state.card_held)
+            return replace(state, card_held=held)
+        return state
 
     def values(self) -> dict[str, object]:
         """Order values a logistics candidate carries."""
