@@ -117,9 +117,9 @@ class CardStage:
                 ready.append(key)
             elif rules.sendable(entry, now_ms):
                 ready.append(key)
-            else:
-                due.set(key, at, None)  # nothing to do until a new operation comes
-                store.put(key, encode_internal(_without_due(entry)))
+            else:  # nothing to do until a new operation comes, or its window ends
+                idle = rules.replace_due(entry, rules.window_end(entry))
+                await self._write(ctx, store, key, entry, Change(idle))
         await self._send(ctx, store, ready)
         self.expiry.count(ctx, self.env.clock())
 
@@ -223,7 +223,3 @@ def _key(appid: str, code: str) -> bytes:
 def _get(store: PartitionStore, key: bytes) -> CardEntry | None:
     raw = store.get(key)
     return rules.decode_entry(orjson.loads(raw)) if raw is not None else None
-
-
-def _without_due(entry: CardEntry) -> CardEntry:
-    return rules.replace_due(entry, None)

@@ -42,6 +42,7 @@ __all__ = [
     "on_window",
     "replace_due",
     "sendable",
+    "window_end",
 ]
 
 ENDED = frozenset({"done", "fallback", "refused"})
@@ -86,7 +87,9 @@ class Change:
     tell: CardResult | None = None
 
 
-def _end_ms(e: CardEntry) -> int:
+def window_end(e: CardEntry) -> int:
+    """When the card's window ends (epoch ms): 24 h after payment until it is activated, then
+    30 days after activation; the entry is deleted then at the latest."""
     if e.activated_at:
         return e.activated_at + UPDATE_WINDOW_MS
     return e.pay_time * 1000 + ACTIVATE_WINDOW_MS
@@ -138,13 +141,13 @@ def _applied(entry: CardEntry, now: int) -> Change:
     tell = None if entry.confirmed else CardResult(e.appid, e.order_id, e.code, "activated")
     card = CARD_TYPES[entry.notify_type]
     if card.terminal(head.status):
-        return Change(replace(e, phase="done", queue=(), due=_end_ms(e)), result, "", tell)
-    return Change(replace(e, due=now if rest else _end_ms(e)), result, "", tell)
+        return Change(replace(e, phase="done", queue=(), due=window_end(e)), result, "", tell)
+    return Change(replace(e, due=now if rest else window_end(e)), result, "", tell)
 
 
 def _fallback(entry: CardEntry, reason: str) -> Change:
     tell = CardResult(entry.appid, entry.order_id, entry.code, "fallback", reason)
-    e = replace(entry, phase="fallback", queue=(), due=_end_ms(entry))
+    e = replace(entry, phase="fallback", queue=(), due=window_end(entry))
     return Change(e, "fallback", reason, tell)
 
 
@@ -160,7 +163,7 @@ def on_answer(entry: CardEntry, answer: WeChatError | None, now: int) -> Change:
     if isinstance(answer, RetryableError) and code == 85437 and not e.confirmed:
         # "not visible yet": bounded by the activation window, not by MAX_ATTEMPTS (this attempt
         # does not count; a transient error in between still has its own budget)
-        if now + NOT_VISIBLE_RETRY_MS > _end_ms(e):
+        if now + NOT_VISIBLE_RETRY_MS > window_end(e):
             return _fallback(e, "activation window")
         again = now + NOT_VISIBLE_RETRY_MS
         return Change(
@@ -172,7 +175,7 @@ def on_answer(entry: CardEntry, answer: WeChatError | None, now: int) -> Change:
     if not e.confirmed:  # activation refused for good: the classic path again
         return _fallback(e, reason)
     rest = e.queue[1:]  # this update is refused: go on with the next one
-    e = replace(e, queue=rest, phase="idle", attempts=0, due=now if rest else _end_ms(e))
+    e = replace(e, queue=rest, phase="idle", attempts=0, due=now if rest else window_end(e))
     return Change(e, "failed", reason)
 
 
@@ -186,7 +189,7 @@ def on_info(
 ) -> Change:
     """getUserNotify's answer for an in-doubt entry."""
     if not entry.queue:
-        return Change(replace(entry, phase="idle", due=_end_ms(entry)))
+        return Change(replace(entry, phase="idle", due=window_end(entry)))
     if content is not None and dict(content) == dict(entry.queue[0].content):
         change = _applied(entry, now)
         return replace(change, result="reconciled")
@@ -200,13 +203,13 @@ def on_failure_event(entry: CardEntry, fail_ret: int) -> Change:
     if fail_ret != -1004 or entry.phase == "refused":
         return Change(entry)
     tell = CardResult(entry.appid, entry.order_id, entry.code, "refused", "user refused")
-    e = replace(entry, phase="refused", queue=(), due=_end_ms(entry))
+    e = replace(entry, phase="refused", queue=(), due=window_end(entry))
     return Change(e, "refused", "", tell)
 
 
 def on_window(entry: CardEntry, now: int) -> Change | None:
     """A due entry whose window is over: delete an ended one, end a live one; else None."""
-    if now < _end_ms(entry):
+    if now < window_end(entry):
         return None
     if entry.phase in ENDED:
         return Change(None)
