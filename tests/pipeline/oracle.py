@@ -164,16 +164,20 @@ def expected(
     now_ms: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
     changes: Mapping[int, Merchants] | None = None,
+    pauses: Mapping[int, Mapping[tuple[str, str], str]] | None = None,
 ) -> Expected:
     """Run the rules over ``log`` (entries with ``phase``, ``topic`` and ``raw``) in publish
     order; ``merchants`` decides until a phase of ``changes`` begins, that phase's config from
-    then on (timers due by then fire first: see the module docstring)."""
+    then on (timers due by then fire first: see the module docstring). ``pauses`` likewise:
+    from its phase on, the kind pauses in force ((appid, kind) -> reason; none before)."""
     sim = _Sim(merchants, now_ms)
     pending_changes = dict(changes or {})
+    pending_pauses = dict(pauses or {})
     for entry in log:
-        if entry.phase in pending_changes:
+        if entry.phase in pending_changes or entry.phase in pending_pauses:
             sim.timers(now_ms + _BOUNDARY_MS)
-            sim.m = pending_changes.pop(entry.phase)
+            sim.m = pending_changes.pop(entry.phase, sim.m)
+            sim.paused = pending_pauses.pop(entry.phase, sim.paused)
         try:
             record = decode_topic(entry.topic, entry.raw, max_bytes)
         except InputError:
@@ -190,6 +194,7 @@ class _Sim:
     def __init__(self, merchants: Merchants, now_ms: int) -> None:
         self.m = merchants
         self.now = now_ms
+        self.paused: Mapping[tuple[str, str], str] = {}  # (appid, kind) -> why, in force
         self.orders: dict[str, OrderState | None] = {}
         self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
         self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
@@ -314,8 +319,9 @@ class _Sim:
 
     def decide(self, cand: Candidate) -> None:
         key = user_key(cand.appid, cand.openid)
+        paused = self.paused.get((cand.appid, cand.kind))
         decision = dec.decide(self.user(cand.appid, cand.openid), cand, self.m.app(cand.appid),
-                              self.now)  # fmt: skip
+                              self.now, paused)  # fmt: skip
         self.users[key] = decision.state
         for o in decision.outcomes:
             self.outcome(o)

@@ -1,0 +1,285 @@
+"""The compliance guards, oracle-checked on real components: a generated log through real worker
+processes on the session broker, sends to the WeChat sandbox, the shop's opens, the stats rows.
+
+The run (each step waits for a quiescent point, as config phases do; ``tests/pipeline/oracle.py``
+and ``sendtime.py`` predict every step):
+
+1. workers deciding (orders, products, decide, stats) start, no deliver worker: every intent
+   waits on the intents topic, a backlog;
+2. phase 0 (state events); then ``wxsub pauses set`` pauses the main app's ``logistics`` and
+   phase 1 is published once every worker shows the pause: its logistics candidates end as
+   ``paused`` at decide, no credit spent, nothing sent; restocks are stock-limited;
+3. the pause is lifted and config version 2 applied; phase 2 (whose logistics go out again);
+4. config version 3 starts the main app's quiet hours now and ends them ~45 s later, and cuts the
+   promotions' ``stale_after_s`` (``sendtime.stale_split``) so that one promotion turns stale
+   while deferred; then the deliver worker starts: the backlog crosses the quiet-hours start.
+   Service kinds go at once; promotions are deferred to the end of the window and released
+   (sent, or stale), or stale at once;
+5. the shop publishes ``opened`` for some sent pages (refs from the pages the sandbox got),
+   opens them again, and opens an unknown ref and another user's ref.
+
+Compared: intents and rule outcomes (with config versions), the deliver outcomes per notification,
+the sandbox's calls (one per predicted send, same body and ref), the open outcomes, the stats rows
+(every counter, per app and template, summed over days).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from tests.pipeline.configs import APP_MAIN, TZ_NAME, to_toml
+from tests.pipeline.delivery_harness import (
+    kind_paused_everywhere,
+    read_stats,
+    sandbox_world,
+    wechat_settings,
+)
+from tests.pipeline.eventlog import EventLog, Knobs, generate
+from tests.pipeline.harness import Deployment, as_published, workers_at_version
+from tests.pipeline.oracle import RULE_STAGES, Expected, at_version, expected, outcome_counter
+from tests.pipeline.sendtime import (
+    Delivered,
+    Open,
+    SendTimes,
+    deliveries,
+    judge_opens,
+    quiet_window,
+    stale_split,
+    stats_rows,
+)
+from wxsub.agents.rules.attribution import REF_PARAM, with_ref
+from wxsub.config_cli import apply_merchants
+from wxsub.merchants import Merchants, parse_merchants
+from wxsub.pauses_cli import write_pause
+from wxsub.schemas.internal import Outcome, user_key
+from wxsub.settings import Settings, load_settings
+from wxsub.streams.topics import ensure_topics
+from wxsub_sandbox.server import run_sandbox
+
+pytestmark = pytest.mark.kafka
+
+PAUSED = (APP_MAIN, "logistics")
+WHY = "operator: oracle run"
+WINDOW_MS = 45_000  # the quiet window, from the config change that starts it
+FIRST_MARGIN_MS = 10_000  # every first attempt is made this long before the window ends
+RELEASE_BY_MS = 60_000  # every deferred send is released within this after the window ends
+UNKNOWN_REF = "AAAAAAAAAAAA"
+
+
+def _log(seed: int) -> tuple[EventLog, Merchants, Merchants, Expected, Expected]:
+    now = int(time.time() * 1000)
+    knobs = Knobs(now_ms=now, seed=seed, users=30, orders=50, skus=8, stores=2, later_orders=12,
+                  bad_inputs=10, collapse_window_s=6, orphan_after_s=6)  # fmt: skip
+    log = generate(knobs)
+    v1 = at_version(parse_merchants(tomllib.loads(log.merchants_toml)), 1)
+    v2 = at_version(parse_merchants(tomllib.loads(log.changed_toml)), 2)
+    pauses = {1: {PAUSED: WHY}, 2: {}}
+    exp = expected(log.entries, v1, now, changes={2: v2}, pauses=pauses)
+    early = [e for e in log.entries if e.phase < 2]
+    return log, v1, v2, exp, expected(early, v1, now, pauses={1: {PAUSED: WHY}})
+
+
+async def test_guards_pipeline_matches_oracle(kafka_bootstrap: str, tmp_path: Path) -> None:
+    log, _, v2, exp, early = _log(seed=5)
+    assert exp.reasons()["paused"] > 0  # the pause means something
+    async with run_sandbox(sandbox_world(v2, exp.intents.values())) as sb:
+        cfg = tmp_path / "wxsub.toml"
+        cfg.write_text(wechat_settings(sb.base_url, sorted(v2.apps)), encoding="utf-8")
+        dep = Deployment(kafka_bootstrap, tmp_path, log.merchants_toml,
+                         stages="orders,products,decide,stats",
+                         extra_env={"WXSUB_CONFIG": str(cfg)})  # fmt: skip
+        settings = load_settings(cfg, env=dep.env(0))
+        try:
+            await _decide(dep, settings, log, exp, early)
+            v3, delivered = await _deliver(dep, settings, log, exp)
+            opens, judged = await _open(dep, sb, delivered)
+            rows = stats_rows([*exp.all_outcomes, *delivered.outcomes], judged, v3)
+            got_rows = await _until_rows(dep, rows)
+            outcomes, intents = await dep.outcomes(), await dep.intents()
+            dlq = len(await dep.read("dlq"))
+        except AssertionError:
+            print(dep.logs())
+            raise
+        finally:
+            dep.stop_all()
+        calls = sb.recorder.calls(endpoint="send")
+    _compare_decided(intents, outcomes, dlq, exp)
+    by_stage = _by_stage(outcomes)
+    assert Counter((o.notification_id, o.reason) for o in by_stage["deliver"]) == delivered.keys()
+    want_calls = Counter(_body(i.appid, with_ref(i.body, n)) for n, i in delivered.sent.items())
+    got_calls = Counter(_body(c.appid or "", {"touser": c.openid, "template_id": c.template_id,
+                                              "page": c.page, "data": c.data})
+                        for c in calls if c.errcode == 0)  # fmt: skip
+    assert [c for c in calls if c.errcode != 0] == []
+    assert got_calls == want_calls
+    assert Counter((o.event_id, o.reason, o.template_id) for o in by_stage["stats"]) == Counter(
+        (o.event_id, o.reason, o.template_id) for o in judged
+    )
+    assert len(opens) == len(judged)
+    assert got_rows == rows
+    # every rule is exercised, as predicted
+    paths = delivered.path_counts()
+    for path in [("sent",), ("stale",), ("quiet_hours_deferred", "sent"),
+                 ("quiet_hours_deferred", "stale")]:  # fmt: skip
+        assert paths[path] > 0, (path, paths)
+    assert {o.reason for o in judged} == {"opened", "duplicate", "unknown_ref"}
+    assert not [i for i in delivered.sent.values() if (i.appid, i.kind) == PAUSED
+                and i.config_version == 1]  # fmt: skip
+
+
+async def _decide(
+    dep: Deployment, settings: Settings, log: EventLog, exp: Expected, early: Expected
+) -> None:
+    """Phases 0 to 2 decided, the pause in force for phase 1 only; nothing delivered yet."""
+    await ensure_topics(dep.kafka, f"app{dep.uid}")
+    assert await _apply(dep, settings, log.merchants_toml, 1)
+    for i in range(2):
+        dep.start(i)
+    await dep.publish(as_published(log.phase(0)))
+    got = await dep.wait_for("outcomes", log.phase0_outcomes, timeout=120)
+    assert got >= log.phase0_outcomes, f"phase 0 not applied ({got})"
+    await write_pause(settings, *PAUSED, True, WHY)
+    assert await kind_paused_everywhere(dep, *PAUSED, paused=True), "the pause is not in force"
+    await dep.publish(as_published(log.phase(1)))
+    await _wait_decided(dep, early, "phase 1")
+    await write_pause(settings, *PAUSED, False, "lifted")
+    assert await _apply(dep, settings, log.changed_toml, 2)
+    assert await kind_paused_everywhere(dep, *PAUSED, paused=False), "the pause is not lifted"
+    assert await workers_at_version(dep, 2), "version 2 not live"
+    await dep.publish(as_published(log.phase(2)))
+    await _wait_decided(dep, exp, "phase 2")
+
+
+async def _deliver(
+    dep: Deployment, settings: Settings, log: EventLog, exp: Expected
+) -> tuple[Merchants, Delivered]:
+    """Version 3 (quiet hours from now, promotions' staleness cut), then the deliver worker;
+    back once every predicted deliver outcome is in."""
+    start = int(time.time() * 1000)
+    end = -(-(start + WINDOW_MS) // 1000) * 1000
+    times = SendTimes(start, end - FIRST_MARGIN_MS, end + RELEASE_BY_MS)
+    promos = [i.occurred_at for i in exp.intents.values()
+              if (i.appid, i.kind) == (APP_MAIN, "promotion")]  # fmt: skip
+    doc: dict[str, Any] = copy.deepcopy(log.changed_doc)
+    main = doc["apps"][APP_MAIN]
+    main["quiet_hours"] = quiet_window(start, end, ZoneInfo(TZ_NAME))
+    main["kinds"]["promotion"]["stale_after_s"] = stale_split(promos, times, end)
+    v3 = at_version(parse_merchants(doc), 3)
+    delivered = deliveries(exp.intents.values(), v3, times)
+    assert await _apply(dep, settings, to_toml(doc), 3)
+    assert await workers_at_version(dep, 3), "version 3 not live"
+    dep.stages = "deliver"
+    dep.start(2)
+    want = sum(exp.outcomes.values()) + len(delivered.outcomes)
+    timeout = (times.release_by - time.time() * 1000) / 1000 + 60
+    got = await dep.wait_for("outcomes", want, timeout=timeout)
+    assert got >= want, f"deliver: {got} of {want} outcomes"
+    return v3, delivered
+
+
+async def _open(dep: Deployment, sb: Any, delivered: Delivered) -> tuple[list[Open], list[Outcome]]:
+    """Opens for some of the sandbox's sends once the stats stage counted every send (a send and
+    its user's opens meet on one partition, but on two topics): first opens, duplicates, an
+    unknown ref, another user's ref."""
+    want_sent = len(delivered.sent)
+
+    async def sent_counted() -> bool:
+        return sum(r.get("sent", 0) for r in (await read_stats(dep)).values()) >= want_sent
+
+    assert await _until(sent_counted), "the stats stage did not count every send"
+    calls = sorted((c for c in sb.recorder.calls(endpoint="send") if c.errcode == 0),
+                   key=lambda c: (c.appid, c.openid, c.page))  # fmt: skip
+    refs = [(c.appid, c.openid, parse_qs(urlsplit(c.page).query)[REF_PARAM][0]) for c in calls]
+    picked = refs[:: max(1, len(refs) // 8)][:8]
+    other = next(r for r in refs if r[1] != picked[0][1])
+    events = [*picked, picked[0], picked[1], (picked[2][0], picked[2][1], UNKNOWN_REF),
+              (other[0], other[1], picked[0][2])]  # fmt: skip
+    opens = [Open(f"open-{n}", appid, openid, ref) for n, (appid, openid, ref) in enumerate(events)]
+    before = len(await dep.read("outcomes"))
+    await dep.publish([("opened", user_key(o.appid, o.openid), _opened_doc(o)) for o in opens])
+    got = await dep.wait_for("outcomes", before + len(opens), timeout=90)
+    assert got >= before + len(opens), "the opens were not all judged"
+    return opens, judge_opens(delivered.sent, opens)
+
+
+def _opened_doc(o: Open) -> bytes:
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return orjson.dumps({"type": "opened", "v": 1, "event_id": o.event_id, "occurred_at": now,
+                         "appid": o.appid, "openid": o.openid, "ref": o.ref, "scene": 1014})  # fmt: skip
+
+
+async def _until_rows(dep: Deployment, rows: dict[tuple[str, str], dict[str, int]]) -> Any:
+    """The stats rows once they equal ``rows`` (or at the timeout, as they are)."""
+    want = {k: v for k, v in rows.items() if v}
+    got: dict[tuple[str, str], dict[str, int]] = {}
+
+    async def done() -> bool:
+        nonlocal got
+        got = await read_stats(dep)
+        return got == want
+
+    await _until(done)
+    return got
+
+
+async def _until(check: Any, timeout: float = 60) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(1.0)
+    return True
+
+
+async def _apply(dep: Deployment, settings: Settings, toml: str, version: int) -> bool:
+    path = dep.workdir / f"merchants-v{version}.toml"
+    path.write_text(toml, encoding="utf-8")
+    return await apply_merchants(settings, path) == version
+
+
+async def _wait_decided(dep: Deployment, exp: Expected, what: str) -> None:
+    want_o, want_i = sum(exp.outcomes.values()), len(exp.intents)
+    got_o = await dep.wait_for("outcomes", want_o, timeout=180)
+    got_i = await dep.wait_for("intents", want_i, timeout=180)
+    assert got_o >= want_o and got_i >= want_i, (
+        f"{what} not decided: outcomes {got_o} of {want_o}, intents {got_i} of {want_i}"
+    )
+
+
+def _by_stage(outcomes: list[Outcome]) -> dict[str, list[Outcome]]:
+    out: dict[str, list[Outcome]] = {"deliver": [], "stats": []}
+    for o in outcomes:
+        out.setdefault(o.stage, []).append(o)
+    return out
+
+
+def _body(appid: str, body: dict[str, Any]) -> bytes:
+    keep = {k: body.get(k) for k in ("touser", "template_id", "page", "data")}
+    return orjson.dumps({"appid": appid, **keep}, option=orjson.OPT_SORT_KEYS)
+
+
+def _compare_decided(intents: list[Any], outcomes: list[Outcome], dlq: int, exp: Expected) -> None:
+    got = {i.notification_id: (i.body, i.event_ids, i.config_version) for i in intents}
+    assert len(got) == len(intents), "an intent was produced twice"
+    assert got == exp.bodies()
+    rule = outcome_counter(o for o in outcomes if o.stage in RULE_STAGES)
+    assert not (exp.outcomes - rule) and not (rule - exp.outcomes), (
+        f"missing {list((exp.outcomes - rule).items())[:5]}, "
+        f"extra {list((rule - exp.outcomes).items())[:5]}"
+    )
+    stages = {o.stage for o in outcomes}
+    assert stages <= RULE_STAGES | {"deliver", "stats"}, stages
+    assert dlq == exp.dlq
