@@ -78,22 +78,30 @@ class Delivered:
         return Counter(self.paths.values())
 
 
-def deliveries(intents: Iterable[Intent], merchants: Merchants, times: SendTimes) -> Delivered:
-    """Every intent through the send-time guards, first attempt within ``first_from`` ..
-    ``first_by``, a deferred one again at its release .. ``release_by``. Raises
-    :class:`Ambiguous` when the bounds leave a verdict open (see the module docstring)."""
+def deliveries(
+    backlog: Iterable[Intent],
+    merchants: Merchants,
+    times: SendTimes,
+    later: Iterable[Intent] = (),
+) -> Delivered:
+    """Every intent through the send-time guards: those of the ``backlog`` first attempted
+    within ``first_from`` .. ``first_by``, those decided ``later`` (while the deliver stage
+    runs) within ``first_from`` .. ``release_by``; a deferred one again at its release ..
+    ``release_by``. Raises :class:`Ambiguous` when the bounds leave a verdict open (see the
+    module docstring): a marketing intent decided during the quiet window, say."""
     out = Delivered()
-    for intent in sorted(intents, key=lambda i: i.notification_id):
+    queued = [(i, times.first_by) for i in backlog] + [(i, times.release_by) for i in later]
+    for intent, first_by in sorted(queued, key=lambda q: q[0].notification_id):
         cfg = merchants.app(intent.appid)
         early, due = _path(intent, cfg, times.first_from, None)
-        late, late_due = _path(intent, cfg, times.first_by, None)
+        late, late_due = _path(intent, cfg, first_by, None)
         if _reasons(early) != _reasons(late) or due != late_due:
             raise Ambiguous(f"{intent.kind} {intent.notification_id}: first attempt "
                             f"{_reasons(early)} .. {_reasons(late)}")  # fmt: skip
         if due is not None:
             if due > times.release_by:
                 raise Ambiguous(f"released at {due}, after release_by {times.release_by}")
-            late, _ = _path(intent, cfg, times.first_by, times.release_by)
+            late, _ = _path(intent, cfg, first_by, times.release_by)
             if _reasons(early) != _reasons(late):
                 raise Ambiguous(f"{intent.kind} {intent.notification_id}: at release "
                                 f"{_reasons(early)} .. {_reasons(late)}")  # fmt: skip
@@ -205,7 +213,9 @@ def judge_opens(sent: Mapping[str, Intent], opens: Sequence[Open]) -> list[Outco
     return out
 
 
-def stats_rows(outcomes: Iterable[Outcome], opens: Iterable[Outcome], merchants: Merchants) -> RowTotals:
+def stats_rows(
+    outcomes: Iterable[Outcome], opens: Iterable[Outcome], merchants: Merchants
+) -> RowTotals:
     """The stats rows, summed over days, per (appid, template): every outcome through the stats
     rules (``rules/stats.py``) in order, each user's last send remembered as the stage does,
     then the open verdicts (``opened`` and ``open:duplicate`` in the send's template row,

@@ -57,8 +57,9 @@ def intent(n: int, kind: str, occurred_at: int) -> Intent:
 
 def test_service_goes_at_once_and_marketing_waits_for_the_window_end() -> None:
     m = merchants(promo_stale_s=3600)
-    got = deliveries([intent(1, "order_status", NOW - 5 * MIN), intent(2, "promotion",
-                      NOW - 5 * MIN), intent(3, "promotion", NOW - 2 * 3600 * S)], m, TIMES)  # fmt: skip
+    backlog = [intent(1, "order_status", NOW - 5 * MIN), intent(2, "promotion", NOW - 5 * MIN),
+               intent(3, "promotion", NOW - 2 * 3600 * S)]  # fmt: skip
+    got = deliveries(backlog, m, TIMES)
     assert got.paths == {
         nid_of(1): ("sent",),
         nid_of(2): ("quiet_hours_deferred", "sent"),
