@@ -9,8 +9,9 @@ pipeline, is at fault, and the oracle refuses it rather than guess. A test makes
 by construction:
 
 - ``first_from``: no send is attempted before it (the deliver workers start after it);
-- ``first_by``: every intent's first attempt is made by then (the deliver stage reads its whole
-  backlog well before; the quiet window ends after it, so every marketing send is deferred);
+- ``first_by``: every backlog intent's first attempt is made by then (the deliver stage reads
+  its whole backlog well before; the quiet window ends after it, so every marketing send in it
+  is deferred); intents decided ``later``, while the deliver stage runs, by ``release_by``;
 - a deferred send is re-attempted at its release (the end of the quiet window, ``due`` in the
   ledger) at the earliest and by ``release_by`` at the latest.
 

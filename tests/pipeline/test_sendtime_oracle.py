@@ -158,3 +158,12 @@ def test_a_pause_ends_exactly_its_phase_candidates_of_its_kind() -> None:
     assert [i for i in paused.intents.values() if i.kind == "logistics" and i.config_version == 2]
     later = {n: i.body for n, i in free.intents.items() if i.config_version == 2}
     assert {n: i.body for n, i in paused.intents.items() if i.config_version == 2} == later
+
+
+def test_intents_decided_while_deliver_runs_are_bounded_by_the_release() -> None:
+    m = merchants(promo_stale_s=3600)
+    service = intent(8, "order_status", NOW - MIN)
+    assert deliveries([], m, TIMES, later=[service]).paths == {nid_of(8): ("sent",)}
+    # a promotion decided during the window: deferred, or sent after it, depending on when
+    with pytest.raises(Ambiguous):
+        deliveries([], m, TIMES, later=[intent(9, "promotion", NOW - MIN)])
