@@ -5,7 +5,7 @@ kind pause to be in force (or lifted) on every worker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -108,8 +108,3 @@ async def _gauge(client: httpx.AsyncClient, port: int, appid: str, kind: str) ->
             if s.name == "wxsub_kind_paused" and s.labels == {"appid": appid, "kind": kind}:
                 return float(s.value)
     return None
-
-
-def row_totals(rows: Mapping[tuple[str, str], Mapping[str, int]]) -> dict[str, int]:
-    """Every row's counters added up (a short summary for failure messages)."""
-    return add_rows(rows.values())

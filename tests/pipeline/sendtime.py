@@ -237,7 +237,7 @@ def stats_rows(
     for o in opens:
         name = "opened" if o.reason == OutcomeReason.OPENED else f"open:{o.reason}"
         _count(rows[(o.appid, o.template_id)], (name,))
-    return dict(rows)
+    return {k: row for k, row in rows.items() if row}  # (readers skip rows without counters)
 
 
 def _count(row: st.Row, names: Iterable[str]) -> None:

@@ -64,6 +64,7 @@ from wxsub.config_cli import apply_merchants
 from wxsub.merchants import Merchants, parse_merchants
 from wxsub.pauses_cli import write_pause
 from wxsub.schemas.internal import Intent, Outcome, user_key
+from wxsub.schemas.records import ProductStockChanged, Watch
 from wxsub.settings import Settings, load_settings
 from wxsub.streams.topics import ensure_topics
 from wxsub_sandbox.server import run_sandbox
@@ -89,6 +90,23 @@ def _log(seed: int) -> tuple[EventLog, Merchants, Expected]:
     return log, v1, expected(early, v1, now, pauses={1: {PAUSED: WHY}})
 
 
+def _restocks_limited(log: EventLog, exp: Expected) -> int:
+    """How many restocks of the main app told fewer watchers (candidates) than watch the SKU;
+    none told more than its new stock (``restock_factor`` 1)."""
+    told: Counter[str] = Counter(e for i in exp.intents.values() if i.kind == "restock"
+                                 for e in i.event_ids)  # fmt: skip
+    told.update(o.event_id for o in exp.all_outcomes if o.kind == "restock" and o.stage == "decide")
+    watchers = Counter(r.target.id for e in log.phase(0) if isinstance(r := e.record, Watch)
+                       and r.kind == "restock" and r.appid == APP_MAIN)  # fmt: skip
+    limited = 0
+    for e in log.phase(1):
+        r = e.record
+        if isinstance(r, ProductStockChanged) and r.appid == APP_MAIN and r.new_stock > 0:
+            assert told[r.event_id] <= r.new_stock, (r, told[r.event_id])
+            limited += told[r.event_id] < watchers[r.sku_id]
+    return limited
+
+
 def _users(log: EventLog) -> list[Intent]:
     """A stand-in intent per (app, user) of the log: who the sandbox must know."""
     users: set[tuple[str, str]] = set()
@@ -102,6 +120,7 @@ def _users(log: EventLog) -> list[Intent]:
 async def test_guards_pipeline_matches_oracle(kafka_bootstrap: str, tmp_path: Path) -> None:
     log, v1, early = _log(seed=5)
     assert early.reasons()["paused"] > 0  # the pause means something
+    assert _restocks_limited(log, early) > 0  # and so do the stock limits
     async with run_sandbox(sandbox_world(v1, _users(log))) as sb:
         cfg = tmp_path / "wxsub.toml"
         cfg.write_text(wechat_settings(sb.base_url, sorted(v1.apps)), encoding="utf-8")
