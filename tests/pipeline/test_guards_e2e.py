@@ -4,18 +4,18 @@ processes on the session broker, sends to the WeChat sandbox, the shop's opens, 
 The run (each step waits for a quiescent point, as config phases do; ``tests/pipeline/oracle.py``
 and ``sendtime.py`` predict every step):
 
-1. workers deciding (orders, products, decide, stats) start, no deliver worker: every intent
+1. a worker deciding (orders, products, decide, stats) starts, no deliver worker: every intent
    waits on the intents topic, a backlog;
 2. phase 0 (state events); then ``wxsub pauses set`` pauses the main app's ``logistics`` and
-   phase 1 is published once every worker shows the pause: its logistics candidates end as
+   phase 1 is published once the worker shows the pause: its logistics candidates end as
    ``paused`` at decide, no credit spent, nothing sent; restocks are stock-limited;
-3. the pause is lifted and config version 2 applied; phase 2 (whose logistics go out again);
-4. config version 3 starts the main app's quiet hours now and ends them ~45 s later, and cuts the
-   promotions' ``stale_after_s`` (``sendtime.stale_split``) so that one promotion turns stale
-   while deferred; then the deliver worker starts: the backlog crosses the quiet-hours start.
-   Service kinds go at once; promotions are deferred to the end of the window and released
-   (sent, or stale), or stale at once;
-5. the shop publishes ``opened`` for some sent pages (refs from the pages the sandbox got),
+3. the pause is lifted and config version 2 applied: the log's (a cap raised), plus quiet hours
+   for the main app from now to ~45 s later and the promotions' ``stale_after_s`` cut
+   (``sendtime.stale_split``) so that one promotion turns stale while deferred. Then the deliver
+   worker starts (the backlog crosses the quiet-hours start) and phase 2 is published (its
+   logistics go out again). Service kinds go at once; promotions are deferred to the end of the
+   window and released (sent, or stale), or stale at once;
+4. the shop publishes ``opened`` for some sent pages (refs from the pages the sandbox got),
    opens them again, and opens an unknown ref and another user's ref.
 
 Compared: intents and rule outcomes (with config versions), the deliver outcomes per notification,
