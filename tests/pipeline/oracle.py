@@ -40,10 +40,21 @@ Which parts depend on the wall clock, and how a test drives them:
 - quiet hours are decided on event time; the release time is in the past for generated logs,
   so the pipeline releases them at its first timer tick;
 - orphans: the pipeline needs ``orphan_after_s`` + a tick after the last logistics event;
-- the deliver stage's send-time guards (rules/guards.py: paused kinds, staleness and quiet
-  hours on the wall clock of the send) act after the intents it predicts: generated logs are
-  fresh by days and their quiet window ended hours before ``now_ms``, so every intent passes
-  them; tests/deliver/test_deliver_guards.py and test_deliver_pauses.py check them;
+- kind pauses (``pauses``: (appid, kind) -> reason, by phase, like ``changes``): decide ends a
+  paused kind's candidates as ``paused`` before a credit is spent. A test switches them at the
+  same quiescent points as config (``wxsub pauses set``/``lift`` between phases, the next phase
+  published once every worker's ``wxsub_kind_paused`` shows it);
+- the deliver stage's send-time guards (rules/guards.py: staleness and quiet hours on the wall
+  clock of the send) act after the intents predicted here: ``tests/pipeline/sendtime.py``
+  models them, and the stats and opens after them, from *bounds* on the send times (deliver
+  starts after the quiet window began and reads its backlog long before the window ends; a
+  deferred send is released at the window's end, within a bound). It runs the guards at both
+  ends of each bound and refuses (``Ambiguous``) a send whose verdict the bounds leave open, so
+  a test is deterministic by construction or fails the oracle itself
+  (tests/pipeline/test_guards_e2e.py: the quiet window and the promotions' ``stale_after_s``
+  are set from the wall clock in the config of the last phase, before the deliver worker
+  starts). For the other pipeline tests the generated logs are fresh by days and their quiet
+  window ended hours before ``now_ms``, so every intent passes the guards;
 - corrections from delivery (43101, refused sends) are not modelled: the sandbox must accept
   every send during the comparison, or the comparison must stop at intents before delivery
   feeds corrections back (they only matter to later candidates of the same user).
@@ -168,18 +179,23 @@ def expected(
     max_bytes: int = DEFAULT_MAX_BYTES,
     changes: Mapping[int, Merchants] | None = None,
     card_stage: bool = True,
+    pauses: Mapping[int, Mapping[tuple[str, str], str]] | None = None,
 ) -> Expected:
     """Run the rules over ``log`` (entries with ``phase``, ``topic`` and ``raw``) in publish
     order; ``merchants`` decides until a phase of ``changes`` begins, that phase's config from
-    then on (timers due by then fire first: see the module docstring). ``card_stage``: the
-    deployment runs the card stage (every card is activated; without it, the classic candidates
-    the orders stage holds while a card's activation is pending never end: no outcome)."""
+    then on (timers due by then fire first: see the module docstring). ``pauses`` likewise:
+    from its phase on, the kind pauses in force ((appid, kind) -> reason; none before).
+    ``card_stage``: the deployment runs the card stage (every card is activated; without it,
+    the classic candidates the orders stage holds while a card's activation is pending never
+    end: no outcome)."""
     sim = _Sim(merchants, now_ms, card_stage)
     pending_changes = dict(changes or {})
+    pending_pauses = dict(pauses or {})
     for entry in log:
-        if entry.phase in pending_changes:
+        if entry.phase in pending_changes or entry.phase in pending_pauses:
             sim.timers(now_ms + _BOUNDARY_MS)
-            sim.m = pending_changes.pop(entry.phase)
+            sim.m = pending_changes.pop(entry.phase, sim.m)
+            sim.paused = pending_pauses.pop(entry.phase, sim.paused)
         try:
             record = decode_topic(entry.topic, entry.raw, max_bytes)
         except InputError:
@@ -200,6 +216,7 @@ class _Sim:
         self.m = merchants
         self.now = now_ms
         self.card_stage = card_stage
+        self.paused: Mapping[tuple[str, str], str] = {}  # (appid, kind) -> why, in force
         self.orders: dict[str, OrderState | None] = {}
         self.pending: dict[str, tuple[PendingLogistics, ...]] = {}
         self.watches: dict[tuple[str, str, str], dict[str, WatchState]] = defaultdict(dict)
@@ -332,8 +349,9 @@ class _Sim:
 
     def decide(self, cand: Candidate) -> None:
         key = user_key(cand.appid, cand.openid)
+        paused = self.paused.get((cand.appid, cand.kind))
         decision = dec.decide(self.user(cand.appid, cand.openid), cand, self.m.app(cand.appid),
-                              self.now)  # fmt: skip
+                              self.now, paused)  # fmt: skip
         self.users[key] = decision.state
         for o in decision.outcomes:
             self.outcome(o)
