@@ -87,7 +87,7 @@ def _log(seed: int) -> tuple[EventLog, Merchants, Expected]:
     log = generate(knobs)
     v1 = at_version(parse_merchants(tomllib.loads(log.merchants_toml)), 1)
     early = [e for e in log.entries if e.phase < 2]
-    return log, v1, expected(early, v1, now, pauses={1: {PAUSED: WHY}})
+    return log, v1, expected(early, v1, now, card_stage=False, pauses={1: {PAUSED: WHY}})
 
 
 def _restocks_limited(log: EventLog, exp: Expected) -> int:
@@ -201,7 +201,7 @@ def _quiet_config(
     main["quiet_hours"] = quiet_window(start, end, ZoneInfo(TZ_NAME))
     main["kinds"]["promotion"]["stale_after_s"] = stale_split(promos, times, end)
     v2 = at_version(parse_merchants(doc), 2)
-    exp = expected(log.entries, v1, log.knobs.now_ms, changes={2: v2},
+    exp = expected(log.entries, v1, log.knobs.now_ms, changes={2: v2}, card_stage=False,
                    pauses={1: {PAUSED: WHY}, 2: {}})  # fmt: skip
     backlog = [i for n, i in exp.intents.items() if n in early.intents]
     later = [i for n, i in exp.intents.items() if n not in early.intents]
