@@ -40,8 +40,13 @@ def record_calls(users: int, orders: int) -> list[Call]:
     real = dec.decide
 
     def spy(
-        state: UserState, cand: Candidate, cfg: MerchantConfig | None, now: int
+        state: UserState,
+        cand: Candidate,
+        cfg: MerchantConfig | None,
+        now: int,
+        paused: str | None = None,
     ) -> dec.Decision:
+        assert paused is None, "the generated log runs without kind pauses"
         calls.append((state, cand, cfg, now))
         return real(state, cand, cfg, now)
 
