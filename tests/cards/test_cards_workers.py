@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fixtures.polling import until as _until
 from tests.pipeline import cards_log
 from tests.pipeline.eventlog import Entry, Knobs, generate
 from tests.pipeline.harness import Deployment, as_published
@@ -63,16 +64,6 @@ def _deployment(sb: Sandbox, tmp: Path, bootstrap: str, merchants_toml: str) -> 
         bootstrap, tmp, merchants_toml, stages="orders,cards", partitions=4,
         extra_env={"WXSUB_CONFIG": str(cfg)},
     )  # fmt: skip
-
-
-async def _until(check: Any, timeout: float, every: float = 0.1) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False
 
 
 async def _sets_reach(sb: Sandbox, n: int) -> None:

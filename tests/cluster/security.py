@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.cluster.conftest import APP, GATEWAY_PREFIX
 from tests.fixtures.kafka_helpers import read_all
+from tests.fixtures.polling import until_tries
 from tests.gateway.conftest import AES_KEY, APPS, TOKEN, app_settings
 from tests.gateway.wechat_sim import WeChatSim
 from tests.pipeline import test_pipeline_e2e as e2e
@@ -29,15 +29,6 @@ from wxsub_dev.kafka_cluster import LocalKafkaCluster
 pytestmark = pytest.mark.kafka
 
 APPID = "wxsafe0000000001"
-
-
-async def _until(check: Callable[[], Awaitable[bool]], tries: int, every: float = 0.5) -> bool:
-    """Ask ``check`` up to ``tries`` times (a bounded wait, not a timed assertion)."""
-    for _ in range(tries):
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False
 
 
 async def _status(http: aiohttp.ClientSession, url: str) -> int:
@@ -116,16 +107,16 @@ async def test_gateway_and_worker_while_kafka_is_down(
             async def pushed_before() -> bool:
                 return (await push("o-before")) == (200, "success")
 
-            assert await _until(pushed_before, 20, every=1.0)
-            assert await _until(lambda: ready(gw, 200), 20)
-            assert await _until(lambda: ready(worker, 200), 120), dep.logs()
+            assert await until_tries(pushed_before, 20, 1.0)
+            assert await until_tries(lambda: ready(gw, 200), 20, 0.5)
+            assert await until_tries(lambda: ready(worker, 200), 120, 0.5), dep.logs()
 
             for node in cluster.brokers():
                 cluster.kill(node.node_id)
             status, text = await push("o-during")
             assert status == 503 and text != "success"
-            assert await _until(lambda: ready(gw, 503), 20)
-            assert await _until(lambda: ready(worker, 503), 30)
+            assert await until_tries(lambda: ready(gw, 503), 20, 0.5)
+            assert await until_tries(lambda: ready(worker, 503), 30, 0.5)
             assert await _status(http, f"{gw}/health/live") == 200
             assert await _status(http, f"{worker}/health/live") == 200
             assert await _status(http, f"{worker}/health") in (200, 503)  # still answers
@@ -138,9 +129,9 @@ async def test_gateway_and_worker_while_kafka_is_down(
             async def retried() -> bool:
                 return (await push("o-during")) == (200, "success")
 
-            assert await _until(retried, 60, every=1.0)
-            assert await _until(lambda: ready(gw, 200), 30)
-            assert await _until(lambda: ready(worker, 200), 120), dep.logs()
+            assert await until_tries(retried, 60, 1.0)
+            assert await until_tries(lambda: ready(gw, 200), 30, 0.5)
+            assert await until_tries(lambda: ready(worker, 200), 120, 0.5), dep.logs()
         admin_kw = security_kwargs(cluster.settings())  # the gateway may not read it
         records = await read_all(cluster.bootstrap, topic, security=admin_kw)
         keys = {r.key.decode() for r in records}

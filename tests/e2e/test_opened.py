@@ -33,6 +33,7 @@ from tests.e2e.test_full_stack import (
     settings_toml,
     wait_outcome,
 )
+from tests.fixtures.polling import until
 from tests.pipeline.harness import Deployment, free_port
 from wxsub.agents.rules.attribution import REF_PARAM, ref_of
 from wxsub.agents.rules.stats import RowKey, add_rows, decode_record
@@ -89,17 +90,6 @@ async def metric_values(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-async def until(check: Any, timeout: float = 60) -> Any:
-    """Poll the coroutine function ``check`` until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await check()
-        if got or loop.time() > deadline:
-            return got
-        await asyncio.sleep(0.5)
 
 
 async def test_opens_are_joined_counted_and_accounted(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -21,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.fixtures.kafka import NewTopic
 from tests.fixtures.kafka_helpers import read_all, unique_name
+from tests.fixtures.polling import until_tries
 from tests.gateway.conftest import AES_KEY, APPS, TOKEN, app_settings
 from tests.gateway.wechat_sim import WeChatSim
 from wxsub.gateway.cli import serve
@@ -38,15 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def until(check: Callable[[], Awaitable[bool]], tries: int, every: float = 0.1) -> bool:
-    """Ask ``check`` up to ``tries`` times (a bounded wait, not a timed assertion)."""
-    for _ in range(tries):
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False
 
 
 async def relay(listen_port: int, target: str) -> asyncio.Server:
@@ -111,7 +102,7 @@ async def test_gateway_started_while_kafka_is_down_serves_503_then_recovers(
                 assert not gateway.done(), gateway
                 return await status("/health/live") == 200
 
-            assert await until(live, 100)
+            assert await until_tries(live, 100, 0.1)
             assert await push() == (503, "retry later")
             assert await status("/health/ready") == 503
             assert await status("/health/live") == 200
@@ -127,8 +118,8 @@ async def test_gateway_started_while_kafka_is_down_serves_503_then_recovers(
             async def ready() -> bool:
                 return await status("/health/ready") == 200
 
-            assert await until(accepted, 100)
-            assert await until(ready, 100)
+            assert await until_tries(accepted, 100, 0.1)
+            assert await until_tries(ready, 100, 0.1)
         (record,) = await read_all(kafka_bootstrap, topic)
         event = decode("subscription", record.value)
         assert isinstance(event, SubscriptionEvent)

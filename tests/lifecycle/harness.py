@@ -27,7 +27,7 @@ from wxsub.streams.stage import Stage
 from wxsub.streams.store import RESERVED_PREFIX, PartitionStore
 from wxsub.streams.topics import changelog_name, ensure_topics
 
-__all__ = ["DAY", "Clock", "Lifecycle", "at", "lifecycle"]
+__all__ = ["DAY", "Clock", "Lifecycle", "at", "lifecycle", "metric", "sample"]
 
 DAY = 86_400_000
 
@@ -151,3 +151,17 @@ async def lifecycle(
     lc = Lifecycle(bootstrap, tmp, merchants or Merchants({}), api_base, **worker)
     await ensure_topics(lc.settings.kafka, lc.settings.worker.app_id)
     yield lc
+
+
+def sample(lc: Lifecycle, name: str, **labels: str) -> float:
+    """A metric's value in the worker's registry (0 when the series does not exist yet)."""
+    return lc.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def metric(lc: Lifecycle, name: str, want: float, **labels: str) -> float:
+    """The metric once it reached ``want`` (counters move when the commit's callbacks run)."""
+    for _ in range(50):
+        if sample(lc, name, **labels) == want:
+            break
+        await asyncio.sleep(0.1)
+    return sample(lc, name, **labels)

@@ -6,7 +6,6 @@ worker with an empty state directory restores the live card only."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from tests.deliver.harness import make_world
 from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.sandbox import APPID, OPENID
-from tests.lifecycle.harness import Lifecycle, lifecycle
+from tests.lifecycle.harness import lifecycle, metric
 from wxsub.agents.cards import CardStage
 from wxsub.agents.rules.cards import ACTIVATE_WINDOW_MS, CardOp
 from wxsub.schemas.internal import encode_internal
@@ -40,18 +39,6 @@ def card_op(code: str, amount: int, paid_s: int) -> CardOp:
                                "product_list": {"info_list": [item]}}  # fmt: skip
     return CardOp(APPID, OPENID, f"order-{code[-2:]}", code, 2001, 1, 1, content, f"e-{code}",
                   paid_s * 1000, amount, paid_s)  # fmt: skip
-
-
-def _sample(lc: Lifecycle, name: str, **labels: str) -> float:
-    return lc.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-async def _metric(lc: Lifecycle, name: str, want: float, **labels: str) -> float:
-    for _ in range(50):
-        if _sample(lc, name, **labels) == want:
-            break
-        await asyncio.sleep(0.1)
-    return _sample(lc, name, **labels)
 
 
 async def test_an_ended_card_is_deleted_at_its_window_end_and_restored_live_only(
@@ -88,10 +75,10 @@ async def test_an_ended_card_is_deleted_at_its_window_end_and_restored_live_only
                     )
                     assert got[ending_key] is None and got[live_key] is not None
                     labels = {"store": "cards", "reason": "card_activation_window"}
-                    assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+                    assert await metric(lc, "wxsub_expired_total", 1, **labels) == 1
                     # the live card and its due-index entry (its update window's end)
                     live = {"stage": "cards", "store": "cards"}
-                    assert await _metric(lc, "wxsub_store_entries", 2, **live) == 2
+                    assert await metric(lc, "wxsub_store_entries", 2, **live) == 2
                     fallbacks = lc.metrics.cards.labels("fallback", "85433")._value.get()
                     assert fallbacks == 1
             finally:

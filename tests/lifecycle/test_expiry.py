@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.deliver.harness import FAST, harness, intent, make_runner, make_world
 from tests.fixtures.kafka_helpers import read_all
-from tests.lifecycle.harness import DAY, Clock, Lifecycle, at, lifecycle
+from tests.lifecycle.harness import DAY, Clock, Lifecycle, at, lifecycle, metric
 from wxsub.agents.base import StageEnv
 from wxsub.agents.decide import DecideStage
 from wxsub.agents.deliver import DeliverStage
@@ -41,19 +41,6 @@ pytestmark = pytest.mark.kafka
 
 APP = "wxLife"
 HOUR = 3_600_000
-
-
-def _sample(lc: Lifecycle, name: str, **labels: str) -> float:
-    return lc.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-async def _metric(lc: Lifecycle, name: str, want: float, **labels: str) -> float:
-    """The metric once it reached ``want`` (counters move when the commit's callbacks run)."""
-    for _ in range(50):
-        if _sample(lc, name, **labels) == want:
-            break
-        await asyncio.sleep(0.1)
-    return _sample(lc, name, **labels)
 
 
 async def _outcomes(lc: Lifecycle) -> list[Outcome]:
@@ -84,9 +71,9 @@ async def test_orders_expire_tombstoned_restored_live_only_late_logistics_orphan
             got = await lc.until(log, lambda latest: latest.get(done, b"") is None)
             assert got[done] is None and got[open_] and got[fresh]
             labels = {"store": "orders", "reason": "order_final"}
-            assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+            assert await metric(lc, "wxsub_expired_total", 1, **labels) == 1
             live = {"stage": "orders", "store": "orders"}
-            assert await _metric(lc, "wxsub_store_entries", 2, **live) == 2
+            assert await metric(lc, "wxsub_store_entries", 2, **live) == 2
         assert set(lc.local("state", "orders", "orders")) == {open_, fresh}
         # a worker with an empty state directory restores the live orders only
         lc.clock.offset = 0
@@ -144,7 +131,7 @@ async def test_users_pruned_and_deleted_when_empty_never_written_empty(
             got = await lc.until(log, lambda latest: b"events" not in (latest[acc] or b""))
             assert got[acc] == b'{"credits":{"TPL":1}}'
             labels = {"store": "users", "reason": "user_empty"}
-            assert await _metric(lc, "wxsub_expired_total", 2, **labels) == 2
+            assert await metric(lc, "wxsub_expired_total", 2, **labels) == 2
         assert set(lc.local("state", "decide", "users")) == {acc}
         async with lc.running(DecideStage(lc.env), state="state2"):
             pass
@@ -187,7 +174,7 @@ async def test_watches_expire_and_a_remembered_unwatch_beats_a_late_older_watch(
             assert got[w1] is None
             for reason in ("watch_ttl", "unwatch_memory"):
                 labels = {"store": "watches", "reason": reason}
-                assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+                assert await metric(lc, "wxsub_expired_total", 1, **labels) == 1
         assert lc.local("state", "products", "watches") == {}
         async with lc.running(ProductsStage(lc.env), state="state2"):
             pass
@@ -279,7 +266,7 @@ async def test_stats_day_rows_expire_in_store_and_topic(
             # its feedback window, on the wall clock)
             assert cleared(await lc.until(lc.changelog("stats", "stats"), cleared))
             labels = {"store": "stats", "reason": "stats_day"}
-            assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+            assert await metric(lc, "wxsub_expired_total", 1, **labels) == 1
         local = lc.local("state", "stats", "stats")
         assert not [k for k in local if k.startswith((b"r|", b"d|"))]
         # still live: the user's last send and the send's ref (their windows are on the wall
@@ -334,7 +321,7 @@ async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
             assert len(refs(gone)) == 2 and all(v is None for v in refs(gone).values())
             for reason in ("sent_ref_window", "last_send_window"):
                 labels = {"store": "stats", "reason": reason}
-                assert await _metric(lc, "wxsub_expired_total", 1, **labels) == 1
+                assert await metric(lc, "wxsub_expired_total", 1, **labels) == 1
             await lc.publish([opened("o3")])
             for _ in range(100):
                 opens = [o for o in await _outcomes(lc) if o.kind == "opened"]

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.fixtures.kafka_helpers import read_all
+from tests.fixtures.polling import until as _until
 from tests.lifecycle.harness import Lifecycle, at, lifecycle
 from wxsub.agents.rules.attribution import ref_of
 from wxsub.agents.rules.stats import RowKey, add_rows, decode_record
@@ -46,16 +47,6 @@ WANT_OUTCOMES = [
     ("o5", "unknown_ref", "-"),
     ("o6", "opened", "TPL"),
 ]
-
-
-async def _until(check: Any, timeout: float = 60) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await check()
-        if got or loop.time() > deadline:
-            return got
-        await asyncio.sleep(0.3)
 
 
 async def _rows(lc: Lifecycle) -> dict[str, dict[str, int]]:

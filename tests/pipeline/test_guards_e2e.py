@@ -25,7 +25,6 @@ the sandbox's calls (one per predicted send, same body and ref), the open outcom
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import time
@@ -39,6 +38,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from tests.fixtures.polling import until as _until
 from tests.pipeline.configs import APP_MAIN, TZ_NAME, to_toml
 from tests.pipeline.delivery_harness import (
     kind_paused_everywhere,
@@ -272,16 +272,6 @@ async def _until_rows(dep: Deployment, rows: dict[tuple[str, str], dict[str, int
 
     await _until(done)
     return got
-
-
-async def _until(check: Any, timeout: float = 60) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(1.0)
-    return True
 
 
 async def _apply(dep: Deployment, settings: Settings, toml: str, version: int) -> bool:

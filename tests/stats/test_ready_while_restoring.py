@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.fixtures.polling import until_tries
 from tests.stats.test_stats_kafka import FIRST, SECOND, SUPPRESSED, publish, running, settings
 from tests.stats.test_stats_kafka import stats_until as stats_row
 from wxsub.settings import Settings, WorkerSettings
@@ -24,15 +24,6 @@ from wxsub.streams import partition
 from wxsub.worker import create_worker
 
 pytestmark = pytest.mark.kafka
-
-
-async def until(check: Callable[[], Awaitable[bool]], tries: int, every: float = 0.2) -> bool:
-    """Ask ``check`` up to ``tries`` times (a bounded wait, not a timed assertion)."""
-    for _ in range(tries):
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False
 
 
 async def test_worker_not_ready_while_restoring_then_ready(
@@ -75,7 +66,7 @@ async def test_worker_not_ready_while_restoring_then_ready(
                 assert not task.done()
                 return (await http.get("/health/ready")).status_code == 200
 
-            assert await until(is_ready, 150)
+            assert await until_tries(is_ready, 150, 0.2)
             body = (await http.get("/health/ready")).json()
             assert body == {"ready": True, "kafka": "ok", "stages": {"stats": True}}
         # the stage goes on from the restored store: the second batch adds to the first
