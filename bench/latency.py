@@ -124,6 +124,7 @@ async def run_latency(
     max_in_flight: int = 1000,
     deliver_workers: int = 1,
     partitions: int = 2,
+    code_root: Path | None = None,
 ) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox, base, record = start_sandbox(workdir)
@@ -143,6 +144,8 @@ async def run_latency(
         dep = Deployment(
             bootstrap, workdir, partitions=partitions, config_toml=config, extra_env=env
         )
+        if code_root is not None:  # the checkout whose worker runs (bench/latency_ab.py)
+            dep.code_root = code_root
         await dep.create_topics()
         await dep.seed_users(openids, credits=total)
         workers = [dep.start("orders,products,decide", 0)]
@@ -196,7 +199,7 @@ async def _rates(
             results.append(
                 {"rate": rate, "events": len(lat), "p50_ms": q[49] * 1e3,
                  "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(lat) * 1e3,
-                 "hops_ms": per_hop, "cpu_pct": cpu}
+                 "hops_ms": per_hop, "cpu_pct": cpu, "span_s": span}
             )  # fmt: skip
             hops = ", ".join(f"{k} {v:.0f}" for k, v in per_hop.items())
             print(f"  {rate:>5}/s  median ms per hop: {hops}", flush=True)
