@@ -149,7 +149,8 @@ class OpenJoin:
         key: bytes,
         rows: dict[rules.RowKey, rules.Row],
     ) -> None:
-        """The DueIndex ended held opens (already deleted by the caller): each ``unknown_ref``."""
+        """The grace of the opens held at ``key`` is over (the caller removed its due entry):
+        the entry is deleted, each open ends ``unknown_ref``."""
         raw = store.get(key)
         if raw is None:
             return
