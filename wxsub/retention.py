@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "FINAL_ORDER_STATUSES",
     "MIN_DELIVERY_S",
+    "MIN_OPEN_WINDOW_S",
     "Retention",
     "check_receipt_horizon",
     "parse_retention",
@@ -30,6 +31,9 @@ FINAL_ORDER_STATUSES = frozenset({"completed", "cancelled", "refunded"})
 #: a ledger entry must outlive any replay of its intent: an intent is read again only from a
 #: partition's uncommitted tail after a crash or a rebalance (transaction timeout 60 s)
 MIN_DELIVERY_S = 3600
+#: a sent message's ref must outlive the time a user plausibly takes to tap a message that has
+#: just arrived (and the ``opened`` event's way to wxsub), or a prompt open would be unknown_ref
+MIN_OPEN_WINDOW_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +55,22 @@ class Retention:
     #: a day's statistics row (store and ``stats`` topic) is forgotten this many days after
     #: that day (in the app's time zone)
     stats_days: int = 400
+    #: a sent message's ref is kept this long after the send (wall clock) in the stats stage;
+    #: an ``opened`` event for it later is ``unknown_ref``. The window of each ref is fixed at
+    #: its send: a change applies to later sends
+    open_window_s: int = 7 * _DAY
 
 
 DEFAULT_RETENTION = Retention()
-_KEYS = ("order_s", "order_idle_s", "delivery_s", "watch_ttl_s", "unwatch_s", "stats_days")
+_KEYS = (
+    "order_s",
+    "order_idle_s",
+    "delivery_s",
+    "watch_ttl_s",
+    "unwatch_s",
+    "stats_days",
+    "open_window_s",
+)
 
 
 def parse_retention(key: str, raw: Any, *, stale_s: int) -> Retention:
@@ -96,6 +112,12 @@ def parse_retention(key: str, raw: Any, *, stale_s: int) -> Retention:
             f"{key}.stats_days",
             "must be >= 2: a day's row is still counted until the day is over (and its late "
             "outcomes in)",
+        )
+    if out.open_window_s < MIN_OPEN_WINDOW_S:
+        raise ConfigError(
+            f"{key}.open_window_s",
+            f"must be >= {MIN_OPEN_WINDOW_S}: a message opened soon after it arrived must still "
+            "find its send (open attribution)",
         )
     return out
 

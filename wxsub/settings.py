@@ -190,6 +190,11 @@ class WorkerSettings:
     # entries per timer tick, on the stages' timers
     sweep_interval_s: Annotated[Number, Field(gt=0)] = 600.0
     sweep_per_tick: Annotated[Int, Field(ge=1)] = 1000
+    # an ``opened`` event whose send's outcome has not reached the stats stage yet waits this
+    # long after its event time, then ends unknown_ref (docs/policies.md, Opens). A send in doubt
+    # is settled by its receipt, which WeChat pushes when it handles the send, before any open:
+    # the default is the receipt window (delivery.receipt_window_ms + receipt_skew_ms)
+    open_grace_ms: Annotated[Int, Field(ge=0)] = 125_000
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -4,6 +4,7 @@ decisions, including the remembered unwatch."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from wxsub.agents.rules import retention as r
 from wxsub.agents.rules.orders import OrderState
 from wxsub.agents.rules.subscriptions import UserState
 from wxsub.agents.rules.watches import on_watch
+from wxsub.config_cli import _validated
 from wxsub.errors import ConfigError
 from wxsub.retention import DEFAULT_RETENTION, check_receipt_horizon
 from wxsub.schemas.records import Target, Watch
 
+ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000
 NOW = 1_750_000_000_000
 
@@ -26,6 +29,8 @@ def test_defaults_and_example_values() -> None:
     assert cfg.retention == DEFAULT_RETENTION
     cfg = config(retention={"order_s": 7 * 86_400, "delivery_s": 3600, "unwatch_s": 60})
     assert (cfg.retention.order_s, cfg.retention.delivery_s) == (7 * 86_400, 3600)
+    assert DEFAULT_RETENTION.open_window_s == 7 * 86_400
+    assert config(retention={"open_window_s": 3600}).retention.open_window_s == 3600
 
 
 @pytest.mark.parametrize(
@@ -37,6 +42,7 @@ def test_defaults_and_example_values() -> None:
         ({"watch_ttl_s": 100, "unwatch_s": 200}, "unwatch_s", "watch_ttl_s"),
         ({"unwatch_s": 0}, "unwatch_s", ">= 1"),
         ({"stats_days": 1}, "stats_days", "until the day is over"),
+        ({"open_window_s": 3599}, "open_window_s", "open attribution"),
         ({"watch_ttl_s": "1d"}, "watch_ttl_s", "integer"),
         ({"forever": 1}, "forever", "unknown"),
     ],
@@ -48,6 +54,26 @@ def test_each_floor_names_the_key_and_the_guarantee(
         config(retention=table)
     assert err.value.key == f"apps.{APPID}.retention.{key}"
     assert says in str(err.value)
+
+
+def test_merchants_apply_refuses_a_short_open_window_with_its_line(tmp_path: Path) -> None:
+    """``wxsub merchants apply`` validates the file before it publishes anything (the same
+    parse): a window below the floor is refused with its key, guarantee and line."""
+    text = (ROOT / "deploy" / "merchants.example.toml").read_text(encoding="utf-8")
+    assert "open_window_s = 604800" in text
+    path = tmp_path / "merchants.toml"
+    path.write_text(text.replace("open_window_s = 604800", "open_window_s = 600"), "utf-8")
+    with pytest.raises(ConfigError) as err:
+        _validated(path)
+    assert err.value.key == "apps.wx0123456789abcdef.retention.open_window_s"
+    line = text.splitlines().index(
+        next(x for x in text.splitlines() if x.startswith("open_window_s"))
+    )
+    assert f"merchants.toml:{line + 1}" in str(err.value)
+    assert "open attribution" in str(err.value)
+    merchants, _, _ = _validated(ROOT / "deploy" / "merchants.example.toml")
+    app = merchants.app("wx0123456789abcdef")
+    assert app is not None and app.retention.open_window_s == 604800
 
 
 def test_delivery_retention_covers_the_receipt_window() -> None:

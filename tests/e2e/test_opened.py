@@ -1,12 +1,16 @@
 """Open attribution on real components: the session's Kafka broker, the WeChat sandbox, the
 gateway and a worker running every stage up to stats.
 
-Three accepted credits, three paid orders sent: each page the sandbox received carries
+Four accepted credits, three paid orders sent: each page the sandbox received carries
 ``wxref=<ref of its notification id>``. The shop then publishes ``opened`` for two sends, the
-first one again (duplicate), one with a ref nobody was sent (unknown_ref) and one broken event
-(DLQ); the user rejects the template after the sends. The outcomes topic, the stats topic and the
-worker's /metrics must say exactly that: granted 3, sent 3, opened 2, rejects after send 1, one
-duplicate, one unknown ref, one dead letter.
+first one again (duplicate), one with a ref nobody was sent and one broken event (DLQ); then an
+open of the fourth order's message before that order is even published (the ref is
+deterministic), and the fourth order. The open of the unsent ref waits its grace
+(``worker.open_grace_ms``, 30 s here) and ends ``unknown_ref``; the early open waits for its
+send and ends ``opened``; both waits are in the stats store's changelog, written and then
+tombstoned. The user rejects the template after the sends. The outcomes topic, the stats topic
+and the worker's /metrics must say exactly that: granted 4, sent 4, opened 3, rejects after
+send 1, one duplicate, one unknown ref (ended by the grace), one dead letter.
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ from tests.e2e.test_full_stack import (
     settings_toml,
     wait_outcome,
 )
+from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.polling import until
 from tests.pipeline.harness import Deployment, free_port
 from wxsub.agents.rules.attribution import REF_PARAM, ref_of
 from wxsub.agents.rules.stats import RowKey, add_rows, decode_record
+from wxsub.schemas.internal import notification_id
 from wxsub.schemas.records import user_key
 from wxsub.settings import load_settings
-from wxsub.streams.topics import ensure_topics
+from wxsub.streams.topics import changelog_name, ensure_topics
 from wxsub_sandbox.push import EventPusher
 from wxsub_sandbox.server import run_sandbox
 
@@ -99,7 +105,7 @@ async def test_opens_are_joined_counted_and_accounted(kafka_bootstrap: str, tmp_
         dep = Deployment(
             kafka_bootstrap, tmp_path, MERCHANTS,
             stages="orders,products,decide,deliver,stats",
-            extra_env={"WXSUB_CONFIG": str(cfg)},
+            extra_env={"WXSUB_CONFIG": str(cfg), "WXSUB_WORKER_OPEN_GRACE_MS": "30000"},
         )  # fmt: skip
         settings = load_settings(cfg, env=dep.env(0))
         await ensure_topics(dep.kafka, f"app{dep.uid}")
@@ -118,16 +124,16 @@ async def test_opens_are_joined_counted_and_accounted(kafka_bootstrap: str, tmp_
 
 
 async def _scenario(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
-    for _ in range(3):  # a second apart: WeChat's push ids hold CreateTime in seconds
+    for _ in range(4):  # a second apart: WeChat's push ids hold CreateTime in seconds
         r = await admin.post(
             "/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL}
         )
         assert r.status_code == 200, r.text
         await asyncio.sleep(1.1)
     granted = await wait_outcome(
-        dep, lambda o: o.kind == "subscription" and o.reason == "applied", 90, at_least=3
+        dep, lambda o: o.kind == "subscription" and o.reason == "applied", 90, at_least=4
     )
-    assert len(granted) == 3, "the accepts never reached the worker through the gateway"
+    assert len(granted) == 4, "the accepts never reached the worker through the gateway"
 
     await dep.publish([order_event(n, f"O{n}", "paid") for n in (1, 2, 3)])
     sent = await wait_outcome(dep, lambda o: o.reason == "sent", 60, at_least=3)
@@ -145,6 +151,7 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
         )
     ref1 = ref_of(by_event["e2e-1"].notification_id)
     ref2 = ref_of(by_event["e2e-2"].notification_id)
+    ref4 = ref_of(notification_id(APP, USER, TPL, "e2e-4"))  # the send of an order to come
 
     await dep.publish(
         [
@@ -153,15 +160,31 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
             opened_event(3, ref1),  # the same message opened again
             opened_event(4, UNKNOWN_REF),  # nobody was sent this one
             ("opened", user_key(APP, USER), b'{"type": "opened", "v": 1}'),  # broken
+            opened_event(5, ref4),  # before its order exists: waits for the send
         ]
     )
-    opens = await wait_outcome(dep, lambda o: o.kind == "opened", 60, at_least=4)
+    await dep.publish([order_event(4, "O4", "paid")])
+    opens = await wait_outcome(dep, lambda o: o.kind == "opened", 90, at_least=5)
     assert sorted((o.event_id, o.reason, o.template_id) for o in opens) == [
         ("open-1", "opened", TPL),
         ("open-2", "opened", TPL),
         ("open-3", "duplicate", TPL),
         ("open-4", "unknown_ref", "-"),
+        ("open-5", "opened", TPL),
     ]
+    (sent4,) = [o for o in await dep.outcomes() if o.reason == "sent" and o.event_id == "e2e-4"]
+    assert ref_of(sent4.notification_id) == ref4
+    # both waited in the stats store (o|user|ref) and were tombstoned when they ended
+    changelog = changelog_name(dep.kafka, f"app{dep.uid}", "stats", "stats")
+    held: dict[bytes, list[bool]] = {}
+    for r in await read_all(dep.bootstrap, changelog):
+        if r.key.startswith(b"o|"):
+            held.setdefault(r.key, []).append(r.value is not None)
+    user = user_key(APP, USER)
+    assert held == {
+        f"o|{user}|{UNKNOWN_REF}".encode(): [True, False],
+        f"o|{user}|{ref4}".encode(): [True, False],
+    }
     dead = [orjson.loads(v) for v in await dep.read("dlq")]
     assert dead == [{"type": "opened", "v": 1}]
 
@@ -176,7 +199,7 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
     rows = await until(rows_done)
     assert rows, f"no reject after send in the stats: {await stats_rows(dep)}"
     mine = rows[TPL]
-    assert (mine["granted"], mine["sent"], mine["opened"]) == (3, 3, 2)
+    assert (mine["granted"], mine["sent"], mine["opened"]) == (4, 4, 3)
     assert (mine["rejects"], mine["feedback"], mine["open:duplicate"]) == (1, 1, 1)
     assert rows["-"]["open:unknown_ref"] == 1
 
@@ -188,10 +211,11 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
         return "wxsub_opens_total", (("appid", APP), ("result", result))
 
     port = dep.web_ports[0]
+    grace = "wxsub_expired_total", (("reason", "open_grace"), ("store", "stats"))
     wanted = {
-        funnel("granted"): 3.0, funnel("sent"): 3.0, funnel("opened"): 2.0,
-        funnel("rejected_after_send"): 1.0, opens_metric("opened"): 2.0,
-        opens_metric("duplicate"): 1.0, opens_metric("unknown_ref"): 1.0,
+        funnel("granted"): 4.0, funnel("sent"): 4.0, funnel("opened"): 3.0,
+        funnel("rejected_after_send"): 1.0, opens_metric("opened"): 3.0,
+        opens_metric("duplicate"): 1.0, opens_metric("unknown_ref"): 1.0, grace: 1.0,
     }  # fmt: skip
 
     async def metrics_done() -> dict[Any, float] | None:

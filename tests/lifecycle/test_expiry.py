@@ -284,7 +284,8 @@ async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
 ) -> None:
     """A send's ref (``s|user|ref``) lives ``open_window_ms`` after the send (7 days in
     production, 10 s here), then the DueIndex deletes it, tombstoned in the changelog; an open
-    within the window is ``opened``, the same open again ``duplicate``, after it ``unknown_ref``.
+    within the window is ``opened``, the same open again ``duplicate``, after it ``unknown_ref``
+    (once its 1 s grace for a send is over).
     The user's last send (``l|``, the feedback window, 10 s here too) ends the same way; both
     are counted, and a restarted worker restores the day rows only."""
     async with lifecycle(kafka_bootstrap, tmp_path) as lc:
@@ -308,7 +309,7 @@ async def test_sent_refs_end_after_the_open_window_and_a_late_open_is_unknown(
 
         changelog = lc.changelog("stats", "stats")
         stage = StatsStage(lc.env, interval_s=0.2, feedback_window_ms=10_000,
-                           open_window_ms=10_000)  # fmt: skip
+                           open_window_ms=10_000, open_grace_ms=1000)  # fmt: skip
         async with lc.running(stage):
             await send()
             live = refs(await lc.until(changelog, lambda latest: len(refs(latest)) == 2))

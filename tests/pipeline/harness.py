@@ -82,6 +82,8 @@ class Deployment:
             "WXSUB_WORKER_SESSION_TIMEOUT_MS": "6000",
             **self.secure_env,
             "WXSUB_WORKER_SWEEP_INTERVAL_S": "1",  # expiry runs all the time (docs/lifecycle.md)
+            # an open with no kept send waits 3 s for it (125 s in production) before unknown_ref
+            "WXSUB_WORKER_OPEN_GRACE_MS": "3000",
             **self.extra_env,
         }
 

@@ -37,8 +37,46 @@ def test_open_verdicts() -> None:
     assert att.judge_open(None, T0) == "unknown_ref"
     assert att.judge_open(kept, T0 + 1000) == "opened"
     assert att.judge_open(att.SentRef("TPL", "order_status", T0, T0 + 5), T0 + 9) == "duplicate"
+    assert att.judge_open(kept, T0 + att.OPEN_WINDOW_MS) == "opened"
     assert att.judge_open(kept, T0 + att.OPEN_WINDOW_MS + 1) == "unknown_ref"
     assert att.decode_ref(att.encode_ref(kept)) == kept
+
+
+def test_a_refs_window_is_the_one_at_its_send() -> None:
+    hour = att.window_ms(3600)
+    short = att.SentRef("TPL", "order_status", T0, window_ms=hour)
+    assert short.until == T0 + 3_600_000
+    assert att.judge_open(short, T0 + hour) == "opened"
+    assert att.judge_open(short, T0 + hour + 1) == "unknown_ref"
+    assert att.decode_ref(att.encode_ref(short)) == short
+    # a ref kept before windows were per app (4 fields) has the default window
+    legacy = att.decode_ref(b'["TPL", "order_status", %d, 0]' % T0)
+    assert legacy == att.SentRef("TPL", "order_status", T0, 0, att.OPEN_WINDOW_MS)
+
+
+def test_an_open_is_held_within_its_grace_and_the_users_bound() -> None:
+    grace = 125_000
+    assert att.hold_until(T0, T0, grace, 0) == T0 + grace
+    assert att.hold_until(T0 - 5_000, T0, grace, 0) == T0 + grace - 5_000  # from event time
+    assert att.hold_until(T0 + 60_000, T0, grace, 0) == T0 + grace  # a future event time: now
+    assert att.hold_until(T0 - grace, T0, grace, 0) is None  # too old: unknown_ref at once
+    assert att.hold_until(T0, T0, 0, 0) is None  # no grace
+    assert att.hold_until(T0, T0, grace, att.MAX_HELD_PER_USER - 1) == T0 + grace
+    assert att.hold_until(T0, T0, grace, att.MAX_HELD_PER_USER) is None
+
+
+def test_held_opens_are_judged_when_their_send_arrives() -> None:
+    opens = (att.HeldOpen("o1", T0 + 10), att.HeldOpen("o2", T0 + 20))
+    held = att.Held(T0 + 125_000, APPID, "o1", "REF", opens)
+    assert att.decode_held(att.encode_held(held)) == held
+    kept = att.SentRef("TPL", "order_status", T0 + 50)  # the send's time after the opens'
+    after, verdicts = att.judge_held(kept, opens)
+    assert verdicts == ["opened", "duplicate"]
+    assert after == att.SentRef("TPL", "order_status", T0 + 50, T0 + 10)
+    opened = att.SentRef("TPL", "order_status", T0, T0 + 1)
+    assert att.judge_held(opened, opens) == (opened, ["duplicate", "duplicate"])
+    old = att.SentRef("TPL", "order_status", T0 - att.OPEN_WINDOW_MS - 100)
+    assert att.judge_held(old, opens[:1]) == (old, ["unknown_ref"])
 
 
 def test_funnel_labels_of_sends_grants_rejects_and_suppressions() -> None:

@@ -11,8 +11,10 @@ verdict the credits use. ``opened`` events (keyed by user too) are joined to the
 The ``stats`` store holds, per partition: ``r|<row key>`` the partition's cumulative row,
 ``d|<row key>`` a dirty mark, ``l|<user>|<template>`` the user's last send time (expired by a
 DueIndex after the feedback window), ``s|<user>|<ref>`` a sent message's ref (``opens.py``;
-expired by the DueIndex 7 days after the send); both counted in ``wxsub_expired_total`` when the
-timer deletes them. The timer (1 s) emits each dirty row to the
+expired by the DueIndex ``retention.open_window_s`` after the send), ``o|<user>|<ref>`` opens
+held for their send (``opens.py``; ended ``unknown_ref`` by the DueIndex at the grace's end); all
+counted in ``wxsub_expired_total`` when the timer ends them. The timer (1 s) emits each dirty
+row to the
 compacted ``stats`` topic under ``appid|template|day|partition``, on this partition, in the same
 transaction that clears the marks: readers sum the latest record of every partition. The timer
 also sweeps the store (``StoreExpiry``): a day's row past ``retention.stats_days`` is deleted and
@@ -29,10 +31,9 @@ from aiokafka import ConsumerRecord
 
 from wxsub.agents.base import StageEnv
 from wxsub.agents.expiry import StoreExpiry
-from wxsub.agents.opens import OpenJoin
+from wxsub.agents.opens import HELD, OpenJoin
 from wxsub.agents.rules import pauses
 from wxsub.agents.rules import stats as rules
-from wxsub.agents.rules.attribution import OPEN_WINDOW_MS
 from wxsub.agents.rules.retention import Reason, stats_day_expired
 from wxsub.errors import InputError, InputReason
 from wxsub.schemas.internal import Outcome, decode_internal, user_key
@@ -54,8 +55,11 @@ class StatsStage:
         env: StageEnv,
         interval_s: float = 1.0,
         feedback_window_ms: int = rules.FEEDBACK_WINDOW_MS,
-        open_window_ms: int = OPEN_WINDOW_MS,
+        open_window_ms: int | None = None,
+        open_grace_ms: int | None = None,
     ) -> None:
+        """``open_window_ms`` (tests) replaces every app's ``retention.open_window_s``;
+        ``open_grace_ms`` replaces ``worker.open_grace_ms``."""
         self.env = env
         self.window_ms = feedback_window_ms
         self.spec = StageSpec(
@@ -65,7 +69,7 @@ class StatsStage:
             timer_interval_s=interval_s,
         )
         self.expiry = StoreExpiry(env, STAGE, "stats")
-        self.opens = OpenJoin(env, open_window_ms)
+        self.opens = OpenJoin(env, open_window_ms, open_grace_ms)
         self._opened_topic = env.topic("opened")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:
@@ -83,7 +87,13 @@ class StatsStage:
                 )
                 await self.env.dead_letter(ctx, rec, error, STAGE)
                 continue
-            self._count(ctx, store, rows, outcome)
+            await self._count(ctx, store, rows, outcome)
+        await self._merge(ctx, store, rows)
+
+    async def _merge(
+        self, ctx: PartitionContext, store: PartitionStore, rows: dict[rules.RowKey, rules.Row]
+    ) -> None:
+        """Add a turn's counts to the partition's rows (marked dirty); feedback may pause."""
         for key, delta in rows.items():
             raw = store.get(_ROW + key.encode())
             row = orjson.loads(raw) if raw else {}
@@ -97,7 +107,7 @@ class StatsStage:
                                                pauses.DEFAULT_THRESHOLDS, now):  # fmt: skip
                     await ctx.send(self.env.topic("pauses"), p.key, pauses.encode_pause(p))
 
-    def _count(
+    async def _count(
         self,
         ctx: PartitionContext,
         store: PartitionStore,
@@ -115,7 +125,7 @@ class StatsStage:
         for suppressed, labels in rules.funnel(o, upd, cfg):
             tally(ctx, metrics.funnel_suppressed if suppressed else metrics.funnel, *labels)
         if "sent" in upd.counters:
-            self.opens.sent(store, o)
+            await self.opens.sent(ctx, store, o, rows)
         row = rows.setdefault(upd.key, {})
         for name in upd.counters:
             row[name] = row.get(name, 0) + 1
@@ -131,10 +141,16 @@ class StatsStage:
     async def on_timer(self, ctx: PartitionContext, now_ms: int) -> None:
         store = ctx.stores["stats"]
         due = DueIndex(store)
+        rows: dict[rules.RowKey, rules.Row] = {}
         for due_ms, key in list(due.due(now_ms)):
-            store.delete(key)
             due.set(key, due_ms, None)
+            if key.startswith(HELD):  # opens whose send never came: unknown_ref
+                await self.opens.grace_over(ctx, store, key, rows)
+                self.expiry.ended(ctx, Reason.OPEN_GRACE)
+                continue
+            store.delete(key)
             self.expiry.ended(ctx, Reason.SENT_REF if key.startswith(b"s|") else Reason.LAST_SEND)
+        await self._merge(ctx, store, rows)
         topic = self.env.topic("stats")
         for dirty, _ in list(store.scan(_DIRTY)):
             row_key = dirty[len(_DIRTY) :]

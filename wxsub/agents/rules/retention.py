@@ -46,7 +46,8 @@ class Reason:
     STATS_DAY = "stats_day"  # stats: a day's row past retention.stats_days
     # ended by the stages' due timers (DueIndex), not by the sweep: fixed windows
     LAST_SEND = "last_send_window"  # stats: a user's last send past the feedback window
-    SENT_REF = "sent_ref_window"  # stats: a sent message's ref past the open window (7 d)
+    SENT_REF = "sent_ref_window"  # stats: a sent message's ref past retention.open_window_s
+    OPEN_GRACE = "open_grace"  # stats: opens held for a send that did not come (unknown_ref)
     CARD_ACTIVATION = "card_activation_window"  # cards: an ended card never activated, 24 h
     CARD_UPDATE = "card_update_window"  # cards: an ended activated card, 30 d after activation
 
@@ -55,7 +56,7 @@ class Reason:
         "ledger": (DELIVERY,),
         "watches": (WATCH_TTL, UNWATCH),
         "users": (USER_EMPTY,),
-        "stats": (STATS_DAY, LAST_SEND, SENT_REF),
+        "stats": (STATS_DAY, LAST_SEND, SENT_REF, OPEN_GRACE),
         "cards": (CARD_ACTIVATION, CARD_UPDATE),
     }
 
