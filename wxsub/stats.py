@@ -25,7 +25,7 @@ from wxsub.settings import KafkaSettings, load_settings
 from wxsub.streams.connection import security_kwargs
 from wxsub.streams.reading import read_topic
 
-__all__ = ["StatsTable", "format_table", "read_stats", "register"]
+__all__ = ["StatsTable", "format_table", "open_rate", "read_stats", "register"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ _COLUMNS = (
 
 
 def format_table(table: StatsTable) -> str:
-    """A fixed-width table, one line per row, with failures and suppressions broken down."""
-    head = ["day", "appid", "template", *_COLUMNS]
+    """A fixed-width table, one line per row (with the open rate: opened / sent), with failures
+    and suppressions broken down."""
+    head = ["day", "appid", "template", *_COLUMNS, "open%"]
     lines: list[list[str]] = []
     notes: list[str] = []
     for doc in table.to_json():
@@ -104,6 +105,7 @@ def format_table(table: StatsTable) -> str:
         for col in _COLUMNS:
             value = doc[col]
             cells.append(str(sum(value.values()) if isinstance(value, dict) else value))
+        cells.append(open_rate(doc["opened"], doc["sent"]))
         lines.append(cells)
         detail = _detail(doc)
         if detail:
@@ -111,9 +113,9 @@ def format_table(table: StatsTable) -> str:
     if not lines:
         return "no statistics yet (is a worker running the stats stage?)"
     total = split_row(table.total())
-    lines.append(
-        ["total", "", "", *(str(_sum(total[c])) for c in _COLUMNS)]  # type: ignore[arg-type]
-    )
+    counts = [str(_sum(total[c])) for c in _COLUMNS]  # type: ignore[arg-type]
+    rate = open_rate(_sum(total["opened"]), _sum(total["sent"]))  # type: ignore[arg-type]
+    lines.append(["total", "", "", *counts, rate])
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     out = [_row(head, widths), _row(["-" * w for w in widths], widths)]
     out += [_row(r, widths) for r in lines]
@@ -124,6 +126,12 @@ def format_table(table: StatsTable) -> str:
             *notes,
         ]
     return "\n".join(out)
+
+
+def open_rate(opened: int, sent: int) -> str:
+    """Opens per send in percent ("-" before any send). An open is counted on its own day, so a
+    day's rate can pass 100% when opens of earlier days' sends come in."""
+    return f"{100 * opened / sent:.1f}" if sent else "-"
 
 
 def _sum(value: int | Mapping[str, int]) -> int:

@@ -31,6 +31,6 @@ def test_the_table_has_a_card_column_and_breakdown() -> None:
     table = StatsTable({key: {"sent": 1, "card:update": 3, "card:ended": 1}})
     text = format_table(table)
     head, _, row, *_ = text.splitlines()
-    assert head.split()[-3:] == ["card", "rejects", "feedback"]
-    assert row.split()[-3:] == ["4", "0", "0"]
+    assert head.split()[-4:] == ["card", "rejects", "feedback", "open%"]
+    assert row.split()[-4:] == ["4", "0", "0", "0.0"]
     assert "card ended=1, card update=3" in text

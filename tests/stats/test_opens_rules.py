@@ -101,3 +101,17 @@ def test_unknown_apps_are_one_label_and_rows_show_opens() -> None:
     assert app_label(APPID, CFG) == APPID
     doc = split_row({"sent": 3, "opened": 2, "open:duplicate": 1})
     assert (doc["opened"], doc["open"]) == (2, {"duplicate": 1})
+
+
+def test_the_table_shows_the_open_rate_per_row_and_in_total() -> None:
+    from wxsub.agents.rules.stats import RowKey
+    from wxsub.stats import StatsTable, format_table
+
+    a = RowKey("wxA", "TPL1", "2024-05-01")
+    b = RowKey("wxA", "TPL2", "2024-05-01")
+    text = format_table(StatsTable({a: {"sent": 4, "opened": 1}, b: {"granted": 2}}))
+    head, _, row_a, row_b, total = text.splitlines()[:5]
+    assert head.split()[-1] == "open%"
+    assert row_a.split()[-1] == "25.0"
+    assert row_b.split()[-1] == "-"  # nothing sent: no rate
+    assert total.split()[-1] == "25.0"
