@@ -1,26 +1,16 @@
-"""Flow control of a partition's inputs: stashing what is fetched until the partition's next
-batch may start, pausing them while the stash is full, rewinding and backing off a partition
-whose batch failed.
+"""Flow control of a partition's inputs: pausing them while a turn runs, resuming them no sooner
+than the commit interval allows, rewinding and backing off a partition whose batch failed.
 
-A partition's inputs keep fetching while its turn runs and while the commit interval has not
-passed since its last batch started: what arrives meanwhile waits in the unit's ``stash``
-(in offset order per input partition, each record once: the consumer's position is past it),
-and the next batch is the stash, taken when the turn is done and the interval has passed
-(turns.py). So a batch starts on time with every record fetched until then, rather than after a
-resume and a fetch behind the Fetch in flight for the stage's other partitions. Two reasons to
-pause a partition's input partitions, kept apart on its unit:
+Two reasons to pause a partition's input partitions, kept apart on its unit:
 
-- ``held``: its stash holds ``max_batch`` records or more; resumed by :meth:`release` once a
-  batch has taken them.
+- ``held``: a turn is in flight (its records must not be fetched again meanwhile), or the commit
+  interval has not passed since the unit's last batch started; resumed by :meth:`release`.
 - ``paused``: backed off for a second after a failed batch; resumed by :meth:`resume_due`.
-
-A rewind (a failed batch, :meth:`back_off`) seeks each input partition to the first record held
-for it (the failed batch's, else the stash's) and drops the stash; a rebalance drops every stash
-(:meth:`drop_stash`): the new assignment seeks to the positions of the last commits (poll.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -33,47 +23,11 @@ Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
 class InputFlow:
-    """Stashes, pauses, resumes and rewinds the consumer's input partitions on behalf of units."""
+    """Pauses, resumes and rewinds the consumer's input partitions on behalf of units."""
 
-    def __init__(self, state: RunState, *, interval: float, max_batch: int) -> None:
+    def __init__(self, state: RunState, *, interval: float) -> None:
         self._state = state
         self._interval = interval  # commit_interval_ms, in seconds
-        self._max_batch = max_batch
-
-    def due(self, unit: PartitionUnit) -> float:
-        """Monotonic time from which ``unit``'s next batch may start."""
-        return unit.started + self._interval
-
-    def stash(self, unit: PartitionUnit, tps: Batch) -> None:
-        """Keep ``tps`` for ``unit``'s next batch; hold its inputs while the stash is full."""
-        for tp, recs in tps.items():
-            unit.stash.setdefault(tp, []).extend(recs)
-            unit.stashed += len(recs)
-        if unit.stashed >= self._max_batch:
-            self.hold(unit, set(unit.stash) - unit.paused)
-
-    def take(self, unit: PartitionUnit) -> Batch:
-        """Up to ``max_batch`` records from the head of ``unit``'s stash (per input partition,
-        in offset order); resumes its held inputs once fewer than that are left."""
-        room = self._max_batch
-        taken: Batch = {}
-        for tp in list(unit.stash):
-            recs = unit.stash[tp]
-            if room <= 0:
-                break
-            if len(recs) <= room:
-                taken[tp] = recs
-                del unit.stash[tp]
-            else:
-                taken[tp], unit.stash[tp] = recs[:room], recs[room:]
-            room -= len(taken[tp])
-        unit.stashed -= sum(len(recs) for recs in taken.values())
-        if unit.stashed < self._max_batch:
-            self.release(unit)
-        return taken
-
-    def drop_stash(self, unit: PartitionUnit) -> None:
-        unit.stash, unit.stashed = {}, 0
 
     def hold(self, unit: PartitionUnit, tps: set[TopicPartition]) -> None:
         """Pause ``tps`` until :meth:`release` of ``unit``."""
@@ -86,37 +40,43 @@ class InputFlow:
             self._state.consumer.pause(*tps)
 
     def release(self, unit: PartitionUnit) -> None:
-        """Resume a unit's held partitions, except those backed off after a failure."""
+        """Resume a unit's held partitions, except those backed off after a failure, once
+        ``commit_interval_ms`` has passed since its last batch started."""
         state = self._state
         consumer = state.consumer
-        if consumer is None or state.failure is not None or not unit.held:
+        if consumer is None or state.failure is not None:
             return
         if state.units.get(unit.partition) is not unit:
+            return
+        wait = unit.started + self._interval - time.monotonic()
+        if wait > 0 and unit.held:
+            asyncio.get_running_loop().call_later(wait, self._release_later, unit)
             return
         held, unit.held = unit.held - unit.paused, set()
         resume = held & consumer.assignment()
         if resume:
             consumer.resume(*resume)
 
+    def _release_later(self, unit: PartitionUnit) -> None:
+        if unit.busy is None:  # else the turn in flight releases it when done
+            self.release(unit)
+
     def back_off(self, unit: PartitionUnit, tps: Batch) -> None:
-        """Read ``tps`` (and whatever was stashed behind them) again from their first records,
-        in a second (the others and the timers go on)."""
-        first = {tp: recs for tp, recs in unit.stash.items() if recs}
-        first.update((tp, recs) for tp, recs in tps.items() if recs)  # the batch's come first
-        self.drop_stash(unit)
-        self.rewind(first)
+        """Read ``tps`` again from their first records, in a second (the others and the timers
+        go on)."""
+        self.rewind(tps)
         unit.backoff_until = time.monotonic() + 1.0
-        self.pause(set(first) - unit.paused - unit.held)
-        unit.paused |= set(first)
-        unit.held -= unit.paused  # resumed by ``resume_due``, not ``release``
+        unit.paused = set(tps)  # held already: ``release`` leaves them paused
 
     def resume_due(self) -> None:
-        """Resume the units whose back-off is over."""
+        """Resume the units whose back-off is over (a busy one's with its held partitions)."""
         consumer = self._state.consumer
         now = time.monotonic()
         for unit in self._state.units.values():
             if unit.paused and unit.backoff_until <= now:
-                if consumer is not None:
+                if unit.busy is not None:  # a timer: resumed with the rest when it is done
+                    unit.held |= unit.paused
+                elif consumer is not None:
                     consumer.resume(*(unit.paused & consumer.assignment()))
                 unit.paused = set()
 

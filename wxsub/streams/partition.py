@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from wxsub.streams.restore import restore_all, restore_consumer
 from wxsub.streams.stage import StageSpec
@@ -28,7 +28,7 @@ __all__ = ["PartitionOpener", "PartitionUnit", "RunState"]
 @dataclass
 class PartitionUnit:
     """Everything owned for one partition number: its producer, its stores, its position and
-    the flow state of its inputs (stashed, held, backed off)."""
+    the flow state of its inputs (paused, held, backed off)."""
 
     partition: int
     producer: AIOKafkaProducer
@@ -42,11 +42,7 @@ class PartitionUnit:
     paused: set[TopicPartition] = field(default_factory=set)  # backed off after a failure
     busy: asyncio.Task[None] | None = None  # the batch or timer in flight
     started: float = 0.0  # monotonic time the last batch (a turn with records) started
-    held: set[TopicPartition] = field(default_factory=set)  # paused while the stash is full
-    # records fetched while a turn runs or before the commit interval has passed since the last
-    # batch started: the next batch (flow.py); dropped (and read again) on a rewind or rebalance
-    stash: dict[TopicPartition, list[ConsumerRecord]] = field(default_factory=dict)
-    stashed: int = 0  # records in ``stash``
+    held: set[TopicPartition] = field(default_factory=set)  # paused while ``busy`` runs
 
 
 @dataclass

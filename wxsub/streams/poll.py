@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from wxsub.streams.flow import Batch, InputFlow
+from wxsub.streams.flow import InputFlow
 from wxsub.streams.membership import assignor_with
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.stage import StageSpec
@@ -68,9 +68,6 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._ready = ready  # set once partitions are assigned and restored
         self._stopping = stopping
         self._lock = asyncio.Lock()
-        # bumped as a rebalance callback starts and ends: a batch returned before then is
-        # dropped (the callbacks drop the stashes and seek the kept partitions back)
-        self._generation = 0
         # the range assignor; ``member_data`` rides in the group metadata (membership.py)
         self._assignor = assignor_with(member_data)
 
@@ -87,13 +84,11 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 if state.pending:
                     async with self._lock:
                         await self._open_pending()
-                batch, generation = await self._fetch(consumer)
+                batch = await consumer.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+                )
                 async with self._lock:
                     state.raise_failure()
-                    if generation != self._generation:
-                        # returned before a rebalance that dropped the stashes and sought every
-                        # kept partition back to its last commit: these are read again
-                        batch = {}
                     self._flow.resume_due()
                     turns.dispatch(batch)
                     turns.start_timers()
@@ -105,29 +100,6 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 await turns.drain()  # at_least_once commits through the consumer
                 state.consumer = None
                 await consumer.stop()
-
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[Batch, int]:
-        """Records fetched within the poll timeout, or until an idle partition's stash is due,
-        or until a turn ends with records stashed for its partition (``turns.wake``); with the
-        rebalance generation as they were returned."""
-        wake = self._turns.wake
-        wake.clear()
-        timeout_ms = self._turns.poll_timeout_ms(self._poll_timeout_ms)
-        fetch = asyncio.ensure_future(self._getmany(consumer, timeout_ms))
-        woken = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait((fetch, woken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            if not fetch.done():
-                # unreturned records stay in aiokafka's buffer for the next getmany
-                fetch.cancel()
-                await asyncio.wait((fetch,))
-        return ({}, self._generation) if fetch.cancelled() else fetch.result()
-
-    async def _getmany(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> tuple[Batch, int]:
-        batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_batch)
-        return batch, self._generation  # no await in between: as the batch was returned
 
     async def teardown(self) -> None:
         """Settle (unless a turn failed) and close every partition; forget the failure."""
@@ -157,11 +129,10 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self._poll_timeout_ms,
             # About one batch (max_batch records of a few hundred bytes) per partition: a
-            # partition whose stash is full is paused (flow.py), and aiokafka drops what it had
-            # fetched for a paused partition and fetches it again after the resume. With 4 MiB
-            # (~12 k records) per partition most of every fetch was thrown away while a turn
-            # held its partition paused: the worker's CPU per event fell 7% at 1 MiB
-            # (bench/RESULTS.md, 2026-12-06).
+            # partition whose turn runs is paused (turns.py), and aiokafka drops what it had
+            # fetched beyond the batch for a paused partition and fetches it again after the
+            # resume. With 4 MiB (~12 k records) per partition most of every fetch was thrown
+            # away: the worker's CPU per event fell 7% at 1 MiB (bench/RESULTS.md, 2026-12-06).
             max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
             **self._security,
         )
@@ -173,13 +144,9 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         # partition that stays with us keeps its producer and stores. Every batch in flight
         # commits (or aborts) before we return (aiokafka still heartbeats during this callback).
         async with self._lock:
-            self._generation += 1
             self._ready.clear()
             await self._turns.drain()
             await self._turns.settle_all()
-            for unit in self._state.units.values():
-                self._flow.drop_stash(unit)
-            self._generation += 1
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Record the assignment and pause what is not ready; no round trips here.
@@ -192,7 +159,6 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         """
         state = self._state
         async with self._lock:
-            self._generation += 1
             consumer = state.consumer
             assert consumer is not None
             await self._turns.drain()  # nothing can have started since the revoke; to be sure
@@ -202,7 +168,6 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     await self._close(p)
                 # the new assignment is unpaused
                 kept.paused, kept.held, kept.backoff_until = set(), set(), 0.0
-                self._flow.drop_stash(kept)
             pending = set()
             for tp in assigned:
                 unit = state.units.get(tp.partition)
@@ -216,7 +181,6 @@ class PollLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 consumer.pause(*pending)
             else:
                 self._ready.set()
-            self._generation += 1  # after the seeks: what was returned before them is dropped
 
     async def _open_pending(self) -> None:
         """Open units for the partitions assigned last, position them, then resume them."""

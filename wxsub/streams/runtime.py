@@ -18,21 +18,19 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   overlays, rewinds the partition to its committed offsets and gives it a new producer (a failed
   send can leave aiokafka's sequence numbers out of step: partition.py ``renew_producer``).
 - Timers (``stage.on_timer``) run per partition in their own transactions.
-- ``commit_interval_ms``: a partition's batches start at least this far apart, which bounds its
-  transactions per second (each costs ~5-7 ms of broker and client CPU, whatever it carries:
-  docs/design.md). Its inputs keep fetching meanwhile: records wait in its stash (flow.py) and
-  the next batch starts with them the moment it is due, not after a fetch.
+- ``commit_interval_ms``: a partition's batches start at least this far apart (held paused
+  until then), which bounds its transactions per second (each costs ~5-7 ms of broker and
+  client CPU, whatever it carries: docs/design.md).
 - A ``Settling`` stage (stage.py) may start work after a commit (``ctx.on_commit``) whose
   results a later transaction writes: an idle partition with such work gets a ``settle`` turn
   once the commit interval has passed, and every partition is settled before a rebalance or
   shut-down gives it up.
-- Partitions are pipelined: each batch of ``p`` (then its timer, when due) runs as its own task;
-  what ``p``'s inputs fetch meanwhile is stashed, and ``p``'s next batch starts as soon as its
-  own commit is done (and the interval allows), without waiting for the slowest partition (a
+- Partitions are pipelined: each batch of ``p`` (then its timer, when due) runs as its own task
+  while ``p``'s input partitions are paused, and ``p`` is resumed as soon as its own commit is
+  done, so it fetches its next batch without waiting for the slowest partition (a
   transaction's round trips, ~100-300 ms on a loaded machine, vary a lot between partitions).
-  The poll loop only fetches, stashes and hands out batches (it wakes when a stash is due); a
-  rebalance and shut-down first wait for every task in flight, and a rebalance drops the
-  stashes (the kept partitions are sought back to their last commits).
+  The poll loop only fetches and hands out batches; a rebalance and shut-down first wait for
+  every task in flight.
 
 ``processing_guarantee="at_least_once"`` keeps this code path with plain idempotent producers:
 a batch's sends and changelog records are awaited (acked), then its input offsets are committed
@@ -43,7 +41,7 @@ Where each job lives (this module wires them together behind :class:`StageRunner
 
 - poll.py: the consumer-group member, the poll loop and the rebalance callbacks;
 - turns.py: per-partition pipelining (a turn per partition as a task, timers, settling);
-- flow.py: stashing, pausing, resuming, rewinding and backing off a partition's inputs;
+- flow.py: pausing, resuming, rewinding and backing off a partition's inputs;
 - partition.py: what is held per partition, opening (producer, stores, restore) and closing it;
 - transaction.py: one transaction, and the commit order, step by step.
 """
@@ -126,7 +124,7 @@ class StageRunner:
             eos=eos,
             renew=opener.renew_producer,
         )
-        flow = InputFlow(self._state, interval=interval, max_batch=max_batch)
+        flow = InputFlow(self._state, interval=interval)
         turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
         self._poll = PollLoop(
             self.spec,

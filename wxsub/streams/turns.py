@@ -1,23 +1,21 @@
 """Per-partition pipelining: each partition's turn runs as a task of its own.
 
 A turn is a batch's transaction (then the partition's timer's, when due), or, for an idle
-partition, a timer or a ``settle`` turn (stage.py ``Settling``). While a batch's turn runs, what
-the partition's inputs fetch is stashed (flow.py), and its next batch starts as soon as its own
-commit is done and the commit interval has passed since the last one started, without waiting
-for the slowest partition (a transaction's round trips, ~100-300 ms on a loaded machine, vary a
-lot between partitions). The poll loop (poll.py) only hands out batches; a rebalance and
-shut-down first wait for every turn in flight (:meth:`drain`).
+partition, a timer or a ``settle`` turn (stage.py ``Settling``). While a batch's turn runs, the
+partition's inputs are held paused (flow.py) and resumed as soon as its own commit is done, so it
+fetches its next batch without waiting for the slowest partition (a transaction's round trips,
+~100-300 ms on a loaded machine, vary a lot between partitions). The poll loop (poll.py) only
+hands out batches; a rebalance and shut-down first wait for every turn in flight (:meth:`drain`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from wxsub.streams.flow import Batch, InputFlow
 from wxsub.streams.partition import PartitionUnit, RunState
@@ -48,15 +46,11 @@ class Turns:
         self._txn = transactor
         self._interval = interval  # commit_interval_ms, in seconds
         self._on_commit = on_commit
-        # set when a turn ends with records stashed for its partition: the poll loop stops
-        # waiting for records and starts the next batch when due (poll.py)
-        self.wake = asyncio.Event()
 
     # --- handing out turns (the poll loop, under its lock) ------------------------------------
 
     def dispatch(self, batch: Batch) -> None:
-        """Stash what was fetched for each partition number, then start a turn for every idle
-        partition whose stash is due (:meth:`start_due`)."""
+        """Start a turn for every idle partition number that has records."""
         pending = self._state.pending
         by_partition: dict[int, Batch] = {}
         for tp, records in batch.items():
@@ -68,37 +62,17 @@ class Turns:
             unit = units.get(p)
             if unit is None:
                 continue
-            if unit.paused:
-                # Backed off after a failure. Records of a rewound input fetched before its
-                # rewind are read again after the back-off: drop them; a co-partitioned input
-                # that was not rewound is rewound to these records and paused with the rest.
-                fresh = {tp: recs for tp, recs in tps.items() if tp not in unit.paused}
-                if fresh:
-                    flow.rewind(fresh)
-                    flow.pause(set(fresh))
-                    unit.paused |= set(fresh)
+            if unit.busy is None and not unit.paused:
+                self._start(unit, tps)
                 continue
-            flow.stash(unit, tps)
-        self.start_due()
-
-    def start_due(self) -> None:
-        """Start a batch for every idle partition with stashed records whose commit interval
-        has passed since its last batch started."""
-        now = time.monotonic()
-        flow = self._flow
-        for unit in self._state.units.values():
-            if unit.stashed and unit.busy is None and not unit.paused and now >= flow.due(unit):
-                self._start(unit, flow.take(unit))
-
-    def poll_timeout_ms(self, longest: int) -> int:
-        """How long the poll loop may wait for records: ``longest``, or less when an idle
-        partition's stash becomes due sooner (a busy one wakes the loop when done: ``wake``)."""
-        now = time.monotonic()
-        wait_ms = longest
-        for unit in self._state.units.values():
-            if unit.stashed and unit.busy is None and not unit.paused:
-                wait_ms = min(wait_ms, max(0, math.ceil((self._flow.due(unit) - now) * 1000)))
-        return wait_ms
+            # a unit in a timer-only turn (nothing paused up front), or a co-partitioned input
+            # of a backed-off one: read them again once the unit is free
+            flow.rewind(tps)
+            if unit.busy is not None:
+                flow.hold(unit, set(tps) - unit.paused)
+            else:
+                flow.pause(set(tps) - unit.paused)
+                unit.paused |= set(tps)
 
     def start_timers(self) -> None:
         """Give every idle partition whose timer is due, or whose work in flight waits to be
@@ -145,9 +119,15 @@ class Turns:
         return time.monotonic() >= unit.started + self._interval
 
     def _start(self, unit: PartitionUnit, tps: Batch | None) -> None:
-        """Start a turn of ``unit``: a batch (``tps``, taken from its stash) or a timer or settle
-        turn (None). What is fetched for it meanwhile is stashed for its next batch."""
+        """Start a turn of ``unit``; with records, its input partitions stay paused until it
+        is done. A timer-only turn pauses nothing up front (most find nothing due and end at
+        once): records that arrive meanwhile are read again afterwards (``dispatch``)."""
+        state = self._state
+        consumer = state.consumer
+        assert consumer is not None
         if tps:
+            inputs = {TopicPartition(t, unit.partition) for t in self._spec.inputs}
+            self._flow.hold(unit, (inputs & consumer.assignment()) - state.pending - unit.paused)
             unit.started = time.monotonic()
         unit.busy = asyncio.create_task(self._turn(unit, tps))
 
@@ -167,8 +147,7 @@ class Turns:
                 self._state.failure = exc
         finally:
             unit.busy = None
-            if unit.stashed:
-                self.wake.set()
+            self._flow.release(unit)
 
     async def _process(self, unit: PartitionUnit, tps: Batch) -> None:
         """A batch's transaction: the records past the partition's position, in one
