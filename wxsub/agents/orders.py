@@ -48,6 +48,7 @@ class OrdersStage:
         store = ctx.stores["orders"]
         due = DueIndex(store)
         now = self.env.clock()
+        candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
             if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
                 await self._card_result(ctx, store, rec)
@@ -72,8 +73,15 @@ class OrdersStage:
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
             _save(store, due, key, pending, step, rules.orphan_after_s(cfg))
-            await self._emit(ctx, step)
-            await self._card_ops(ctx, carded)
+            # _emit and _card_ops inlined for the common case: a coroutine per event each
+            for cand in step.candidates:
+                user = user_key(cand.appid, cand.openid).encode()
+                await ctx.send(candidates, user, encode_internal(cand))
+                tally(ctx, metrics.candidates, cand.kind)
+            if step.outcomes:
+                await self.env.emit_outcomes(ctx, step.outcomes)
+            if carded.ops or carded.saved:
+                await self._card_ops(ctx, carded)
 
     async def _emit(self, ctx: PartitionContext, step: OrderStep) -> None:
         candidates, metrics = self.env.topic("candidates"), self.env.metrics
