@@ -61,13 +61,17 @@ class OrdersStage:
             order, pending = _load(store.get(key))
             cfg = self.env.merchants.app(ev.appid)
             try:
+                carded: card_rules.CardStep | None = None  # no service cards: the step as it is
                 if isinstance(ev, OrderStatusChanged):
                     step = rules.on_order_event(order, pending, ev, cfg, now)
-                    carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
+                    if cfg is not None and cfg.cards is not None:
+                        carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
                 else:
                     step = rules.on_logistics_event(order, pending, ev, cfg, now)
-                    carded = card_rules.card_logistics_step(step, ev, cfg, now)
-                step = carded.step
+                    if cfg is not None and cfg.cards is not None:
+                        carded = card_rules.card_logistics_step(step, ev, cfg, now)
+                if carded is not None:
+                    step = carded.step
             except Exception as exc:  # a bug in a rule must not stop the partition
                 log.exception("orders rule failed", extra={"event_id": ev.event_id})
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
@@ -80,7 +84,7 @@ class OrdersStage:
                 tally(ctx, metrics.candidates, cand.kind)
             if step.outcomes:
                 await self.env.emit_outcomes(ctx, step.outcomes)
-            if carded.ops or carded.saved:
+            if carded is not None and (carded.ops or carded.saved):
                 await self._card_ops(ctx, carded)
 
     async def _emit(self, ctx: PartitionContext, step: OrderStep) -> None:
