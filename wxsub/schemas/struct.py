@@ -43,8 +43,9 @@ def field_names(cls: type) -> tuple[str, ...]:
 
 
 def from_doc(cls: type[T], doc: Mapping[str, Any]) -> T:
-    """``cls(**doc)``, by position when ``doc`` holds exactly the fields in order (as written
-    by ``encode_internal``); otherwise by keyword, with the same errors.
+    """``cls(**doc)``, by position when ``doc`` holds the fields in order (as written by
+    ``encode_internal``), or the first of them in order (the rest take their defaults:
+    ``internal.short_form``); otherwise by keyword, with the same errors.
 
     The keys are compared with the last key tuple that matched first: orjson hands out the
     same key strings for the same keys (its key cache), so that comparison is one pointer
@@ -55,7 +56,8 @@ def from_doc(cls: type[T], doc: Mapping[str, Any]) -> T:
     keys = tuple(doc)
     if keys == _MATCHED.get(cls):
         return cls(*doc.values())
-    if keys == (_NAMES.get(cls) or field_names(cls)):
+    names = _NAMES.get(cls) or field_names(cls)
+    if keys == names[: len(keys)]:  # the fields in order, or the first of them (short form)
         _MATCHED[cls] = keys
         return cls(*doc.values())
     return cls(**doc)

@@ -21,7 +21,7 @@ from typing import Any
 
 from wxsub.agents.rules.common import outcome, to_ms
 from wxsub.merchants import DEFAULT_ORPHAN_AFTER_S, MerchantConfig
-from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason
+from wxsub.schemas.internal import Candidate, Outcome, OutcomeReason, short_form
 from wxsub.schemas.records import LogisticsUpdated, OrderItem, OrderStatusChanged
 from wxsub.schemas.struct import from_doc, record
 
@@ -112,6 +112,10 @@ class OrderState:
             "item_count": self.item_count,
             "items_summary": _summary(self.item_title, self.item_count),
         }
+
+
+# stored without the card fields while they hold their defaults (an app without service cards)
+short_form(OrderState, 11)
 
 
 @record
