@@ -48,6 +48,7 @@ class OrdersStage:
         store = ctx.stores["orders"]
         due = DueIndex(store)
         now = self.env.clock()
+        candidates, metrics = self.env.topic("candidates"), self.env.metrics
         for rec in records:
             if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
                 await self._card_result(ctx, store, rec)
@@ -60,20 +61,31 @@ class OrdersStage:
             order, pending = _load(store.get(key))
             cfg = self.env.merchants.app(ev.appid)
             try:
+                carded: card_rules.CardStep | None = None  # no service cards: the step as it is
                 if isinstance(ev, OrderStatusChanged):
                     step = rules.on_order_event(order, pending, ev, cfg, now)
-                    carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
+                    if cfg is not None and cfg.cards is not None:
+                        carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
                 else:
                     step = rules.on_logistics_event(order, pending, ev, cfg, now)
-                    carded = card_rules.card_logistics_step(step, ev, cfg, now)
-                step = carded.step
+                    if cfg is not None and cfg.cards is not None:
+                        carded = card_rules.card_logistics_step(step, ev, cfg, now)
+                if carded is not None:
+                    step = carded.step
             except Exception as exc:  # a bug in a rule must not stop the partition
                 log.exception("orders rule failed", extra={"event_id": ev.event_id})
                 await self.env.dead_letter(ctx, rec, exc, STAGE)
                 continue
             _save(store, due, key, pending, step, rules.orphan_after_s(cfg))
-            await self._emit(ctx, step)
-            await self._card_ops(ctx, carded)
+            # _emit and _card_ops inlined for the common case: a coroutine per event each
+            for cand in step.candidates:
+                user = user_key(cand.appid, cand.openid).encode()
+                await ctx.send(candidates, user, encode_internal(cand))
+                tally(ctx, metrics.candidates, cand.kind)
+            if step.outcomes:
+                await self.env.emit_outcomes(ctx, step.outcomes)
+            if carded is not None and (carded.ops or carded.saved):
+                await self._card_ops(ctx, carded)
 
     async def _emit(self, ctx: PartitionContext, step: OrderStep) -> None:
         candidates, metrics = self.env.topic("candidates"), self.env.metrics

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable
-from dataclasses import field, is_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -36,6 +36,7 @@ __all__ = [
     "encode_internal",
     "notification_id",
     "plain",
+    "short_form",
     "user_key",
 ]
 
@@ -190,6 +191,33 @@ def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     names = field_names(cls)
     source = "lambda o: {" + ", ".join(f"{n!r}: o.{n}" for n in names) + "}"
     return cast(Callable[[Any], dict[str, Any]], eval(source))  # noqa: S307
+
+
+def short_form(cls: type, required: int) -> None:
+    """Encode records of ``cls`` without their fields after the first ``required`` whenever
+    all of those hold their defaults (a stored order without a service card: 11 of its 19
+    fields). Decoding gives the same record: :func:`~wxsub.schemas.struct.from_doc` builds
+    by position from the fields given, in order, and the rest take their defaults (and
+    ``cls(**doc)``, what versions before this one do, does the same). Every encoding of
+    ``cls`` then takes this form; the full form is still read.
+
+    Leaving 8 default fields out of an order saves ~8 k of the ~30 k instructions that
+    writing and reading it back cost (orjson's work per key; bench/RESULTS.md "Session 7:
+    CPU per event")."""
+    names = field_names(cls)
+    conds = []
+    for f in fields(cls)[required:]:
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if default is None:
+            conds.append(f"o.{f.name} is None")
+        elif type(default) in (bool, int, str) or default == ():
+            conds.append(f"o.{f.name} == {default!r}")
+        else:  # (a generated test must compare to a literal)
+            raise TypeError(f"{cls.__name__}.{f.name}: no literal default to leave out")
+    head = ", ".join(f"{n!r}: o.{n}" for n in names[:required])
+    tail = ", ".join(f"{n!r}: o.{n}" for n in names[required:])
+    source = f"lambda o: {{{head}}} if {' and '.join(conds)} else {{{head}, {tail}}}"
+    _ENCODERS[cls] = eval(source)  # noqa: S307 (field names and literals only, as _encoder)
 
 
 def plain(obj: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ __all__ = ["field_names", "from_doc", "record"]
 
 T = TypeVar("T")
 _NAMES: dict[type, tuple[str, ...]] = {}  # keyed by record class: a finite set
+# per record class, the last decoded key tuple found equal to its field names (from_doc)
+_MATCHED: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
@@ -41,9 +43,21 @@ def field_names(cls: type) -> tuple[str, ...]:
 
 
 def from_doc(cls: type[T], doc: Mapping[str, Any]) -> T:
-    """``cls(**doc)``, by position when ``doc`` holds exactly the fields in order (as written
-    by ``encode_internal``); otherwise by keyword, with the same errors."""
+    """``cls(**doc)``, by position when ``doc`` holds the fields in order (as written by
+    ``encode_internal``), or the first of them in order (the rest take their defaults:
+    ``internal.short_form``); otherwise by keyword, with the same errors.
+
+    The keys are compared with the last key tuple that matched first: orjson hands out the
+    same key strings for the same keys (its key cache), so that comparison is one pointer
+    test per key where a comparison with the field names compares the characters (a third of
+    the check's cost; 7 k instructions per event for the pipeline's Candidate and OrderState,
+    bench/RESULTS.md "Session 7: CPU per event"). Equal strings match either way: the
+    shortcut is only faster, never different."""
+    keys = tuple(doc)
+    if keys == _MATCHED.get(cls):
+        return cls(*doc.values())
     names = _NAMES.get(cls) or field_names(cls)
-    if len(doc) == len(names) and tuple(doc) == names:
+    if keys == names[: len(keys)]:  # the fields in order, or the first of them (short form)
+        _MATCHED[cls] = keys
         return cls(*doc.values())
     return cls(**doc)

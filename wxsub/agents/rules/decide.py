@@ -43,6 +43,7 @@ from wxsub.agents.rules.subscriptions import (
     add_credit,
     history_with,
     prune,
+    pruned_parts,
     with_history,
 )
 from wxsub.memo import remember
@@ -121,20 +122,25 @@ def _decide(
         return out(OutcomeReason.STALE, "", nid, tpl)
     if nid in state.seen:
         return out(OutcomeReason.DUPLICATE, "", nid, tpl)
-    state = prune(_with_seen(state, nid, cand.occurred_at), cfg, now_ms)
+    # from here the id is seen and the state pruned: its parts are kept apart, and the state
+    # is built once, at the end (an intent) or before an outcome (_seen); ``state`` keeps the
+    # parts no check below changes (mutes, held, credits)
+    parts = pruned_parts(state, {**state.seen, nid: cand.occurred_at}, cfg, now_ms)
     if paused is not None:  # seen (a redelivery stays a duplicate), no credit spent
+        state = _seen(state, parts)
         return out(OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl)
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
+        state = _seen(state, parts)
         return out(reason, detail, nid, tpl)
     collapse = bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
-        state = _absorb(state, held, cand.event_id)
+        state = _absorb(_seen(state, parts), held, cand.event_id)
         return out(OutcomeReason.COLLAPSED, "older than a held update", nid, tpl)
     marketing = kind.marketing
     # the state as if the held intent had not been decided (credit and cap slot back)
-    credits, consumed, sends = state.credits, state.consumed, state.sends
+    credits, (events, seen, consumed, sends) = state.credits, parts
     if held is not None:
         hnid = held.intent.notification_id
         credits = add_credit(credits, held.intent.template_id, +1)
@@ -142,6 +148,7 @@ def _decide(
         sends = tuple(s for s in sends if s.notification_id != hnid)
     reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
     if reason:
+        state = _seen(state, parts)
         return out(reason, detail, nid, tpl)
     intent = _intent(cand, kind, nid, body, now_ms, held, version)
     # consume: one credit, the id for restore corrections, the send for the caps
@@ -149,15 +156,20 @@ def _decide(
     consumed = {**consumed, nid: cand.occurred_at}
     sends = (*sends, Send(nid, cand.occurred_at, marketing))
     return _dispatch(
-        state, credits, consumed, sends, cand, intent, cfg, now_ms, held, collapse, marketing
-    )
+        state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
+        collapse, marketing,
+    )  # fmt: skip
 
 
-def _with_seen(state: UserState, nid: str, at: int) -> UserState:
+_Parts = tuple[dict[str, int], dict[str, int], dict[str, int], tuple[Send, ...]]
+
+
+def _seen(state: UserState, parts: _Parts) -> UserState:
+    """``state`` with its pruned (events, seen, consumed, sends) ``parts``."""
+    events, seen, consumed, sends = parts
     return UserState(
-        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
-        {**state.seen, nid: at}, state.consumed, state.sends, state.held, state.deferred,
-        state.history,
+        state.credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
+        consumed, sends, state.held, state.deferred, state.history,
     )  # fmt: skip
 
 
@@ -241,8 +253,7 @@ def _intent(
 def _dispatch(
     state: UserState,
     credits: dict[str, int],
-    consumed: dict[str, int],
-    sends: tuple[Send, ...],
+    parts: _Parts,
     cand: Candidate,
     intent: Intent,
     cfg: MerchantConfig,
@@ -251,7 +262,9 @@ def _dispatch(
     collapse: bool,
     marketing: bool,
 ) -> Decision:
-    """Send now, defer for quiet hours, or hold for collapse; the new state is built once."""
+    """Send now, defer for quiet hours, or hold for collapse; the new state is built once
+    (``parts``: its events, seen, consumed and sends)."""
+    events, seen, consumed, sends = parts
     nid, tpl = intent.notification_id, intent.template_id
     held_all, deferred = state.held, state.deferred
     intents: tuple[Intent, ...] = ()
@@ -283,8 +296,8 @@ def _dispatch(
         intents = (intent,)
         noted = [hist.entry(now_ms, cand.event_id, cand.kind, subject, hist.INTENT, tpl, nid)]
     new = UserState(
-        credits, state.muted_templates, state.muted_kinds, state.pref_at, state.events,
-        state.seen, consumed, sends, held_all, deferred,
+        credits, state.muted_templates, state.muted_kinds, state.pref_at, events,
+        seen, consumed, sends, held_all, deferred,
         history_with(state.history, noted, cfg, now_ms),
     )  # fmt: skip
     return Decision(new, intents, outs)

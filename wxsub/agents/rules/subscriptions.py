@@ -62,6 +62,7 @@ __all__ = [
     "history_with",
     "intent_from_dict",
     "prune",
+    "pruned_parts",
     "with_history",
 ]
 
@@ -244,25 +245,35 @@ _send_at = attrgetter("at")
 
 def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
     """Forget ids and sends that can no longer matter (see the module docstring)."""
-    retention, send_retention = _spans(cfg)
-    horizon = now_ms - retention
-    send_horizon = now_ms - send_retention
-    events, seen, consumed, sends = state.events, state.seen, state.consumed, state.sends
-    changed = False
-    if events and min(events.values()) < horizon:  # rebuild only when something expired
-        events, changed = {k: t for k, t in events.items() if t >= horizon}, True
-    if seen and min(seen.values()) < horizon:
-        seen, changed = {k: t for k, t in seen.items() if t >= horizon}, True
-    if consumed and min(consumed.values()) < horizon:
-        consumed, changed = {k: t for k, t in consumed.items() if t >= horizon}, True
-    if sends and min(map(_send_at, sends)) < send_horizon:
-        sends, changed = tuple(s for s in sends if s.at >= send_horizon), True
-    if not changed:
+    events, seen, consumed, sends = pruned_parts(state, state.seen, cfg, now_ms)
+    if (events is state.events and seen is state.seen and consumed is state.consumed
+            and sends is state.sends):  # fmt: skip
         return state
     return UserState(
         state.credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
         consumed, sends, state.held, state.deferred, state.history,
     )  # fmt: skip
+
+
+def pruned_parts(
+    state: UserState, seen: dict[str, int], cfg: MerchantConfig | None, now_ms: int
+) -> tuple[dict[str, int], dict[str, int], dict[str, int], tuple[Send, ...]]:
+    """:func:`prune`'s parts (events, seen, consumed, sends) of ``state`` with ``seen`` for its
+    seen ids, without building a state: each part is the one given unless something in it
+    expired (decide builds the state once, with everything it changes)."""
+    retention, send_retention = _spans(cfg)
+    horizon = now_ms - retention
+    send_horizon = now_ms - send_retention
+    events, consumed, sends = state.events, state.consumed, state.sends
+    if events and min(events.values()) < horizon:  # rebuild only when something expired
+        events = {k: t for k, t in events.items() if t >= horizon}
+    if seen and min(seen.values()) < horizon:
+        seen = {k: t for k, t in seen.items() if t >= horizon}
+    if consumed and min(consumed.values()) < horizon:
+        consumed = {k: t for k, t in consumed.items() if t >= horizon}
+    if sends and min(map(_send_at, sends)) < send_horizon:
+        sends = tuple(s for s in sends if s.at >= send_horizon)
+    return events, seen, consumed, sends
 
 
 def history_expired(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
