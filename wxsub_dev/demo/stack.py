@@ -164,6 +164,8 @@ app_id = "demo{self.uid}"
 merchants = "{merchants}"
 session_timeout_ms = 6000
 log_level = "warning"
+# an open whose send is unknown ends after this grace (default 125 s): short for a short run
+open_grace_ms = 3000
 
 [wechat]
 api_base = "{self.sandbox.base_url}"
