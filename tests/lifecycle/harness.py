@@ -18,16 +18,18 @@ from aiokafka import AIOKafkaProducer
 from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.sandbox import APPID, SECRET
 from wxsub.agents.base import StageEnv
+from wxsub.agents.rules.stats import add_rows
 from wxsub.merchants import Merchants
 from wxsub.schemas import encode
 from wxsub.settings import AppCredentials, Secret, Settings
+from wxsub.stats import read_stats
 from wxsub.streams.metrics import WorkerMetrics
 from wxsub.streams.runtime import StageRunner
 from wxsub.streams.stage import Stage
 from wxsub.streams.store import RESERVED_PREFIX, PartitionStore
 from wxsub.streams.topics import changelog_name, ensure_topics
 
-__all__ = ["DAY", "Clock", "Lifecycle", "at", "lifecycle", "metric", "sample"]
+__all__ = ["DAY", "Clock", "Lifecycle", "at", "lifecycle", "metric", "sample", "stats_by_template"]
 
 DAY = 86_400_000
 
@@ -165,3 +167,12 @@ async def metric(lc: Lifecycle, name: str, want: float, **labels: str) -> float:
             break
         await asyncio.sleep(0.1)
     return sample(lc, name, **labels)
+
+
+async def stats_by_template(lc: Lifecycle) -> dict[str, dict[str, int]]:
+    """template -> counters, summed over days and partitions, as ``wxsub stats`` reads them."""
+    table = await read_stats(lc.settings.kafka)
+    out: dict[str, list[dict[str, int]]] = {}
+    for key, row in table.rows.items():
+        out.setdefault(key.template, []).append(dict(row))
+    return {t: add_rows(rows) for t, rows in out.items()}

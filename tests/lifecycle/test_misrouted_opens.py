@@ -17,9 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.polling import until as _until
-from tests.lifecycle.harness import Lifecycle, at, lifecycle
+from tests.lifecycle.harness import at, lifecycle, stats_by_template
 from wxsub.agents.rules.attribution import ref_of
-from wxsub.agents.rules.stats import RowKey, add_rows, decode_record
 from wxsub.agents.stats import StatsStage
 from wxsub.schemas import encode
 from wxsub.schemas.internal import Outcome, decode_internal, encode_internal
@@ -48,19 +47,6 @@ WANT_OUTCOMES = [
     ("o5", "unknown_ref", "-"),
     ("o6", "opened", "TPL"),
 ]
-
-
-async def _rows(lc: Lifecycle) -> dict[str, dict[str, int]]:
-    """template -> counters, summed over days and partitions (latest record per topic key)."""
-    latest: dict[tuple[RowKey, int], dict[str, int]] = {}
-    for r in await read_all(lc.settings.kafka.bootstrap, lc.topic("stats")):
-        if r.value is not None:
-            rec = decode_record(r.value)
-            latest[(rec.key, rec.partition)] = rec.counters
-    out: dict[str, list[dict[str, int]]] = {}
-    for (key, _), counters in latest.items():
-        out.setdefault(key.template, []).append(counters)
-    return {t: add_rows(rows) for t, rows in out.items()}
 
 
 async def _play(bootstrap: str, tmp: Path, wrong: bool) -> dict[str, Any]:
@@ -97,14 +83,14 @@ async def _play(bootstrap: str, tmp: Path, wrong: bool) -> dict[str, Any]:
                 outcomes = await _until(opens) or []
 
                 async def rows() -> dict[str, dict[str, int]] | None:
-                    got = await _rows(lc)
+                    got = await stats_by_template(lc)
                     opened = got.get("TPL", {}).get("opened", 0)
                     unknown = got.get("-", {}).get("open:unknown_ref", 0)
                     return got if opened == 3 and unknown == 2 else None
 
-                stats = await _until(rows) or await _rows(lc)
+                stats = await _until(rows) or await stats_by_template(lc)
                 await asyncio.sleep(1)  # settle: an open counted twice would show
-                stats = await _rows(lc)
+                stats = await stats_by_template(lc)
         finally:
             await producer.stop()
         published = await read_all(bootstrap, lc.topic("opened"))

@@ -23,9 +23,8 @@ from aiokafka import AIOKafkaProducer
 from tests.agents.factory import APPID, app_doc
 from tests.fixtures.kafka_helpers import read_all
 from tests.fixtures.polling import until
-from tests.lifecycle.harness import Lifecycle, at, lifecycle
+from tests.lifecycle.harness import Lifecycle, at, lifecycle, stats_by_template
 from wxsub.agents.rules import attribution as att
-from wxsub.agents.rules.stats import RowKey, add_rows, decode_record
 from wxsub.agents.stats import StatsStage
 from wxsub.merchants import parse_merchants
 from wxsub.schemas.internal import Outcome, decode_internal, encode_internal
@@ -51,18 +50,6 @@ def _held(key: bytes) -> bool:
 async def _outcomes(lc: Lifecycle) -> list[Outcome]:
     recs = await read_all(lc.settings.kafka.bootstrap, lc.topic("outcomes"))
     return [o for o in (decode_internal(Outcome, r.value) for r in recs) if o.kind == "opened"]
-
-
-async def _rows(lc: Lifecycle) -> dict[str, dict[str, int]]:
-    latest: dict[tuple[RowKey, int], dict[str, int]] = {}
-    for r in await read_all(lc.settings.kafka.bootstrap, lc.topic("stats")):
-        if r.value is not None:
-            rec = decode_record(r.value)
-            latest[(rec.key, rec.partition)] = rec.counters
-    out: dict[str, list[dict[str, int]]] = {}
-    for (key, _), counters in latest.items():
-        out.setdefault(key.template, []).append(counters)
-    return {t: add_rows(rows) for t, rows in out.items()}
 
 
 async def test_opens_before_their_send_wait_for_it_or_end_unknown_after_the_grace(
@@ -111,13 +98,13 @@ async def test_opens_before_their_send_wait_for_it_or_end_unknown_after_the_grac
             ended = await until(all_ended, 90) or await _outcomes(lc)
 
             async def rows_done() -> dict[str, dict[str, int]] | None:
-                got = await _rows(lc)
+                got = await stats_by_template(lc)
                 return got if got.get("-", {}).get("open:unknown_ref") == N + 3 else None
 
-            rows = await until(rows_done, 90) or await _rows(lc)
+            rows = await until(rows_done, 90) or await stats_by_template(lc)
             await asyncio.sleep(1)  # settle: an open ended twice would show
             ended = await _outcomes(lc)
-            rows = await _rows(lc)
+            rows = await stats_by_template(lc)
             latest = await lc.latest(changelog)
             grace = lc.metrics.registry.get_sample_value(
                 "wxsub_expired_total", {"store": "stats", "reason": "open_grace"}
