@@ -25,19 +25,31 @@ def _run(*args: str) -> str:
 
 
 AGENTS = ("bench.agents_micro", "--events", "300", "--users", "60", "--batch", "50")
+FANOUT = ("bench.agents_micro", "--fanout", "200", "--batch", "50")
 PRODUCTS = ("bench.products_micro", "-n", "500")
 DECIDE = ("bench.decide_micro", "--users", "30", "--orders", "60", "--repeat", "1")
 
 
 @pytest.mark.parametrize(
     ("args", "digest"),
-    [(AGENTS, r"digest (\w+)"), (PRODUCTS, r"sha256 (\w+)"), (DECIDE, r"digest: (\w+)")],
+    [
+        (AGENTS, r"digest (\w+)"),
+        (FANOUT, r"digest (\w+)"),
+        (PRODUCTS, r"sha256 (\w+)"),
+        (DECIDE, r"digest: (\w+)"),
+    ],
 )
 def test_micro_benchmark_runs_and_its_digest_is_stable(args: tuple[str, ...], digest: str) -> None:
     first, second = _run(*args), _run(*args)
     found = [re.search(digest, out) for out in (first, second)]
     assert found[0] is not None and found[1] is not None, first
     assert found[0].group(1) == found[1].group(1)  # same code, same input: same output
+
+
+def test_agents_micro_fanout_decides_every_watcher() -> None:
+    """Every watcher of the price drop is a user with credits: one intent each."""
+    out = _run(*FANOUT)
+    assert "-> 200 candidates -> 200 intents" in out, out
 
 
 def test_products_micro_fans_out_to_the_matching_watchers() -> None:
