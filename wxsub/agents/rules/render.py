@@ -99,6 +99,12 @@ class _Plan(NamedTuple):
     page: tuple[str | tuple[str], ...]
     money: tuple[str, ...]  # money and time names used inside text (only those convert early)
     times: tuple[str, ...]
+    reads: tuple[str, ...]  # the candidate's values the body depends on (see _same_event)
+    # [(candidate, tz, body)] of the last render of this kind: a fan-out's candidates (one
+    # product event, one candidate per watcher) differ only in the user, so each after the
+    # first takes the first one's body with its own ``touser`` (bench/RESULTS.md, "Session 8:
+    # decide per candidate")
+    last: list[tuple[Candidate, dt.tzinfo, dict[str, Any]] | None]
 
 
 # kind configs are frozen and live for the process: their format strings are parsed once.
@@ -126,8 +132,11 @@ def _plan(kind: KindConfig) -> _Plan:
     used = {p[0] for one in parts for p in one if type(p) is tuple}
     used |= {s.sole for s in slots if s.sole is not None and s.number is None}
     money, times = tuple(sorted(MONEY_NAMES & used)), tuple(sorted(TIME_NAMES & used))
-    plan = remember(_PLANS, id(kind), _Plan(kind, tuple(slots), page, money, times), _PLANS_MAX)
-    return plan
+    reads = used | {s.sole for s in slots if s.sole is not None}
+    if "status_text" in reads:  # derived from these (_values)
+        reads |= {"status", "state"}
+    plan = _Plan(kind, tuple(slots), page, money, times, tuple(sorted(reads)), [None])
+    return remember(_PLANS, id(kind), plan, _PLANS_MAX)
 
 
 def _parse(fmt: str) -> tuple[str | tuple[str], ...]:
@@ -145,9 +154,31 @@ def _parse(fmt: str) -> tuple[str | tuple[str], ...]:
     return tuple(parts)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_ABSENT = object()  # a value not given (not the same as None: _fill)
+
+
+def _same_event(plan: _Plan, a: Candidate, b: Candidate) -> bool:
+    """Whether ``a`` and ``b`` (of one event id) render the same body but for ``touser``: the
+    same event, and the same scalar values (and value types: ``1 == True``) under every name
+    the body reads."""
+    if a.subject != b.subject or a.occurred_at != b.occurred_at or a.appid != b.appid:
+        return False
+    va, vb = a.values, b.values
+    for name in plan.reads:
+        x, y = va.get(name, _ABSENT), vb.get(name, _ABSENT)
+        if type(x) is not type(y) or x != y or (x is not _ABSENT and type(x) not in _SCALARS):
+            return False
+    return True
+
+
 def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] | Invalid:
     """The complete send body for ``cand``, or :class:`Invalid` naming the failing keyword."""
     plan = _plan(kind)
+    last = plan.last[0]
+    if last is not None and last[0].event_id == cand.event_id and last[1] is tz:
+        if _same_event(plan, last[0], cand):
+            return {**last[2], "touser": cand.openid}
     values = _values(cand, kind, tz, plan.money, plan.times)
     data: dict[str, dict[str, str]] = {}
     for slot in plan.slots:
@@ -173,6 +204,7 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
     body["data"] = data
     body["miniprogram_state"] = kind.miniprogram_state
     body["lang"] = kind.lang
+    plan.last[0] = (cand, tz, body)
     return body
 
 
