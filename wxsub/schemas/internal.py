@@ -48,10 +48,15 @@ NOTIFY_KINDS = ("order_status", "logistics", "price_drop", "restock", "promotion
 MARKETING_KINDS = frozenset({"promotion"})
 
 
+# a copy of an empty hash is a new one without parsing the constructor's keywords again
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)
+
+
 def notification_id(appid: str, openid: str, template_id: str, source_event_id: str) -> str:
     """Deterministic id of one notification: a replay can never mint a second one."""
-    raw = "\x1f".join((appid, openid, template_id, source_event_id)).encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    h = _BLAKE2B_16.copy()
+    h.update("\x1f".join((appid, openid, template_id, source_event_id)).encode())
+    return h.hexdigest()
 
 
 @record

@@ -90,6 +90,21 @@ def decide(
     return _decide(state, cand, cfg, now_ms, paused)
 
 
+def _ended(
+    state: UserState,
+    cand: Candidate,
+    cfg: MerchantConfig,
+    now_ms: int,
+    reason: str,
+    detail: str,
+    nid: str,
+    template: str,
+) -> Decision:
+    """The candidate ends with ``reason`` (an outcome for it, noted in the history)."""
+    o = _out(cand, reason, now_ms, nid, template, detail, cfg.version)
+    return _suppressed(state, cand, o, cfg, now_ms)
+
+
 def _suppressed(
     state: UserState, cand: Candidate, o: Outcome, cfg: MerchantConfig | None, now_ms: int
 ) -> Decision:
@@ -103,41 +118,43 @@ def _decide(
     state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int, paused: str | None
 ) -> Decision:
     kind = cfg.kind(cand.kind) if cfg is not None else None
-    version = cfg.version if cfg is not None else 0
-
-    def out(reason: str, detail: str = "", nid: str = "", template: str = "") -> Decision:
-        o = _out(cand, reason, now_ms, nid, template, detail, version)
-        return _suppressed(state, cand, o, cfg, now_ms)
-
     if cfg is None or kind is None:
         what = "app" if cfg is None else f"kind {cand.kind}"
-        return out(OutcomeReason.NO_TEMPLATE, f"{what} not configured")
+        version = cfg.version if cfg is not None else 0
+        o = _out(cand, OutcomeReason.NO_TEMPLATE, now_ms, "", "", f"{what} not configured", version)
+        return _suppressed(state, cand, o, cfg, now_ms)
     if kind.variants:  # several templates per kind: the candidate's status picks one
         kind = kind.for_status(cand.values.get("status"))
     tpl = kind.template_id
     if kind.disabled:  # the template at WeChat does not fit the mapping: never send
-        return out(OutcomeReason.TEMPLATE_UNFIT, kind.disabled, "", tpl)
+        return _ended(
+            state, cand, cfg, now_ms, OutcomeReason.TEMPLATE_UNFIT, kind.disabled, "", tpl
+        )
     nid = notification_id(cand.appid, cand.openid, tpl, cand.event_id)
     if now_ms - cand.occurred_at > kind.stale_after_s * 1000:
-        return out(OutcomeReason.STALE, "", nid, tpl)
+        return _ended(state, cand, cfg, now_ms, OutcomeReason.STALE, "", nid, tpl)
     if nid in state.seen:
-        return out(OutcomeReason.DUPLICATE, "", nid, tpl)
+        return _ended(state, cand, cfg, now_ms, OutcomeReason.DUPLICATE, "", nid, tpl)
     # from here the id is seen and the state pruned: its parts are kept apart, and the state
     # is built once, at the end (an intent) or before an outcome (_seen); ``state`` keeps the
     # parts no check below changes (mutes, held, credits)
     parts = pruned_parts(state, {**state.seen, nid: cand.occurred_at}, cfg, now_ms)
     if paused is not None:  # seen (a redelivery stays a duplicate), no credit spent
         state = _seen(state, parts)
-        return out(OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl)
+        return _ended(
+            state, cand, cfg, now_ms, OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl
+        )
     reason, detail, body = _check(state, cand, kind, cfg)
     if body is None:
         state = _seen(state, parts)
-        return out(reason, detail, nid, tpl)
+        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
     collapse = bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(_seen(state, parts), held, cand.event_id)
-        return out(OutcomeReason.COLLAPSED, "older than a held update", nid, tpl)
+        return _ended(
+            state, cand, cfg, now_ms, OutcomeReason.COLLAPSED, "older than a held update", nid, tpl
+        )
     marketing = kind.marketing
     # the state as if the held intent had not been decided (credit and cap slot back)
     credits, (events, seen, consumed, sends) = state.credits, parts
@@ -149,8 +166,8 @@ def _decide(
     reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
     if reason:
         state = _seen(state, parts)
-        return out(reason, detail, nid, tpl)
-    intent = _intent(cand, kind, nid, body, now_ms, held, version)
+        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
+    intent = _intent(cand, kind, nid, body, now_ms, held, cfg.version)
     # consume: one credit, the id for restore corrections, the send for the caps
     credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: cand.occurred_at}
