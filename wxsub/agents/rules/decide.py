@@ -87,36 +87,6 @@ def decide(
     ``paused``: the reason of a pause in force for the candidate's app and kind
     (rules/pauses.py), if any: the candidate ends as ``paused`` before a credit is spent (the
     deliver stage's send-time guard ends what was decided before the pause)."""
-    return _decide(state, cand, cfg, now_ms, paused)
-
-
-def _ended(
-    state: UserState,
-    cand: Candidate,
-    cfg: MerchantConfig,
-    now_ms: int,
-    reason: str,
-    detail: str,
-    nid: str,
-    template: str,
-) -> Decision:
-    """The candidate ends with ``reason`` (an outcome for it, noted in the history)."""
-    o = _out(cand, reason, now_ms, nid, template, detail, cfg.version)
-    return _suppressed(state, cand, o, cfg, now_ms)
-
-
-def _suppressed(
-    state: UserState, cand: Candidate, o: Outcome, cfg: MerchantConfig | None, now_ms: int
-) -> Decision:
-    """An outcome instead of an intent, noted in the history."""
-    e = hist.entry(o.at, o.event_id, o.kind, cand.subject, o.reason, o.template_id,
-                   o.notification_id, o.detail)  # fmt: skip
-    return Decision(with_history(state, (e,), cfg, now_ms), outcomes=(o,))
-
-
-def _decide(
-    state: UserState, cand: Candidate, cfg: MerchantConfig | None, now_ms: int, paused: str | None
-) -> Decision:
     kind = cfg.kind(cand.kind) if cfg is not None else None
     if cfg is None or kind is None:
         what = "app" if cfg is None else f"kind {cand.kind}"
@@ -148,7 +118,7 @@ def _decide(
     if body is None:
         state = _seen(state, parts)
         return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
-    collapse = bool(collapse_s(cfg, cand.kind))
+    collapse = cand.kind in _COLLAPSING and bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
     if held is not None and cand.occurred_at < held.intent.occurred_at:
         state = _absorb(_seen(state, parts), held, cand.event_id)
@@ -167,7 +137,11 @@ def _decide(
     if reason:
         state = _seen(state, parts)
         return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
-    intent = _intent(cand, kind, nid, body, now_ms, held, cfg.version)
+    event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
+    intent = Intent(
+        nid, cand.appid, cand.openid, tpl, cand.kind, event_ids, cand.occurred_at,
+        cand.received_at, now_ms, body, cfg.version,
+    )  # fmt: skip
     # consume: one credit, the id for restore corrections, the send for the caps
     credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: cand.occurred_at}
@@ -176,6 +150,30 @@ def _decide(
         state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
         collapse, marketing,
     )  # fmt: skip
+
+
+def _ended(
+    state: UserState,
+    cand: Candidate,
+    cfg: MerchantConfig,
+    now_ms: int,
+    reason: str,
+    detail: str,
+    nid: str,
+    template: str,
+) -> Decision:
+    """The candidate ends with ``reason`` (an outcome for it, noted in the history)."""
+    o = _out(cand, reason, now_ms, nid, template, detail, cfg.version)
+    return _suppressed(state, cand, o, cfg, now_ms)
+
+
+def _suppressed(
+    state: UserState, cand: Candidate, o: Outcome, cfg: MerchantConfig | None, now_ms: int
+) -> Decision:
+    """An outcome instead of an intent, noted in the history."""
+    e = hist.entry(o.at, o.event_id, o.kind, cand.subject, o.reason, o.template_id,
+                   o.notification_id, o.detail)  # fmt: skip
+    return Decision(with_history(state, (e,), cfg, now_ms), outcomes=(o,))
 
 
 _Parts = tuple[dict[str, int], dict[str, int], dict[str, int], tuple[Send, ...]]
@@ -251,22 +249,6 @@ def _limits(
     return "", ""
 
 
-def _intent(
-    cand: Candidate,
-    kind: KindConfig,
-    nid: str,
-    body: dict[str, object],
-    now_ms: int,
-    held: Held | None,
-    version: int,
-) -> Intent:
-    event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
-    return Intent(
-        nid, cand.appid, cand.openid, kind.template_id, cand.kind, event_ids, cand.occurred_at,
-        cand.received_at, now_ms, body, version,
-    )  # fmt: skip
-
-
 def _dispatch(
     state: UserState,
     credits: dict[str, int],
@@ -339,6 +321,9 @@ def _out_for(intent: Intent, reason: str, now_ms: int, detail: str, version: int
 
 
 # --- collapse ------------------------------------------------------------------------------------
+
+
+_COLLAPSING = frozenset({"logistics", "price_drop"})  # the kinds collapse_s may hold
 
 
 def collapse_s(cfg: MerchantConfig, kind: str) -> int:

@@ -138,7 +138,10 @@ def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
         n = out.count("\n") + 1
         if n > HISTORY_MAX:
             out = out.split("\n", n - HISTORY_MAX)[-1]
-    if _at(out) < horizon_ms:
+    # the oldest entry's ``at``: 13 digits and a tab for every time of 2001-2286 (int() of them,
+    # without _at's tests and search: ~1.5 k instructions less per decision)
+    head = out[:13]
+    if (int(head) if out[13:14] == "\t" and head.isdecimal() else _at(out)) < horizon_ms:
         out = "\n".join([line for line in out.split("\n") if _at(line) >= horizon_ms])
     return out
 
