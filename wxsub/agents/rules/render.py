@@ -45,14 +45,17 @@ def _values(
     tz: dt.tzinfo,
     money: Iterable[str],
     times: Iterable[str],
+    own: bool = True,
 ) -> dict[str, object]:
     """The typed values a kind's format strings may use, converting only the ``money`` and
-    ``times`` names given."""
+    ``times`` names given; ``own``: with the candidate's own fields (event_id, appid,
+    subject, event_time), which a format may also use."""
     values: dict[str, object] = dict(cand.values)
-    values["event_id"] = cand.event_id
-    values["appid"] = cand.appid
-    values["subject"] = cand.subject
-    values["event_time"] = cand.occurred_at
+    if own:
+        values["event_id"] = cand.event_id
+        values["appid"] = cand.appid
+        values["subject"] = cand.subject
+        values["event_time"] = cand.occurred_at
     status = values.get("status", values.get("state"))
     if isinstance(status, str) and status in kind.status_text:
         values["status_text"] = kind.status_text[status]
@@ -100,6 +103,7 @@ class _Plan(NamedTuple):
     money: tuple[str, ...]  # money and time names used inside text (only those convert early)
     times: tuple[str, ...]
     reads: tuple[str, ...]  # the candidate's values the body depends on (see _same_event)
+    own: bool  # whether a format uses the candidate's own fields (_values)
     # [(candidate, tz, body)] of the last render of this kind: a fan-out's candidates (one
     # product event, one candidate per watcher) differ only in the user, so each after the
     # first takes the first one's body with its own ``touser`` (bench/RESULTS.md, "Session 8:
@@ -135,7 +139,8 @@ def _plan(kind: KindConfig) -> _Plan:
     reads = used | {s.sole for s in slots if s.sole is not None}
     if "status_text" in reads:  # derived from these (_values)
         reads |= {"status", "state"}
-    plan = _Plan(kind, tuple(slots), page, money, times, tuple(sorted(reads)), [None])
+    own = bool(reads & _OWN)
+    plan = _Plan(kind, tuple(slots), page, money, times, tuple(sorted(reads)), own, [None])
     return remember(_PLANS, id(kind), plan, _PLANS_MAX)
 
 
@@ -154,6 +159,7 @@ def _parse(fmt: str) -> tuple[str | tuple[str], ...]:
     return tuple(parts)
 
 
+_OWN = frozenset({"event_id", "appid", "subject", "event_time"})  # set by _values
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _ABSENT = object()  # a value not given (not the same as None: _fill)
 
@@ -179,7 +185,7 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
     if last is not None and last[0].event_id == cand.event_id and last[1] is tz:
         if _same_event(plan, last[0], cand):
             return {**last[2], "touser": cand.openid}
-    values = _values(cand, kind, tz, plan.money, plan.times)
+    values = _values(cand, kind, tz, plan.money, plan.times, plan.own)
     data: dict[str, dict[str, str]] = {}
     for slot in plan.slots:
         raw = values.get(slot.sole) if slot.sole is not None else _fill(slot.parts, values, _text)
@@ -197,7 +203,13 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
         data[slot.name] = {"value": fitted}
     body: dict[str, Any] = {"touser": cand.openid, "template_id": kind.template_id}
     if kind.page:
-        page = _fill(plan.page, values, _url_text)
+        parts = plan.page
+        if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is tuple:
+            # (a path, one placeholder: most pages) without _fill's loop
+            name = parts[1][0]
+            page = parts[0] + _url_text(values[name]) if name in values else None
+        else:
+            page = _fill(parts, values, _url_text)
         if page is None:
             return Invalid("page", f"no value for {kind.page}")
         body["page"] = page
