@@ -155,3 +155,33 @@ def test_event_times_render_as_time_and_date(ms: int) -> None:
     assert body["data"]["time1"]["value"].endswith(f"{local:%H:%M}")
     assert check("time", body["data"]["time1"]["value"]) is None
     assert check("date", body["data"]["date2"]["value"]) is None
+
+
+def test_a_fan_outs_candidates_take_the_first_body_with_their_own_user() -> None:
+    """The last body of a kind is taken by a candidate of the same event with the same values
+    (render keeps it): the same body as rendering it anew, with the candidate's own touser."""
+    kind = _kind("price_drop")
+    first = render(cand("price_drop", event_id="pd-7", openid="o-a"), kind, TZ)
+    second = render(cand("price_drop", event_id="pd-7", openid="o-b", target_price=9), kind, TZ)
+    assert not isinstance(first, Invalid) and not isinstance(second, Invalid)
+    assert first["touser"] == "o-a" and second["touser"] == "o-b"
+    assert list(second) == list(first)  # same key order
+    assert {**second, "touser": "o-a"} == first
+
+
+def test_a_body_is_not_taken_for_other_values_or_types() -> None:
+    """Same event id, a value read by the body differs (in value, in type only, or absent):
+    rendered anew, as without the kept body."""
+    kind = _kind("price_drop")
+    render(cand("price_drop", event_id="pd-8", drop=500), kind, TZ)
+    for other in ({"drop": 400}, {"drop": 500.0}, {"drop": True}, {"title": "红色T恤"}):
+        body = render(cand("price_drop", event_id="pd-8", **other), kind, TZ)
+        fresh = render(cand("price_drop", event_id="pd-x", **other), kind, TZ)
+        assert body == fresh, other
+    render(cand("price_drop", event_id="pd-9", drop=1), kind, TZ)  # 1 == True, not the same
+    assert render(cand("price_drop", event_id="pd-9", drop=True), kind, TZ) == render(
+        cand("price_drop", event_id="pd-y", drop=True), kind, TZ
+    )
+    gone = cand("price_drop", event_id="pd-8")
+    del gone.values["title"]
+    assert isinstance(render(gone, kind, TZ), Invalid)
