@@ -15,7 +15,10 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, NamedTuple
+
+import orjson
 
 from wxsub.memo import remember
 from wxsub.merchants import MONEY_NAMES, TIME_NAMES, KindConfig
@@ -104,11 +107,13 @@ class _Plan(NamedTuple):
     times: tuple[str, ...]
     reads: tuple[str, ...]  # the candidate's values the body depends on (see _same_event)
     own: bool  # whether a format uses the candidate's own fields (_values)
-    # [(candidate, tz, body)] of the last render of this kind: a fan-out's candidates (one
-    # product event, one candidate per watcher) differ only in the user, so each after the
-    # first takes the first one's body with its own ``touser`` (bench/RESULTS.md, "Session 8:
-    # decide per candidate")
-    last: list[tuple[Candidate, dt.tzinfo, dict[str, Any]] | None]
+    pick: Callable[[Mapping[str, Any]], Any] | None  # itemgetter(*reads), if any
+    # [(candidate, tz, body), _reads of the candidate] of the last render of this kind: a
+    # fan-out's candidates (one product event, one candidate per watcher) differ only in the
+    # user, so each after the first takes the first one's body with its own ``touser``
+    # (bench/RESULTS.md, "Session 8: decide per candidate"). The second item is _UNSET until
+    # a candidate may take the body
+    last: list[Any]
 
 
 # kind configs are frozen and live for the process: their format strings are parsed once.
@@ -140,7 +145,9 @@ def _plan(kind: KindConfig) -> _Plan:
     if "status_text" in reads:  # derived from these (_values)
         reads |= {"status", "state"}
     own = bool(reads & _OWN)
-    plan = _Plan(kind, tuple(slots), page, money, times, tuple(sorted(reads)), own, [None])
+    names = tuple(sorted(reads))
+    pick = itemgetter(*names) if names else None
+    plan = _Plan(kind, tuple(slots), page, money, times, names, own, pick, [None, _UNSET])
     return remember(_PLANS, id(kind), plan, _PLANS_MAX)
 
 
@@ -160,22 +167,39 @@ def _parse(fmt: str) -> tuple[str | tuple[str], ...]:
 
 
 _OWN = frozenset({"event_id", "appid", "subject", "event_time"})  # set by _values
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-_ABSENT = object()  # a value not given (not the same as None: _fill)
+_UNSET = object()
 
 
 def _same_event(plan: _Plan, a: Candidate, b: Candidate) -> bool:
-    """Whether ``a`` and ``b`` (of one event id) render the same body but for ``touser``: the
-    same event, and the same scalar values (and value types: ``1 == True``) under every name
-    the body reads."""
+    """Whether ``a`` (the last one rendered) and ``b`` (of one event id) render the same body
+    but for ``touser``: the same event, and the same values under every name the body reads,
+    compared as their JSON (exact: ``1 == True == 1.0``, but not as JSON)."""
     if a.subject != b.subject or a.occurred_at != b.occurred_at or a.appid != b.appid:
         return False
-    va, vb = a.values, b.values
-    for name in plan.reads:
-        x, y = va.get(name, _ABSENT), vb.get(name, _ABSENT)
-        if type(x) is not type(y) or x != y or (x is not _ABSENT and type(x) not in _SCALARS):
-            return False
-    return True
+    last = plan.last
+    key = last[1]
+    if key is _UNSET:  # once per kept body
+        key = last[1] = _reads(plan, a)
+    return key is not None and _reads(plan, b) == key
+
+
+def _reads(plan: _Plan, cand: Candidate) -> bytes | None:
+    """The JSON of the candidate's values under the names the body reads (None: one is
+    absent, or not plain JSON: a subclass, a datetime, a dataclass; a decoded candidate's
+    values are always JSON)."""
+    if plan.pick is None:
+        return b""
+    try:
+        return orjson.dumps(plan.pick(cand.values), option=_PLAIN)
+    except (KeyError, TypeError):
+        return None
+
+
+_PLAIN = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] | Invalid:
@@ -216,7 +240,8 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
     body["data"] = data
     body["miniprogram_state"] = kind.miniprogram_state
     body["lang"] = kind.lang
-    plan.last[0] = (cand, tz, body)
+    last = plan.last
+    last[0], last[1] = (cand, tz, body), _UNSET
     return body
 
 
