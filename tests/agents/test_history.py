@@ -140,3 +140,22 @@ def test_codes_are_one_character_distinct_and_cover_every_reason_noted() -> None
         "unknown_ref",
     }  # fmt: skip (delivery's results go to the ledger, opens to the stats: not to the history)
     assert decided <= set(hist.REASON_CODES)
+
+
+def test_an_intents_entry_is_the_entry_with_the_intent_reason() -> None:
+    """hist.intent, the decide stage's short way to an intent's entry, writes what entry does
+    (also for a kind without a code and a field with a tab or a newline)."""
+    for kind, subject in (("order_status", "o1"), ("newkind", "o1"), ("logistics", "a\tb"),
+                          ("price_drop", "a\nb")):  # fmt: skip
+        assert hist.intent(T0, "e1", kind, subject, TPL) == hist.entry(
+            T0, "e1", kind, subject, hist.INTENT, TPL
+        )
+
+
+def test_the_oldest_entry_expires_by_its_at_whatever_its_width() -> None:
+    """add() reads a 13-digit at directly, others as before: each expires past the horizon."""
+    for at in (0, 999_999_999_999, T0, 10_000_000_000_000):
+        old = hist.entry(at, "e0", "order_status", "o1", hist.INTENT, TPL)
+        new = hist.entry(at + 10, "e1", "order_status", "o1", hist.INTENT, TPL)
+        assert hist.add(old, [new], at + 1) == new
+        assert hist.add(old, [new], at) == f"{old}\n{new}"

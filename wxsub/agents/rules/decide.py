@@ -293,7 +293,7 @@ def _dispatch(
                                 f"until {until}"))  # fmt: skip
     else:
         intents = (intent,)
-        noted = [hist.entry(now_ms, cand.event_id, cand.kind, subject, hist.INTENT, tpl, nid)]
+        noted = [hist.intent(now_ms, cand.event_id, cand.kind, subject, tpl)]
     new = UserState(
         credits, state.muted_templates, state.muted_kinds, state.pref_at, events,
         seen, consumed, sends, held_all, deferred,

@@ -63,6 +63,7 @@ __all__ = [
     "add",
     "decisions",
     "entry",
+    "intent",
 ]
 
 HISTORY_MAX = 20
@@ -88,6 +89,7 @@ REASON_CODES = {
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 _REASONS = {code: reason for reason, code in REASON_CODES.items()}
 _KIND_CODE, _REASON_CODE = KIND_CODES.get, REASON_CODES.get
+_INTENT_CODE = REASON_CODES[INTENT]
 
 
 class Decided(NamedTuple):
@@ -125,6 +127,17 @@ def entry(
     if line.count("\t") == 6 and "\n" not in line:
         return line
     return orjson.dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
+
+
+def intent(at: int, event_id: str, kind: str, subject: str, template_id: str) -> str:
+    """``entry(at, event_id, kind, subject, INTENT, template_id)``: most decisions, without
+    the tests for the other reasons."""
+    k = _KIND_CODE(kind)
+    if k is not None:
+        line = f"{at}\t{k}{_INTENT_CODE}{event_id}\t{subject}\t{template_id}\t"
+        if line.count("\t") == 4 and "\n" not in line:
+            return line
+    return entry(at, event_id, kind, subject, INTENT, template_id)
 
 
 def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
