@@ -97,6 +97,10 @@ class _Slot(NamedTuple):
     sole: str | None  # the placeholder name when the format is exactly one placeholder
     number: str | None  # "money" / "time": the sole placeholder is converted here, memoised
     parts: tuple[str | tuple[str], ...]  # literal text, or (name,) for a placeholder
+    # fit() of this keyword's text values (most values: phrases, titles, ids), by the text: a
+    # memo per keyword needs no key tuple (the type and enum are the slot's). Bounded: at most
+    # _FITTED_MAX entries (wxsub.memo.remember)
+    texts: dict[str, str | None]
 
 
 class _Plan(NamedTuple):
@@ -134,7 +138,7 @@ def _plan(kind: KindConfig) -> _Plan:
         sole_name = sole.group(1) if sole else None
         number = _number(sole_name)
         slots.append(
-            _Slot(name, kind.keywords[name], enum, choices, fmt, sole_name, number, _parse(fmt))
+            _Slot(name, kind.keywords[name], enum, choices, fmt, sole_name, number, _parse(fmt), {})
         )
     page = _parse(kind.page)
     parts = (page, *(s.parts for s in slots if s.sole is None))
@@ -215,7 +219,12 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
         raw = values.get(slot.sole) if slot.sole is not None else _fill(slot.parts, values, _text)
         if raw is None:
             return Invalid(slot.name, f"no value for {slot.fmt}")
-        if slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
+        if type(raw) is str:
+            try:
+                fitted = slot.texts[raw]
+            except KeyError:
+                fitted = remember(slot.texts, raw, fit(slot.type_, raw, slot.enum), _FITTED_MAX)
+        elif slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
             fitted = _fit_number(slot, raw, tz)
             if fitted is None:
                 raw = _convert(slot.number, raw, tz)
