@@ -42,6 +42,7 @@ from wxsub.agents.rules.subscriptions import (
     UserState,
     add_credit,
     history_with,
+    horizons,
     prune,
     pruned_parts,
     with_history,
@@ -108,7 +109,8 @@ def decide(
     # from here the id is seen and the state pruned: its parts are kept apart, and the state
     # is built once, at the end (an intent) or before an outcome (_seen); ``state`` keeps the
     # parts no check below changes (mutes, held, credits)
-    parts = pruned_parts(state, {**state.seen, nid: cand.occurred_at}, cfg, now_ms)
+    horizon = horizons(cfg, now_ms)
+    parts = pruned_parts(state, {**state.seen, nid: cand.occurred_at}, horizon)
     if paused is not None:  # seen (a redelivery stays a duplicate), no credit spent
         state = _seen(state, parts)
         return _ended(
@@ -148,7 +150,7 @@ def decide(
     sends = (*sends, Send(nid, cand.occurred_at, marketing))
     return _dispatch(
         state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
-        collapse, marketing,
+        collapse, marketing, horizon[0],
     )  # fmt: skip
 
 
@@ -260,9 +262,11 @@ def _dispatch(
     held: Held | None,
     collapse: bool,
     marketing: bool,
+    horizon: int,
 ) -> Decision:
     """Send now, defer for quiet hours, or hold for collapse; the new state is built once
-    (``parts``: its events, seen, consumed and sends)."""
+    (``parts``: its events, seen, consumed and sends; ``horizon``: the history's, from
+    ``horizons``)."""
     events, seen, consumed, sends = parts
     nid, tpl = intent.notification_id, intent.template_id
     held_all, deferred = state.held, state.deferred
@@ -296,8 +300,7 @@ def _dispatch(
         noted = [hist.intent(now_ms, cand.event_id, cand.kind, subject, tpl)]
     new = UserState(
         credits, state.muted_templates, state.muted_kinds, state.pref_at, events,
-        seen, consumed, sends, held_all, deferred,
-        history_with(state.history, noted, cfg, now_ms),
+        seen, consumed, sends, held_all, deferred, hist.add(state.history, noted, horizon),
     )  # fmt: skip
     return Decision(new, intents, outs)
 

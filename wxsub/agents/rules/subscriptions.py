@@ -60,6 +60,7 @@ __all__ = [
     "decode_user",
     "encode_user",
     "history_with",
+    "horizons",
     "intent_from_dict",
     "prune",
     "pruned_parts",
@@ -273,9 +274,16 @@ def _spans(cfg: MerchantConfig | None) -> tuple[int, int]:
 _send_at = attrgetter("at")
 
 
+def horizons(cfg: MerchantConfig | None, now_ms: int) -> tuple[int, int]:
+    """(ids, sends) at ``now_ms``: ids (and history entries) decided before the first are
+    forgotten, sends before the second (see the module docstring)."""
+    retention, send_retention = _spans(cfg)
+    return now_ms - retention, now_ms - send_retention
+
+
 def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
     """Forget ids and sends that can no longer matter (see the module docstring)."""
-    events, seen, consumed, sends = pruned_parts(state, state.seen, cfg, now_ms)
+    events, seen, consumed, sends = pruned_parts(state, state.seen, horizons(cfg, now_ms))
     if (events is state.events and seen is state.seen and consumed is state.consumed
             and sends is state.sends):  # fmt: skip
         return state
@@ -286,14 +294,13 @@ def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserStat
 
 
 def pruned_parts(
-    state: UserState, seen: dict[str, int], cfg: MerchantConfig | None, now_ms: int
+    state: UserState, seen: dict[str, int], horizon_ms: tuple[int, int]
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int], tuple[Send, ...]]:
     """:func:`prune`'s parts (events, seen, consumed, sends) of ``state`` with ``seen`` for its
     seen ids, without building a state: each part is the one given unless something in it
-    expired (decide builds the state once, with everything it changes)."""
-    retention, send_retention = _spans(cfg)
-    horizon = now_ms - retention
-    send_horizon = now_ms - send_retention
+    expired (decide builds the state once, with everything it changes). ``horizon_ms``:
+    :func:`horizons` (decide asks once per decision, for these and its history)."""
+    horizon, send_horizon = horizon_ms
     events, consumed, sends = state.events, state.consumed, state.sends
     if events and min(events.values()) < horizon:  # rebuild only when something expired
         events = {k: t for k, t in events.items() if t >= horizon}
