@@ -101,6 +101,9 @@ class _Slot(NamedTuple):
     # memo per keyword needs no key tuple (the type and enum are the slot's). Bounded: at most
     # _FITTED_MAX entries (wxsub.memo.remember)
     texts: dict[str, str | None]
+    # fit() of a sole money/time placeholder's raw int (money: by the int; time: by the int
+    # and the time zone), bounded the same way
+    numbers: dict[object, str | None]
 
 
 class _Plan(NamedTuple):
@@ -112,6 +115,10 @@ class _Plan(NamedTuple):
     reads: tuple[str, ...]  # the candidate's values the body depends on (see _same_event)
     own: bool  # whether a format uses the candidate's own fields (_values)
     pick: Callable[[Mapping[str, Any]], Any] | None  # itemgetter(*reads), if any
+    # the placeholder of a page that is a path and one placeholder (most pages), and the
+    # pages made of its text values (bounded: at most _FITTED_MAX, wxsub.memo.remember)
+    page_name: str | None
+    pages: dict[str, str]
     # [(candidate, tz, body), _reads of the candidate] of the last render of this kind: a
     # fan-out's candidates (one product event, one candidate per watcher) differ only in the
     # user, so each after the first takes the first one's body with its own ``touser``
@@ -138,7 +145,18 @@ def _plan(kind: KindConfig) -> _Plan:
         sole_name = sole.group(1) if sole else None
         number = _number(sole_name)
         slots.append(
-            _Slot(name, kind.keywords[name], enum, choices, fmt, sole_name, number, _parse(fmt), {})
+            _Slot(
+                name,
+                kind.keywords[name],
+                enum,
+                choices,
+                fmt,
+                sole_name,
+                number,
+                _parse(fmt),
+                {},
+                {},
+            )
         )
     page = _parse(kind.page)
     parts = (page, *(s.parts for s in slots if s.sole is None))
@@ -151,7 +169,11 @@ def _plan(kind: KindConfig) -> _Plan:
     own = bool(reads & _OWN)
     names = tuple(sorted(reads))
     pick = itemgetter(*names) if names else None
-    plan = _Plan(kind, tuple(slots), page, money, times, names, own, pick, [None, _UNSET])
+    one = len(page) == 2 and type(page[0]) is str and type(page[1]) is tuple
+    page_name = page[1][0] if one else None
+    plan = _Plan(
+        kind, tuple(slots), page, money, times, names, own, pick, page_name, {}, [None, _UNSET]
+    )
     return remember(_PLANS, id(kind), plan, _PLANS_MAX)
 
 
@@ -225,7 +247,11 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
             except KeyError:
                 fitted = remember(slot.texts, raw, fit(slot.type_, raw, slot.enum), _FITTED_MAX)
         elif slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
-            fitted = _fit_number(slot, raw, tz)
+            key = raw if slot.number == "money" else (raw, tz)
+            try:
+                fitted = slot.numbers[key]
+            except KeyError:
+                fitted = remember(slot.numbers, key, _fit_number(slot, raw, tz), _FITTED_MAX)
             if fitted is None:
                 raw = _convert(slot.number, raw, tz)
         else:
@@ -236,13 +262,17 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
         data[slot.name] = {"value": fitted}
     body: dict[str, Any] = {"touser": cand.openid, "template_id": kind.template_id}
     if kind.page:
-        parts = plan.page
-        if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is tuple:
-            # (a path, one placeholder: most pages) without _fill's loop
-            name = parts[1][0]
-            page = parts[0] + _url_text(values[name]) if name in values else None
-        else:
-            page = _fill(parts, values, _url_text)
+        name = plan.page_name
+        if name is None:
+            page = _fill(plan.page, values, _url_text)
+        elif name not in values:
+            page = None
+        else:  # a path and one placeholder (most pages), without _fill's loop; by the text
+            raw = values[name]
+            if type(raw) is not str:
+                page = f"{plan.page[0]}{_url_text(raw)}"
+            elif (page := plan.pages.get(raw)) is None:
+                page = remember(plan.pages, raw, f"{plan.page[0]}{_url_text(raw)}", _FITTED_MAX)
         if page is None:
             return Invalid("page", f"no value for {kind.page}")
         body["page"] = page
@@ -296,14 +326,9 @@ def _fit_slot(slot: _Slot, value: object) -> str | None:
 
 
 def _fit_number(slot: _Slot, value: int, tz: dt.tzinfo) -> str | None:
-    """``fit()`` of a sole money/time placeholder, memoised by the raw int (and time zone)."""
+    """``fit()`` of a sole money/time placeholder's raw int (render memoises it per slot)."""
     assert slot.number is not None
-    key = (slot.type_, slot.number, value, tz, slot.choices)
-    try:
-        return _FITTED[key]
-    except KeyError:
-        pass
-    return remember(_FITTED, key, _fit_slot(slot, _convert(slot.number, value, tz)), _FITTED_MAX)
+    return _fit_slot(slot, _convert(slot.number, value, tz))
 
 
 def _text(value: object) -> str:
