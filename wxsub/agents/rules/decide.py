@@ -241,7 +241,7 @@ def _limits(
     marketing: bool,
     cfg: MerchantConfig,
 ) -> tuple[str, str]:
-    cap = cfg.cap(marketing)
+    cap = cfg.marketing_cap if marketing else cfg.transactional_cap  # (cfg.cap, without a call)
     if cap is not None and len(sends) >= cap.max:  # fewer sends than the cap: cannot be reached
         if sends_in_window(sends, marketing, cap.window_s, cand.occurred_at) >= cap.max:
             label = "marketing" if marketing else "transactional"

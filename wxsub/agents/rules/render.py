@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -46,8 +46,8 @@ def _values(
     cand: Candidate,
     kind: KindConfig,
     tz: dt.tzinfo,
-    money: Iterable[str],
-    times: Iterable[str],
+    money: tuple[str, ...],
+    times: tuple[str, ...],
     own: bool = True,
 ) -> dict[str, object]:
     """The typed values a kind's format strings may use, converting only the ``money`` and
@@ -62,14 +62,16 @@ def _values(
     status = values.get("status", values.get("state"))
     if isinstance(status, str) and status in kind.status_text:
         values["status_text"] = kind.status_text[status]
-    for name in money:
-        fen = values.get(name)
-        if isinstance(fen, int) and not isinstance(fen, bool):
-            values[name] = _convert("money", fen, tz)
-    for name in times:
-        ms = values.get(name)
-        if isinstance(ms, int) and not isinstance(ms, bool):
-            values[name] = _convert("time", ms, tz)
+    if money:  # (most kinds use none inside text)
+        for name in money:
+            fen = values.get(name)
+            if isinstance(fen, int) and not isinstance(fen, bool):
+                values[name] = _convert("money", fen, tz)
+    if times:
+        for name in times:
+            ms = values.get(name)
+            if isinstance(ms, int) and not isinstance(ms, bool):
+                values[name] = _convert("time", ms, tz)
     return values
 
 

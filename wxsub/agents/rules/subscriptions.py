@@ -195,8 +195,8 @@ def _builder(keys: tuple[str, ...]) -> Callable[[Mapping[str, Any]], UserState]:
 def add_credit(credits: Mapping[str, int], template_id: str, delta: int) -> dict[str, int]:
     """A copy of ``credits`` changed by ``delta``, floored at 0 (entries at 0 are dropped)."""
     out = dict(credits)
-    value = max(0, out.get(template_id, 0) + delta)
-    if value:
+    value = out.get(template_id, 0) + delta
+    if value > 0:
         out[template_id] = value
     else:
         out.pop(template_id, None)
