@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
 __all__ = ["RESERVED_PREFIX", "CommittedView", "PartitionStore"]
 
@@ -61,8 +61,33 @@ class PartitionStore:
         """Committed + pending entries whose key starts with ``prefix``, in key order.
 
         Pending writes are merged in; the caller must not write under ``prefix`` while iterating.
+        Without pending writes under ``prefix`` (a fan-out's watches, a sweep between writes)
+        this is RocksDB's own ``items`` iterator bounded to the prefix: one call per entry
+        where the merge below makes four (valid, key, value, next) and a generator step
+        (bench/RESULTS.md, "Session 8").
         """
-        pending = sorted((k, v) for k, v in self._overlay.items() if k.startswith(prefix))
+        pending = sorted([(k, v) for k, v in self._overlay.items() if k.startswith(prefix)])
+        if not pending:
+            return self._committed(prefix, start_after)
+        return self._merged(prefix, start_after, pending)
+
+    def _committed(self, prefix: bytes, start_after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """RocksDB's entries under ``prefix`` after ``start_after``, in key order.
+
+        A generator on purpose: its frame keeps ``opts`` and the bound alive while RocksDB's
+        iterator runs. rocksdict's iterator points into the ``ReadOptions``' bound without
+        holding it (0.3.29: with the ``ReadOptions`` freed it stops at a wrong key)."""
+        opts = ReadOptions()
+        upper = _after_prefix(prefix)
+        if upper is not None:
+            opts.set_iterate_upper_bound(upper)
+        # the first key after start_after is start_after + b"\0" (bytewise order)
+        start = prefix if start_after is None else max(prefix, start_after + b"\0")
+        yield from self._db.items(from_key=start, read_opt=opts)
+
+    def _merged(
+        self, prefix: bytes, start_after: bytes | None, pending: list[tuple[bytes, bytes | None]]
+    ) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
         it.seek(start_after if start_after is not None else prefix)
         if start_after is not None and it.valid() and it.key() == start_after:
@@ -146,6 +171,15 @@ class PartitionStore:
     def close(self) -> None:
         self.closed = True
         self._db.close()
+
+
+def _after_prefix(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key,
+    the prefix is empty or all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
 
 
 class CommittedView:
