@@ -20,6 +20,7 @@ watcher), then the send.
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -165,16 +166,20 @@ class ProductsStage:
         if "left" in job:  # a stock-limited restock: its own queue (agents/restock.py)
             await self._limited(ctx, store, job_id, job, fan, now)
             return
-        docs = []
+        docs: list[Any] = []
         last = None
         if fan.kind is not None:  # else nobody can match: no scan
-            for n, (key, value) in enumerate(store.scan(prefix, start_after=cursor)):
-                if n >= self.chunk:
-                    break
+            loads, matches, append = orjson.loads, fan.matches, docs.append
+            # a watch's key ends with its kind (rules.watch_key): one of another kind is not
+            # decoded (Fanout.matches would refuse it)
+            kind_end = fan.key_end
+            cut = -len(kind_end)  # (a slice compare: bytes.endswith parses its arguments)
+            for key, value in islice(store.scan(prefix, start_after=cursor), self.chunk):
                 last = key
-                doc = orjson.loads(value)
-                if fan.matches(doc):
-                    docs.append(doc)
+                if key[cut:] == kind_end:
+                    doc = loads(value)
+                    if matches(doc):
+                        append(doc)
         await self._emit(ctx, fan, docs)
         matched = job["matched"] + len(docs)
         if last is not None and _more(store, prefix, last):
@@ -214,8 +219,8 @@ class ProductsStage:
             return
         topic = self.env.topic("candidates")
         appid = fan.ev.appid
-        for doc in docs:
-            await ctx.send(topic, user_key(appid, doc["openid"]).encode(), fan.encode(doc))
+        for doc, value in zip(docs, fan.encode_many(docs), strict=True):
+            await ctx.send(topic, user_key(appid, doc["openid"]).encode(), value)
         tally(ctx, self.env.metrics.candidates, str(fan.kind), n=len(docs))
 
 

@@ -285,6 +285,8 @@ class Fanout:
             self._price = (ev.new_price, ev.old_price)
         else:
             self.kind = "restock" if ev.old_stock <= 0 < ev.new_stock else None
+        #: how the store key of a watch of ``kind`` ends (:func:`watch_key`)
+        self.key_end = f"\x1f{self.kind}".encode()
         self._pieces: list[bytes] | None = None
         self._slots: list[str] = []
         self._checked = False
@@ -332,6 +334,20 @@ class Fanout:
                 self._pieces = None
                 return full
         return raw
+
+    def encode_many(self, docs: list[Any]) -> list[bytes]:
+        """:meth:`encode` of each of ``docs`` (a chunk's matching watches), in order: the first
+        through :meth:`encode` (its check), the rest joined here without a call per watcher."""
+        if not docs:
+            return []
+        first = self.encode(docs[0])
+        pieces, slots = self._pieces, self._slots
+        if pieces is None or len(slots) != 2:
+            return [first, *[self.encode(doc) for doc in docs[1:]]]
+        dumps, join = orjson.dumps, b"".join
+        p0, p1, p2 = pieces
+        s0, s1 = slots
+        return [first, *[join((p0, dumps(d[s0]), p1, dumps(d[s1]), p2)) for d in docs[1:]]]
 
     def _cut(self) -> None:
         """Encode a stand-in candidate and cut it at the stand-ins (see the class doc)."""
