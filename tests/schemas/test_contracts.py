@@ -124,6 +124,16 @@ def test_encode_keeps_every_example_value(name: str, i: int) -> None:
             assert encoded[field] == value, field
 
 
+@pytest.mark.parametrize(("name", "i"), EXAMPLES)
+def test_records_are_built_whole(name: str, i: int) -> None:
+    """Builders that make a record with ``tuple.__new__`` (codec.py) give every field, in
+    order: the same record as its class builds by keyword."""
+    record = decode(name, orjson.dumps(example(name, i)))
+    for r in (record, *getattr(record, "items", ())):
+        assert len(r) == len(type(r)._fields)
+        assert type(r)(**r._asdict()) == r
+
+
 def test_record_fields_are_typed_values() -> None:
     record = decode("order_status", orjson.dumps(example("order_status")))
     assert isinstance(record, OrderStatusChanged)
