@@ -21,7 +21,7 @@ from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.agents.rules.retention import order_expired
 from wxsub.errors import InputError
-from wxsub.schemas.internal import encode_internal, user_key
+from wxsub.schemas.internal import encode_internal, plain, user_key
 from wxsub.schemas.records import OrderStatusChanged, key_appid
 from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
@@ -31,6 +31,8 @@ __all__ = ["OrdersStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
+# what keyed_event hands to divert (a tuple: ``InputError | Misrouted`` builds a union per event)
+_DIVERTED = (InputError, Misrouted)
 
 
 class OrdersStage:
@@ -49,12 +51,13 @@ class OrdersStage:
         due = DueIndex(store)
         now = self.env.clock()
         candidates, metrics = self.env.topic("candidates"), self.env.metrics
+        card_results = self.spec.inputs[2]
         for rec in records:
-            if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
+            if rec.topic == card_results:  # the card stage's word about a card
                 await self._card_result(ctx, store, rec)
                 continue
             ev = self.env.keyed_event(ctx, rec)
-            if isinstance(ev, InputError | Misrouted):
+            if isinstance(ev, _DIVERTED):
                 await self.env.divert(ctx, rec, ev, STAGE)
                 continue
             key = rec.key
@@ -179,8 +182,11 @@ def _save(
     orphan_after_s: int,
 ) -> None:
     new_pending = tuple(step.pending)
-    due.set(key, _expiry(old_pending, orphan_after_s), _expiry(new_pending, orphan_after_s))
-    if step.order is None and not new_pending:
+    if old_pending or new_pending:  # (else no due time before or after)
+        due.set(key, _expiry(old_pending, orphan_after_s), _expiry(new_pending, orphan_after_s))
+    order = step.order
+    if order is None and not new_pending:
         store.delete(key)
-    else:
-        store.put(key, encode_internal({"order": step.order, "pending": new_pending}))
+    else:  # the order as its dict: orjson would call plain() back for it
+        doc = {"order": None if order is None else plain(order), "pending": new_pending}
+        store.put(key, encode_internal(doc))
