@@ -164,7 +164,8 @@ def _load(raw: bytes | None) -> tuple[OrderState | None, tuple[PendingLogistics,
         return None, ()
     doc: dict[str, Any] = orjson.loads(raw)
     order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
-    return order, rules.pending_from_list(doc.get("pending", ()))
+    pending = doc.get("pending")
+    return order, rules.pending_from_list(pending) if pending else ()
 
 
 def _expiry(pending: tuple[PendingLogistics, ...], orphan_after_s: int) -> int | None:

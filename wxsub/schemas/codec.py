@@ -15,6 +15,7 @@ that carries several kinds, like ``products``). Either returns a record or raise
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,9 +98,16 @@ class Kind(Generic[R]):
 
     def from_doc(self, doc: dict[str, Any]) -> R:
         """Validate an already-parsed event (see :func:`parse`) and build its record."""
-        if not validator(self.name).is_valid(doc):
+        if not self._is_valid(doc):
             raise self._error(doc)
         return self.build(doc)
+
+    @functools.cached_property
+    def _is_valid(self) -> Callable[[Any], bool]:
+        """The compiled validator's ``is_valid``, found once per kind (compiled on first use,
+        as :func:`~wxsub.schemas.validation.validator`; not at import)."""
+        is_valid: Callable[[Any], bool] = validator(self.name).is_valid
+        return is_valid
 
     def _error(self, doc: dict[str, Any]) -> InputError:
         if doc.get("type") != self.name:  # say so first: every other error would follow from it
