@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
@@ -116,8 +117,8 @@ class PartitionStore:
             opts.set_iterate_upper_bound(upper)
         # the first key after start_after is start_after + b"\0" (bytewise order)
         start = prefix if start_after is None else max(prefix, start_after + b"\0")
-        items: Iterator[tuple[bytes, bytes]] = self._db.items(from_key=start, read_opt=opts)
-        return opts, items
+        items = self._db.items(from_key=start, read_opt=opts)  # raw mode: (bytes, bytes)
+        return opts, cast(Iterator[tuple[bytes, bytes]], items)
 
     # --- transaction boundary -----------------------------------------------------------------
 
