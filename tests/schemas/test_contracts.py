@@ -24,6 +24,7 @@ from wxsub.schemas import (
     target_key,
     user_key,
 )
+from wxsub.schemas.records import user_keys
 from wxsub.schemas.validation import load_schema, pointer
 
 EXAMPLES = [
@@ -181,6 +182,7 @@ def test_keys() -> None:
 
     app, user = "wx1234567890abcdef", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
     assert user_key(app, user) == f"{app}:{user}"
+    assert user_keys(app, [user, "o2"]) == [user_key(app, user).encode(), f"{app}:o2".encode()]
     assert key("order_status") == key("logistics") == order_key(app, "20240601000123")
     assert key("order_status") == f"{app}:20240601000123"
     assert key("product_price") == key("watch", 0) == target_key(app, "sku", "sku-1001")
