@@ -61,17 +61,24 @@ class OrdersStage:
                 await self.env.divert(ctx, rec, ev, STAGE)
                 continue
             key = rec.key
-            order, pending = _load(store.get(key))
+            stored, pending = _load_doc(store.get(key))
             cfg = self.env.merchants.app(ev.appid)
+            cards = cfg is not None and cfg.cards is not None
+            if stored is None or (
+                not cards and isinstance(ev, OrderStatusChanged) and rules.replaces(stored, ev)
+            ):
+                order = None  # (a status that replaces the stored order reads nothing of it)
+            else:
+                order = OrderState.from_dict(stored)
             try:
                 carded: card_rules.CardStep | None = None  # no service cards: the step as it is
                 if isinstance(ev, OrderStatusChanged):
                     step = rules.on_order_event(order, pending, ev, cfg, now)
-                    if cfg is not None and cfg.cards is not None:
+                    if cards:
                         carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
                 else:
                     step = rules.on_logistics_event(order, pending, ev, cfg, now)
-                    if cfg is not None and cfg.cards is not None:
+                    if cards:
                         carded = card_rules.card_logistics_step(step, ev, cfg, now)
                 if carded is not None:
                     step = carded.step
@@ -160,12 +167,17 @@ class OrdersStage:
 
 
 def _load(raw: bytes | None) -> tuple[OrderState | None, tuple[PendingLogistics, ...]]:
+    stored, pending = _load_doc(raw)
+    return OrderState.from_dict(stored) if stored else None, pending
+
+
+def _load_doc(raw: bytes | None) -> tuple[dict[str, Any] | None, tuple[PendingLogistics, ...]]:
+    """The stored order as its decoded dict (None: none), and the pending logistics."""
     if raw is None:
         return None, ()
     doc: dict[str, Any] = orjson.loads(raw)
-    order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
     pending = doc.get("pending")
-    return order, rules.pending_from_list(pending) if pending else ()
+    return doc.get("order") or None, rules.pending_from_list(pending) if pending else ()
 
 
 def _expiry(pending: tuple[PendingLogistics, ...], orphan_after_s: int) -> int | None:
