@@ -13,7 +13,9 @@ from wxsub.agents.rules.orders import (
     on_logistics_event,
     on_order_event,
     pending_from_list,
+    replaces,
 )
+from wxsub.schemas.internal import encode_internal
 
 CFG = config()
 
@@ -47,6 +49,27 @@ def test_same_event_again_is_duplicate() -> None:
     state, _, _ = apply_order_event(None, order("paid"), CFG, T0)
     again, cands, outs = apply_order_event(state, order("paid"), CFG, T0)
     assert again == state and cands == () and [o.reason for o in outs] == ["duplicate"]
+
+
+def test_replaces_tells_from_the_stored_dict_when_the_stored_order_is_not_read() -> None:
+    """The orders stage passes no order when ``replaces`` says so: the step must be the same."""
+    stored, _, _ = apply_order_event(None, order("shipped", event_id="s", t=T0 + MIN), CFG, T0)
+    assert stored is not None
+    doc = orjson.loads(encode_internal(stored))
+    cases = {
+        "s": ("shipped", T0 + 2 * MIN, False),  # the stored event again: duplicate
+        "p": ("paid", T0, False),  # older: regression
+        "d": ("delivered", T0 + 2 * MIN, True),
+        "e": ("delivered", T0 + MIN, True),  # the same time is not older
+    }
+    for event_id, (status, t, want) in cases.items():
+        ev = order(status, event_id=event_id, t=t)
+        assert replaces(doc, ev) is want, event_id
+        with_order = apply_order_event(stored, ev, CFG, T0)
+        if want:
+            assert apply_order_event(None, ev, CFG, T0) == with_order
+        else:
+            assert with_order[0] == stored and with_order[2]
 
 
 def test_unconfigured_app_or_kind() -> None:

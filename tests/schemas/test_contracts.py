@@ -24,6 +24,7 @@ from wxsub.schemas import (
     target_key,
     user_key,
 )
+from wxsub.schemas.records import user_keys
 from wxsub.schemas.validation import load_schema, pointer
 
 EXAMPLES = [
@@ -124,6 +125,16 @@ def test_encode_keeps_every_example_value(name: str, i: int) -> None:
             assert encoded[field] == value, field
 
 
+@pytest.mark.parametrize(("name", "i"), EXAMPLES)
+def test_records_are_built_whole(name: str, i: int) -> None:
+    """Builders that make a record with ``tuple.__new__`` (codec.py) give every field, in
+    order: the same record as its class builds by keyword."""
+    record = decode(name, orjson.dumps(example(name, i)))
+    for r in (record, *getattr(record, "items", ())):
+        assert len(r) == len(type(r)._fields)
+        assert type(r)(**r._asdict()) == r
+
+
 def test_record_fields_are_typed_values() -> None:
     record = decode("order_status", orjson.dumps(example("order_status")))
     assert isinstance(record, OrderStatusChanged)
@@ -171,6 +182,7 @@ def test_keys() -> None:
 
     app, user = "wx1234567890abcdef", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
     assert user_key(app, user) == f"{app}:{user}"
+    assert user_keys(app, [user, "o2"]) == [user_key(app, user).encode(), f"{app}:o2".encode()]
     assert key("order_status") == key("logistics") == order_key(app, "20240601000123")
     assert key("order_status") == f"{app}:20240601000123"
     assert key("product_price") == key("watch", 0) == target_key(app, "sku", "sku-1001")

@@ -21,7 +21,7 @@ from wxsub.agents.rules import orders as rules
 from wxsub.agents.rules.orders import OrderState, OrderStep, PendingLogistics
 from wxsub.agents.rules.retention import order_expired
 from wxsub.errors import InputError
-from wxsub.schemas.internal import encode_internal, user_key
+from wxsub.schemas.internal import encode_internal, plain, user_key
 from wxsub.schemas.records import OrderStatusChanged, key_appid
 from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
@@ -31,6 +31,8 @@ __all__ = ["OrdersStage"]
 
 log = logging.getLogger(__name__)
 STAGE = rules.STAGE
+# what keyed_event hands to divert (a tuple: ``InputError | Misrouted`` builds a union per event)
+_DIVERTED = (InputError, Misrouted)
 
 
 class OrdersStage:
@@ -49,26 +51,34 @@ class OrdersStage:
         due = DueIndex(store)
         now = self.env.clock()
         candidates, metrics = self.env.topic("candidates"), self.env.metrics
+        card_results = self.spec.inputs[2]
         for rec in records:
-            if rec.topic == self.spec.inputs[2]:  # the card stage's word about a card
+            if rec.topic == card_results:  # the card stage's word about a card
                 await self._card_result(ctx, store, rec)
                 continue
             ev = self.env.keyed_event(ctx, rec)
-            if isinstance(ev, InputError | Misrouted):
+            if isinstance(ev, _DIVERTED):
                 await self.env.divert(ctx, rec, ev, STAGE)
                 continue
             key = rec.key
-            order, pending = _load(store.get(key))
+            stored, pending = _load_doc(store.get(key))
             cfg = self.env.merchants.app(ev.appid)
+            cards = cfg is not None and cfg.cards is not None
+            if stored is None or (
+                not cards and isinstance(ev, OrderStatusChanged) and rules.replaces(stored, ev)
+            ):
+                order = None  # (a status that replaces the stored order reads nothing of it)
+            else:
+                order = OrderState.from_dict(stored)
             try:
                 carded: card_rules.CardStep | None = None  # no service cards: the step as it is
                 if isinstance(ev, OrderStatusChanged):
                     step = rules.on_order_event(order, pending, ev, cfg, now)
-                    if cfg is not None and cfg.cards is not None:
+                    if cards:
                         carded = card_rules.card_order_step(order, pending, step, ev, cfg, now)
                 else:
                     step = rules.on_logistics_event(order, pending, ev, cfg, now)
-                    if cfg is not None and cfg.cards is not None:
+                    if cards:
                         carded = card_rules.card_logistics_step(step, ev, cfg, now)
                 if carded is not None:
                     step = carded.step
@@ -157,11 +167,17 @@ class OrdersStage:
 
 
 def _load(raw: bytes | None) -> tuple[OrderState | None, tuple[PendingLogistics, ...]]:
+    stored, pending = _load_doc(raw)
+    return OrderState.from_dict(stored) if stored else None, pending
+
+
+def _load_doc(raw: bytes | None) -> tuple[dict[str, Any] | None, tuple[PendingLogistics, ...]]:
+    """The stored order as its decoded dict (None: none), and the pending logistics."""
     if raw is None:
         return None, ()
     doc: dict[str, Any] = orjson.loads(raw)
-    order = OrderState.from_dict(doc["order"]) if doc.get("order") else None
-    return order, rules.pending_from_list(doc.get("pending", ()))
+    pending = doc.get("pending")
+    return doc.get("order") or None, rules.pending_from_list(pending) if pending else ()
 
 
 def _expiry(pending: tuple[PendingLogistics, ...], orphan_after_s: int) -> int | None:
@@ -179,8 +195,11 @@ def _save(
     orphan_after_s: int,
 ) -> None:
     new_pending = tuple(step.pending)
-    due.set(key, _expiry(old_pending, orphan_after_s), _expiry(new_pending, orphan_after_s))
-    if step.order is None and not new_pending:
+    if old_pending or new_pending:  # (else no due time before or after)
+        due.set(key, _expiry(old_pending, orphan_after_s), _expiry(new_pending, orphan_after_s))
+    order = step.order
+    if order is None and not new_pending:
         store.delete(key)
-    else:
-        store.put(key, encode_internal({"order": step.order, "pending": new_pending}))
+    else:  # the order as its dict: orjson would call plain() back for it
+        doc = {"order": None if order is None else plain(order), "pending": new_pending}
+        store.put(key, encode_internal(doc))

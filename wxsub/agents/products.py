@@ -20,6 +20,7 @@ watcher), then the send.
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -34,8 +35,13 @@ from wxsub.agents.rules import watches as rules
 from wxsub.agents.rules.common import to_ms
 from wxsub.agents.rules.watches import WatchState
 from wxsub.schemas import decode_topic
-from wxsub.schemas.internal import user_key
-from wxsub.schemas.records import ProductPriceChanged, ProductStockChanged, Promotion, Watch
+from wxsub.schemas.records import (
+    ProductPriceChanged,
+    ProductStockChanged,
+    Promotion,
+    Watch,
+    user_keys,
+)
 from wxsub.streams.due import DueIndex
 from wxsub.streams.metering import tally
 from wxsub.streams.stage import PartitionContext, StageSpec
@@ -165,16 +171,18 @@ class ProductsStage:
         if "left" in job:  # a stock-limited restock: its own queue (agents/restock.py)
             await self._limited(ctx, store, job_id, job, fan, now)
             return
-        docs = []
+        docs: list[Any] = []
         last = None
         if fan.kind is not None:  # else nobody can match: no scan
-            for n, (key, value) in enumerate(store.scan(prefix, start_after=cursor)):
-                if n >= self.chunk:
-                    break
-                last = key
-                doc = orjson.loads(value)
-                if fan.matches(doc):
-                    docs.append(doc)
+            entries = islice(store.scan(prefix, start_after=cursor), self.chunk)
+            # a watch's key ends with its kind (rules.watch_key): one of another kind is not
+            # decoded (Fanout.select would refuse it); a slice compare, as bytes.endswith
+            # parses its arguments. ``last``: the chunk's last key, whatever its kind
+            loads, kind_end = orjson.loads, fan.key_end
+            cut = -len(kind_end)
+            docs = fan.select(
+                [loads(value) for key, value in entries if (last := key)[cut:] == kind_end]
+            )
         await self._emit(ctx, fan, docs)
         matched = job["matched"] + len(docs)
         if last is not None and _more(store, prefix, last):
@@ -214,8 +222,9 @@ class ProductsStage:
             return
         topic = self.env.topic("candidates")
         appid = fan.ev.appid
-        for doc in docs:
-            await ctx.send(topic, user_key(appid, doc["openid"]).encode(), fan.encode(doc))
+        keys = user_keys(appid, [doc["openid"] for doc in docs])
+        for key, value in zip(keys, fan.encode_many(docs), strict=True):
+            await ctx.send(topic, key, value)
         tally(ctx, self.env.metrics.candidates, str(fan.kind), n=len(docs))
 
 

@@ -17,6 +17,7 @@ within one mini program:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -37,6 +38,7 @@ __all__ = [
     "order_key",
     "target_key",
     "user_key",
+    "user_keys",
 ]
 
 OrderStatus = Literal[
@@ -53,6 +55,13 @@ NotificationKind = Literal["order_status", "logistics", "price_drop", "restock",
 def user_key(appid: str, openid: str) -> str:
     """The partitioning key of every per-user stage."""
     return f"{appid}:{openid}"
+
+
+def user_keys(appid: str, openids: Iterable[str]) -> list[bytes]:
+    """``user_key(appid, openid).encode()`` of each openid: a fan-out's record keys, without a
+    call per watcher (the same key: ``test_contracts.test_keys``)."""
+    head = f"{appid}:"
+    return [(head + openid).encode() for openid in openids]
 
 
 def order_key(appid: str, order_id: str) -> str:

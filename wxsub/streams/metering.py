@@ -49,8 +49,9 @@ def tally(ctx: PartitionContext, metric: Any, *labels: str, n: float = 1) -> Non
         raise ValueError("counters only go up")
     key = (metric, labels)
     pending = ctx.tallies
-    if key in pending:
-        pending[key] += n
+    before = pending.get(key)  # (one hash of the key where ``in`` and ``+=`` made three)
+    if before is not None:
+        pending[key] = before + n
         return
     if not pending:  # the first since the last commit: apply them all at the next one
         ctx.on_commit(lambda: _apply(pending))
