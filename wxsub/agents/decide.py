@@ -84,7 +84,9 @@ class _Users:
                 self.store.delete(key)
             else:
                 self.store.put(key, raw)
-            due.set(key, old_due, state.next_due())
+            new_due = state.next_due()
+            if new_due != old_due:  # (most users: neither held nor deferred, before or after)
+                due.set(key, old_due, new_due)
         self.dirty.clear()
         self.cache.clear()
 
