@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from tests.fixtures.kafka_helpers import create_topic, read_all, unique_name
 from tests.streams.running import running
 from wxsub.streams.runtime import StageRunner
-from wxsub.streams.stage import PartitionContext, Settling, StageSpec
+from wxsub.streams.stage import Answering, PartitionContext, Settling, StageSpec
 
 pytestmark = pytest.mark.kafka
 
@@ -73,6 +73,15 @@ class BackgroundStage:
         return value
 
 
+class AnsweringStage(BackgroundStage):
+    """A BackgroundStage that says when its jobs are done (the runtime's Answering protocol)."""
+
+    async def answered(self, partition: int) -> None:
+        jobs = self.jobs.get(partition)
+        if jobs:
+            await asyncio.wait(jobs)
+
+
 @contextlib.asynccontextmanager
 async def _running(
     bootstrap: str, tmp_path: Path, stage: BackgroundStage, interval_ms: int = 0
@@ -117,6 +126,37 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes], every_s: flo
 
 def test_the_background_stage_is_a_settling_stage() -> None:
     assert isinstance(BackgroundStage("i", "o", work_s=0), Settling)
+    assert not isinstance(BackgroundStage("i", "o", work_s=0), Answering)
+    assert isinstance(AnsweringStage("i", "o", work_s=0), Answering)
+
+
+async def test_answered_work_is_settled_without_waiting_for_the_interval(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    inp, out = await _topics(kafka_bootstrap)
+    stage = AnsweringStage(inp, out, work_s=0.05)
+    values = [b"q%d" % i for i in range(5)]
+    await _produce(kafka_bootstrap, inp, values)  # before the start: one batch takes them all
+    # a ten-minute interval: neither a batch nor an idle settle turn comes due meanwhile, so
+    # only the settling of answered work writes the results
+    async with _running(kafka_bootstrap, tmp_path, stage, interval_ms=600_000):
+        got = await _until_outputs(kafka_bootstrap, out, 10)
+        assert stage.settle_turns == 1
+        assert not stage.unsettled(0)
+    assert Counter(got) == Counter(values + [b"done:" + v for v in values])
+
+
+async def test_records_fetched_while_work_is_settled_are_the_next_batch(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    inp, out = await _topics(kafka_bootstrap)
+    stage = AnsweringStage(inp, out, work_s=0.2)
+    async with _running(kafka_bootstrap, tmp_path, stage):
+        values = [b"n%d" % i for i in range(40)]
+        await _produce(kafka_bootstrap, inp, values, every_s=0.01)
+        got = await _until_outputs(kafka_bootstrap, out, 80)
+    assert stage.started == Counter(values)  # each record processed once, none fetched twice
+    assert Counter(got) == Counter(values + [b"done:" + v for v in values])
 
 
 async def test_results_of_work_in_flight_are_written_when_the_partition_is_idle(

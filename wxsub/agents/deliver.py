@@ -9,15 +9,15 @@ topic); no request leaves before they have committed. Every wave but the last co
 at a time per user) and writes the finals. The last wave's attempts commit with the batch's input
 offsets, and its calls start only then (``ctx.on_commit``) and run while the partition fetches its
 next batch: their finals are written by the partition's next turn (a batch, the timer, or a
-``settle`` turn the runtime gives it when idle or before it gives the partition up). So a batch
-costs one transaction, and the partition does not wait for WeChat between batches. Retries and
-crash leftovers are handled by ``on_timer`` through the ledger's DueIndex; it also sweeps the
-ledger (``StoreExpiry``): an entry in a final state past ``retention.delivery_s`` is deleted with
-its index entries and tombstoned on ``deliveries``. Every decision is in
-``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``, the calls and what is in
-flight ``delivery_calls.Calls``, the 45009 pauses ``quota_pauses.QuotaPauses``;
-``docs/delivery.md`` explains the guarantees. Each send's page gets its notification reference
-(``wxref``, ``rules.attribution``) as the call leaves.
+``settle`` turn the runtime gives it as soon as they are answered, when idle, or before it
+gives the partition up). So a batch costs one transaction, and the partition does not wait for
+WeChat between batches. Retries and crash leftovers are handled by ``on_timer`` through the
+ledger's DueIndex; it also sweeps the ledger (``StoreExpiry``): an entry in a final state past
+``retention.delivery_s`` is deleted with its index entries and tombstoned on ``deliveries``.
+Every decision is in ``wxsub.agents.rules.delivery``; the store is ``delivery_ledger.Ledger``,
+the calls and what is in flight ``delivery_calls.Calls``, the 45009 pauses
+``quota_pauses.QuotaPauses``; ``docs/delivery.md`` explains the guarantees. Each send's page gets
+its notification reference (``wxref``, ``rules.attribution``) as the call leaves.
 """
 
 from __future__ import annotations
@@ -164,6 +164,10 @@ class DeliverStage:
 
     async def settle(self, ctx: PartitionContext) -> None:
         await self._settle(ctx, Ledger(ctx.stores["ledger"]))
+
+    async def answered(self, partition: int) -> None:
+        """The runtime's Answering protocol: settle as soon as the calls are answered."""
+        await self._calls.answered_all(partition)
 
     async def _settle(self, ctx: PartitionContext, ledger: Ledger) -> None:
         """Await the partition's calls in flight and write their finals into this transaction

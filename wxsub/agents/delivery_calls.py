@@ -71,6 +71,13 @@ class Calls:
         tasks = [(a, asyncio.ensure_future(self._call(a))) for a in attempts]
         self.in_flight[partition] = InFlight(store, tasks)
 
+    async def answered_all(self, partition: int) -> None:
+        """Return once every call ``partition`` has in flight has its answer (cancelling this
+        leaves the calls running)."""
+        flight = self.in_flight.get(partition)
+        if flight is not None and flight.calls:
+            await asyncio.wait([task for _, task in flight.calls])
+
     async def answered(self, flight: InFlight) -> list[Answered]:
         """The steps of a partition's calls in flight (awaited once, kept for a retried turn)."""
         if flight.answered is None:

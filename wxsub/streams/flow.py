@@ -3,8 +3,9 @@ than the commit interval allows, rewinding and backing off a partition whose bat
 
 Two reasons to pause a partition's input partitions, kept apart on its unit:
 
-- ``held``: a turn is in flight (its records must not be fetched again meanwhile), or the commit
-  interval has not passed since the unit's last batch started; resumed by :meth:`release`.
+- ``held``: a batch is in flight (its records must not be fetched again meanwhile), or the commit
+  interval has not passed since the unit's last batch started, or records fetched during a turn
+  without a batch wait for it to end (turns.py ``follow``); resumed by :meth:`release`.
 - ``paused``: backed off for a second after a failed batch; resumed by :meth:`resume_due`.
 """
 
@@ -58,7 +59,7 @@ class InputFlow:
             consumer.resume(*resume)
 
     def _release_later(self, unit: PartitionUnit) -> None:
-        if unit.busy is None:  # else the turn in flight releases it when done
+        if not unit.batching:  # else the batch in flight releases it when done
             self.release(unit)
 
     def back_off(self, unit: PartitionUnit, tps: Batch) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from wxsub.streams.restore import restore_all, restore_consumer
 from wxsub.streams.stage import StageSpec
@@ -43,6 +43,11 @@ class PartitionUnit:
     busy: asyncio.Task[None] | None = None  # the batch or timer in flight
     started: float = 0.0  # monotonic time the last batch (a turn with records) started
     held: set[TopicPartition] = field(default_factory=set)  # paused while ``busy`` runs
+    batching: bool = False  # ``busy`` is processing a batch (its inputs must stay held)
+    # records fetched while ``busy`` ran without a batch (a timer, a settle turn, the wait for
+    # a Settling stage's answers): the turn's next batch, its inputs held meanwhile (turns.py)
+    follow: dict[TopicPartition, list[ConsumerRecord]] | None = None
+    wake: asyncio.Future[None] | None = None  # set when ``follow`` is, for a waiting turn
 
 
 @dataclass

@@ -23,8 +23,9 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   client CPU, whatever it carries: docs/design.md).
 - A ``Settling`` stage (stage.py) may start work after a commit (``ctx.on_commit``) whose
   results a later transaction writes: an idle partition with such work gets a ``settle`` turn
-  once the commit interval has passed, and every partition is settled before a rebalance or
-  shut-down gives it up.
+  once the commit interval has passed (an ``Answering`` stage's: as soon as the work is done,
+  when that is early in the interval: turns.py), and every partition is settled before a
+  rebalance or shut-down gives it up.
 - Partitions are pipelined: each batch of ``p`` (then its timer, when due) runs as its own task
   while ``p``'s input partitions are paused, and ``p`` is resumed as soon as its own commit is
   done, so it fetches its next batch without waiting for the slowest partition (a

@@ -7,7 +7,8 @@ them a :class:`PartitionContext` for sends and state.
 A stage that starts work which outlives a transaction (the deliver stage's WeChat calls run
 after the commit that made their attempts durable) is also a :class:`Settling` stage: the
 runtime gives a partition with such work a turn of its own (``settle``) once it is idle, and
-before it gives the partition up (rebalance, shut-down).
+before it gives the partition up (rebalance, shut-down). A Settling stage that is also
+:class:`Answering` says when that work is done: the runtime then settles it at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from wxsub.streams.outbox import Outbox
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["Headers", "PartitionContext", "Settling", "Stage", "StageSpec"]
+__all__ = ["Answering", "Headers", "PartitionContext", "Settling", "Stage", "StageSpec"]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -54,6 +55,19 @@ class Settling(Protocol):
 
     async def settle(self, ctx: PartitionContext) -> None:
         """Wait for the partition's work in flight and write its results (nothing new starts)."""
+        ...
+
+
+@runtime_checkable
+class Answering(Protocol):
+    """A Settling stage that can say when a partition's work in flight is done: after a batch
+    the runtime settles it as soon as it is, in the quiet part of the commit interval, rather
+    than in an idle ``settle`` turn when the next batch is due (which would then wait behind
+    it: turns.py ``_settle_after``)."""
+
+    async def answered(self, partition: int) -> None:
+        """Return once ``partition``'s work in flight has its results (at once if none);
+        cancelled when a batch comes first, which must leave the work running."""
         ...
 
 
