@@ -83,3 +83,34 @@ async def test_outbox_batches_every_record_in_order(
             range(len(list(DefaultRecordBatch(buf))))
         )
     assert sum(n for _, n in box.submitted) == 400
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_outbox_extend_batches_a_changelog_like_appends(
+    direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``extend`` (a store's changelog records at commit) gives the same batches as one
+    ``append`` per record, full batches and deletions (None values) included."""
+    monkeypatch.setattr(outbox, "_DIRECT", direct)
+    rng = random.Random(5)
+    records = [
+        (f"k{i}".encode(), None if i % 9 == 0 else rng.randbytes(rng.randrange(0, 150)))
+        for i in range(300)
+    ]
+    appended, extended = _BatchProducer(2048), _BatchProducer(2048)
+    one = Outbox(appended)  # type: ignore[arg-type]
+    for key, value in records[:10]:  # an earlier part of the slot, then the rest at once
+        one.append("cl", key, value, None, 2)
+    for key, value in records[10:]:
+        one.append("cl", key, value, None, 2)
+    bulk = Outbox(extended)  # type: ignore[arg-type]
+    for key, value in records[:10]:
+        bulk.append("cl", key, value, None, 2)
+    bulk.extend("cl", 2, records[10:])
+    assert bulk._direct is direct
+    await one.flush()
+    await bulk.flush()
+    assert len(extended.sent) > 3  # batches filled and rolled over
+    assert _records(extended.sent) == _records(appended.sent)  # offsets too, batch by batch
+    assert [(r[3], r[4]) for r in _records(extended.sent)] == records
+    assert [n for _, n in bulk.submitted] == [n for _, n in one.submitted]

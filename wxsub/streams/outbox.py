@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiokafka
@@ -98,11 +98,46 @@ class Outbox:
             builder.close()
         elif builder.append(timestamp=None, key=key, value=value, headers=hdrs) is not None:
             return True
-        self._full.append((slot, builder))
-        builder = self._builders[slot] = self._new_builder()
-        if builder.append(timestamp=None, key=key, value=value, headers=hdrs) is None:
-            raise ValueError(f"record too large for one batch on {topic}")
+        self._next_builder(slot, builder, key, value, hdrs)
         return True
+
+    def _next_builder(
+        self,
+        slot: tuple[str, int],
+        full: Any,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        """``full`` (closed) waits for the flush; the record opens the slot's next builder."""
+        self._full.append((slot, full))
+        builder = self._builders[slot] = self._new_builder()
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            raise ValueError(f"record too large for one batch on {slot[0]}")
+        return builder
+
+    def extend(
+        self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
+    ) -> None:
+        """:meth:`append` each ``(key, value)`` of ``records`` without headers to one
+        topic-partition (a store's changelog records at commit): the slot and its builder are
+        looked up once, not per record."""
+        slot = (topic, partition)
+        builder = self._builders.get(slot)
+        if builder is None:
+            builder = self._builders[slot] = self._new_builder()
+        if not self._direct:
+            for key, value in records:
+                self.append(topic, key, value, None, partition)
+            return
+        # BatchBuilder.append without its wrapper (DIRECT_APPEND_VERSIONS), as in append
+        for key, value in records:
+            offset = builder._relative_offset  # noqa: SLF001
+            if builder._builder.append(offset, None, key, value, []) is not None:  # noqa: SLF001
+                builder._relative_offset = offset + 1  # noqa: SLF001
+                continue
+            builder.close()
+            builder = self._next_builder(slot, builder, key, value, [])
 
     def _new_builder(self) -> Any:
         builder = self._producer.create_batch()

@@ -133,9 +133,7 @@ class Transactor:
                 continue
             await ctx.begin()
             box = changelog[name] = Outbox(unit.producer)
-            topic = unit.changelogs[name]
-            for key, value in pending.items():
-                box.append(topic, key, value, None, unit.partition)
+            box.extend(unit.changelogs[name], unit.partition, pending.items())
             await box.flush()
         if not ctx.in_txn:
             _run_callbacks(ctx)
