@@ -101,7 +101,8 @@ class _Slot(NamedTuple):
     parts: tuple[str | tuple[str], ...]  # literal text, or (name,) for a placeholder
     # fit() of this keyword's text values (most values: phrases, titles, ids), by the text: a
     # memo per keyword needs no key tuple (the type and enum are the slot's). Bounded: at most
-    # _FITTED_MAX entries (wxsub.memo.remember)
+    # _SLOT_MEMO_MAX entries (wxsub.memo.remember), so all of them at most _PLANS_MAX plans x
+    # their keywords x _SLOT_MEMO_MAX
     texts: dict[str, str | None]
     # fit() of a sole money/time placeholder's raw int (money: by the int; time: by the int
     # and the time zone), bounded the same way
@@ -118,7 +119,7 @@ class _Plan(NamedTuple):
     own: bool  # whether a format uses the candidate's own fields (_values)
     pick: Callable[[Mapping[str, Any]], Any] | None  # itemgetter(*reads), if any
     # the placeholder of a page that is a path and one placeholder (most pages), and the
-    # pages made of its text values (bounded: at most _FITTED_MAX, wxsub.memo.remember)
+    # pages made of its text values (bounded: at most _SLOT_MEMO_MAX, wxsub.memo.remember)
     page_name: str | None
     pages: dict[str, str]
     # [(candidate, tz, body), _reads of the candidate] of the last render of this kind: a
@@ -247,13 +248,13 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
             try:
                 fitted = slot.texts[raw]
             except KeyError:
-                fitted = remember(slot.texts, raw, fit(slot.type_, raw, slot.enum), _FITTED_MAX)
+                fitted = remember(slot.texts, raw, fit(slot.type_, raw, slot.enum), _SLOT_MEMO_MAX)
         elif slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
             key = raw if slot.number == "money" else (raw, tz)
             try:
                 fitted = slot.numbers[key]
             except KeyError:
-                fitted = remember(slot.numbers, key, _fit_number(slot, raw, tz), _FITTED_MAX)
+                fitted = remember(slot.numbers, key, _fit_number(slot, raw, tz), _SLOT_MEMO_MAX)
             if fitted is None:
                 raw = _convert(slot.number, raw, tz)
         else:
@@ -274,7 +275,7 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
             if type(raw) is not str:
                 page = f"{plan.page[0]}{_url_text(raw)}"
             elif (page := plan.pages.get(raw)) is None:
-                page = remember(plan.pages, raw, f"{plan.page[0]}{_url_text(raw)}", _FITTED_MAX)
+                page = remember(plan.pages, raw, f"{plan.page[0]}{_url_text(raw)}", _SLOT_MEMO_MAX)
         if page is None:
             return Invalid("page", f"no value for {kind.page}")
         body["page"] = page
@@ -307,6 +308,9 @@ def _fill(
 # Bounded: at most _FITTED_MAX entries (wxsub.memo.remember)
 _FITTED: dict[tuple[object, ...], str | None] = {}
 _FITTED_MAX = 8192
+#: entries per keyword's (and per page's) memo: a fan-out's values repeat within its event,
+#: an order's ids never do, so a small memo keeps the hits and bounds what the plans hold
+_SLOT_MEMO_MAX = 256
 
 
 def _fit_slot(slot: _Slot, value: object) -> str | None:
