@@ -24,7 +24,7 @@ from typing import Any
 from bench.common import broker
 from bench.pipeline import run_pipeline
 
-__all__ = ["main", "run_ab"]
+__all__ = ["checkouts", "main", "run_ab"]
 
 
 async def run_ab(
@@ -48,6 +48,15 @@ async def run_ab(
     return runs
 
 
+def checkouts(parser: argparse.ArgumentParser, a: Path, b: Path) -> tuple[Path, Path]:
+    """The two checkouts an A/B runs, resolved; a path that is not one is a usage error."""
+    roots = (a.resolve(), b.resolve())
+    for root in roots:
+        if not (root / "wxsub" / "__main__.py").is_file():
+            parser.error(f"{root} is not a wxsub checkout (no wxsub/__main__.py)")
+    return roots
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="checkout A (the base)")
@@ -56,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args(argv)
-    roots = (args.a.resolve(), args.b.resolve())
-    for root in roots:
-        if not (root / "wxsub" / "__main__.py").is_file():
-            parser.error(f"{root} is not a wxsub checkout (no wxsub/__main__.py)")
+    roots = checkouts(parser, args.a, args.b)
     print(f"A = {roots[0]}\nB = {roots[1]}", flush=True)
     with broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxab-") as tmp:
         runs = asyncio.run(run_ab(boot, roots, args.events, args.pairs, Path(tmp)))

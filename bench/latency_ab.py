@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.ab import checkouts
 from bench.common import broker
 from bench.latency import run_latency
 
@@ -69,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args(argv)
-    roots = (args.a.resolve(), args.b.resolve())
-    for root in roots:
-        if not (root / "wxsub" / "__main__.py").is_file():
-            parser.error(f"{root} is not a wxsub checkout (no wxsub/__main__.py)")
+    roots = checkouts(parser, args.a, args.b)
     rates = [int(x) for x in args.rates.split(",")]
     print(f"A = {roots[0]}\nB = {roots[1]}", flush=True)
     with broker(args.bootstrap) as boot, tempfile.TemporaryDirectory(prefix="wxlat-") as tmp:
