@@ -200,7 +200,7 @@ async def test_accept_send_credit_and_receipt(kafka_bootstrap: str, tmp_path: Pa
 async def _scenario(dep: Deployment, admin: httpx.AsyncClient) -> None:
     r = await admin.post("/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL})
     assert r.status_code == 200, r.text
-    applied = await wait_outcome(dep, lambda o: o.kind == "subscription" and o.reason == "applied")
+    applied = await wait_outcome(dep, _accept_applied)
     assert applied, "the accept never reached the worker through the gateway"
 
     await dep.publish([order_event(1, "A1", "paid")])
@@ -214,23 +214,28 @@ async def _scenario(dep: Deployment, admin: httpx.AsyncClient) -> None:
     # a send whose response is lost: in_doubt, then the sandbox's receipt settles it
     r = await admin.post("/admin/accept", json={"appid": APP, "openid": USER, "template_id": TPL})
     assert r.status_code == 200
-    # the second accept's own outcome (the first accept's matches the same predicate)
-    applied = await wait_outcome(
-        dep, lambda o: o.kind == "subscription" and o.reason == "applied", 30, at_least=2
-    )
+    # the second accept's own outcome (the first accept's matches the same predicate; the sent
+    # receipt of e2e-1 is a subscription event too, applied with the detail "sent")
+    applied = await wait_outcome(dep, _accept_applied, 30, at_least=2)
     assert len(applied) >= 2, "the second accept never reached the worker"
-    await asyncio.sleep(2)
     r = await admin.post(
         "/admin/faults", json={"endpoints": ["send"], "next": [{"action": "drop"}]}
     )
     assert r.status_code == 200, r.text
     await dep.publish([order_event(3, "B7", "paid")])
     doubt = await wait_outcome(dep, lambda o: o.event_id == "e2e-3" and o.reason == "in_doubt")
-    assert doubt, "a dropped response must leave the send in doubt"
+    assert doubt, "a dropped response must leave the send in doubt; e2e-3 ended: " + repr(
+        [o for o in await dep.outcomes() if o.event_id == "e2e-3"]
+    )
     settled = await wait_outcome(
         dep, lambda o: o.event_id == "e2e-3" and o.reason == "reconciled_sent", 60
     )
     assert settled, "the sent receipt did not reconcile the in-doubt send"
+
+
+def _accept_applied(o: Outcome) -> bool:
+    """The decide stage's outcome of a popup accept (not of a sent receipt, also ``applied``)."""
+    return o.kind == "subscription" and o.reason == "applied" and o.detail == "popup accept"
 
 
 async def _steady_traffic(dep: Deployment, admin: httpx.AsyncClient, sb: Any) -> None:
