@@ -1,14 +1,19 @@
 """The transaction back-off tuning: pinned to verified aiokafka versions, and back-to-back
-transactions on one producer still commit every record exactly once, in order."""
+transactions on one producer, with their input offsets, still commit every record exactly once,
+in order, and the offsets of the committed ones."""
 
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
 import aiokafka.producer.sender as sender
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
+from aiokafka.util import commit_structure_validate
 
 from wxsub.streams import aiokafka_tuning
 
@@ -27,6 +32,48 @@ def test_an_unverified_aiokafka_is_left_as_shipped(caplog: pytest.LogCaptureFixt
         sender.BACKOFF_OVERRIDE = shipped
 
 
+class _Sender:
+    """What ``TxnOffsetCommitHandler`` reads of aiokafka's sender."""
+
+    _retry_backoff = 0.1
+
+    def __init__(self) -> None:
+        self.dead: list[Any] = []
+        self.committed: list[tuple[TopicPartition, int]] = []
+        self._txn_manager = SimpleNamespace(
+            offset_committed=lambda tp, offset, group: self.committed.append((tp, offset))
+        )
+
+    def _coordinator_dead(self, kind: Any) -> None:
+        self.dead.append(kind)
+
+
+@pytest.mark.parametrize(
+    ("codes", "backoff"),
+    [
+        ((15,), aiokafka_tuning.TXN_OFFSET_RETRY_S),  # COORDINATOR_NOT_AVAILABLE: verification
+        ((0, 15), aiokafka_tuning.TXN_OFFSET_RETRY_S),
+        ((16,), 0.1),  # NOT_COORDINATOR: the coordinator moved, as shipped
+        ((14,), 0.1),  # COORDINATOR_LOAD_IN_PROGRESS: as shipped
+        ((0, 0), None),
+    ],
+)
+def test_a_txn_offset_commit_not_available_is_retried_soon(
+    codes: tuple[int, ...], backoff: float | None
+) -> None:
+    assert aiokafka_tuning.apply()
+    tps = [TopicPartition("in", p) for p in range(len(codes))]
+    offsets = commit_structure_validate({tp: OffsetAndMetadata(7, "") for tp in tps})
+    fake = _Sender()
+    handler = sender.TxnOffsetCommitHandler(fake, offsets, "group")
+    resp = SimpleNamespace(errors=[("in", list(enumerate(codes)))])
+    assert handler.handle_response(resp) == backoff
+    if backoff is not None and 14 not in codes:
+        assert fake.dead == [sender.CoordinationType.GROUP]  # looked up again, as shipped
+    assert aiokafka_tuning.apply()  # idempotent: wrapped once
+    assert sender.TxnOffsetCommitHandler(fake, offsets, "g").handle_response(resp) == backoff
+
+
 @pytest.mark.kafka
 async def test_back_to_back_transactions_commit_every_record_once(kafka_bootstrap: str) -> None:
     assert aiokafka_tuning.apply()
@@ -40,6 +87,7 @@ async def test_back_to_back_transactions_commit_every_record_once(kafka_bootstra
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_bootstrap, transactional_id=f"tune-{uuid.uuid4().hex[:8]}"
     )
+    group, source = f"tune-{uuid.uuid4().hex[:8]}", TopicPartition(topic, 0)
     await producer.start()
     try:
         for i in range(30):  # each transaction starts while the last one's markers are written
@@ -49,6 +97,9 @@ async def test_back_to_back_transactions_commit_every_record_once(kafka_bootstra
             ]
             for future in futures:
                 await future
+            # as a stage does: the input's offset in the transaction (verified by the group
+            # coordinator against the transaction coordinator, KIP-890)
+            await producer.send_offsets_to_transaction({source: 1000 + i}, group)
             if i % 5 == 4:
                 await producer.abort_transaction()
             else:
@@ -72,3 +123,9 @@ async def test_back_to_back_transactions_commit_every_record_once(kafka_bootstra
         await consumer.stop()
     committed = [i for i in range(30) if i % 5 != 4]
     assert seen == {p: [f"{i}-{p}" for i in committed] for p in (0, 1)}
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    await reader.start()
+    try:
+        assert await reader.committed(source) == 1000 + committed[-1]
+    finally:
+        await reader.stop()
