@@ -51,8 +51,8 @@ class _Sender:
 @pytest.mark.parametrize(
     ("codes", "backoff"),
     [
-        ((15,), aiokafka_tuning.TXN_OFFSET_RETRY_S),  # COORDINATOR_NOT_AVAILABLE: verification
-        ((0, 15), aiokafka_tuning.TXN_OFFSET_RETRY_S),
+        ((15,), aiokafka_tuning.VERIFY_RETRY_S),  # COORDINATOR_NOT_AVAILABLE: verification
+        ((0, 15), aiokafka_tuning.VERIFY_RETRY_S),
         ((16,), 0.1),  # NOT_COORDINATOR: the coordinator moved, as shipped
         ((14,), 0.1),  # COORDINATOR_LOAD_IN_PROGRESS: as shipped
         ((0, 0), None),
@@ -72,6 +72,41 @@ def test_a_txn_offset_commit_not_available_is_retried_soon(
         assert fake.dead == [sender.CoordinationType.GROUP]  # looked up again, as shipped
     assert aiokafka_tuning.apply()  # idempotent: wrapped once
     assert sender.TxnOffsetCommitHandler(fake, offsets, "g").handle_response(resp) == backoff
+
+
+@pytest.mark.parametrize(
+    ("codes", "sends", "backoff"),
+    [
+        ((19,), 1, 0.005),  # NOT_ENOUGH_REPLICAS: the verification met the last transaction
+        ((0, 19), 1, 0.005),
+        ((19,), 3, 0.02),  # doubled per send of the batch
+        ((19,), 9, 0.1),  # ... up to retry_backoff_ms: an ISR shortage is retried as shipped
+        ((6,), 1, 0.1),  # NOT_LEADER_OR_FOLLOWER: as shipped
+        ((19, 6), 1, 0.1),
+    ],
+)
+def test_a_produce_not_verified_yet_is_retried_soon(
+    codes: tuple[int, ...], sends: int, backoff: float
+) -> None:
+    assert aiokafka_tuning.apply()
+    fake = _Sender()
+    fake.client = SimpleNamespace(force_metadata_update=lambda: None)  # type: ignore[attr-defined]
+    done: list[int] = []
+    batches = {
+        TopicPartition("out", p): SimpleNamespace(
+            retry_count=sends, expired=lambda: False, done=lambda *a, p=p: done.append(p)
+        )
+        for p in range(len(codes))
+    }
+    handler = sender.SendProduceReqHandler(fake, batches)
+    # a v5-7 answer: (partition, error_code, offset, timestamp, log_start_offset)
+    resp = SimpleNamespace(
+        API_VERSION=7, topics=[("out", [(p, c, 10, -1, 0) for p, c in enumerate(codes)])]
+    )
+    handler.handle_response(resp)
+    assert handler._default_backoff == pytest.approx(backoff)
+    assert done == [p for p, c in enumerate(codes) if c == 0]
+    assert len(handler._to_reenqueue) == sum(1 for c in codes if c)
 
 
 @pytest.mark.kafka
