@@ -12,6 +12,7 @@ import aiokafka.producer.sender as sender
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import NotEnoughReplicasError, NotLeaderForPartitionError
 from aiokafka.structs import OffsetAndMetadata
 from aiokafka.util import commit_structure_validate
 
@@ -164,3 +165,19 @@ async def test_back_to_back_transactions_commit_every_record_once(kafka_bootstra
         assert await reader.committed(source) == 1000 + committed[-1]
     finally:
         await reader.stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"), [(NotEnoughReplicasError, False), (NotLeaderForPartitionError, True)]
+)
+def test_a_verification_retry_is_logged_at_debug(
+    error: type, shown: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert aiokafka_tuning.apply()
+    with caplog.at_level("INFO"):
+        sender.log.warning(
+            "Got error produce response on topic-partition %s, retrying. Error: %s",
+            TopicPartition("out", 0),
+            error,
+        )
+    assert [r.levelname for r in caplog.records] == (["WARNING"] if shown else [])

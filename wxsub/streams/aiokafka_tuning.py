@@ -26,7 +26,8 @@ verification meets the previous transaction still completing, the verification's
 
 On the latency benchmark's broker (Kafka 4.4, 1 k events/s) ~5% of the transactions met one of
 them, and their turns took 115-150 ms instead of 10-40: every hop's p99 carried it
-(bench/RESULTS.md, session 9).
+(bench/RESULTS.md, session 9). aiokafka also logged each such produce retry as a WARNING
+(~15 a second there): they go to DEBUG (``VerifyRetryLog``); other produce errors stay warnings.
 
 The upstream fix this stands for: make these back-offs short and exponential (or
 configurable) in aiokafka, or better, support transaction protocol v2 (KIP-890 part 2),
@@ -45,7 +46,9 @@ import aiokafka
 import aiokafka.producer.sender as _sender
 from aiokafka.errors import CoordinatorNotAvailableError, NoError, NotEnoughReplicasError
 
-__all__ = ["CONCURRENT_TXN_BACKOFF_S", "VERIFIED_VERSIONS", "VERIFY_RETRY_S", "apply"]
+__all__ = [
+    "CONCURRENT_TXN_BACKOFF_S", "VERIFIED_VERSIONS", "VERIFY_RETRY_S", "VerifyRetryLog", "apply",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,29 @@ def apply(version: str | None = None) -> bool:
     produce = _sender.SendProduceReqHandler
     if not getattr(produce.handle_response, "wxsub_tuned", False):
         produce.handle_response = _produce_retried_soon(produce.handle_response)
+    sender_log = logging.getLogger(_sender.__name__)
+    if not any(isinstance(f, VerifyRetryLog) for f in sender_log.filters):
+        sender_log.addFilter(VerifyRetryLog())
     return True
+
+
+class VerifyRetryLog(logging.Filter):
+    """aiokafka's sender logs every retried produce as a WARNING; one retried for
+    ``NOT_ENOUGH_REPLICAS`` (the transaction verification's race, see above) becomes DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            record.levelno == logging.WARNING
+            and isinstance(record.msg, str)
+            and record.msg.startswith("Got error produce response on topic-partition")
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and args[1] is NotEnoughReplicasError
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _offsets_retried_soon(handle: Callable[[Any, Any], float | None]) -> Any:
