@@ -17,6 +17,7 @@ Nothing here does I/O: the stage reads the entry, calls these, and writes what t
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,7 +33,7 @@ from wxsub.schemas.internal import (
     OutcomeReason,
     encode_internal,
 )
-from wxsub.schemas.struct import from_doc, record
+from wxsub.schemas.struct import field_names, from_doc, record
 from wxsub.wechat.errcodes import credit_effect
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "delivery_of",
     "encode_entry",
     "entry_for",
+    "evolve",
     "leftover",
     "match_receipt",
     "on_due",
@@ -144,6 +146,23 @@ class Entry:
         return f"{self.appid}:{self.openid}"
 
 
+_ENTRY_FIELDS = field_names(Entry)
+_ENTRY_VALUES = operator.attrgetter(*_ENTRY_FIELDS)  # every field's value, in order, in C
+_ENTRY_INDEX = {name: i for i, name in enumerate(_ENTRY_FIELDS)}
+
+
+def evolve(entry: Entry, **changes: Any) -> Entry:
+    """``dataclasses.replace(entry, **changes)``, ~4x cheaper: ``replace`` walks the 18 fields'
+    metadata and passes them all by keyword; this reads them in one C call and passes them by
+    position (a send evolves its entry twice: the attempt, then its answer's). An unknown field
+    name raises KeyError; the values are not type-checked as ``replace``'s are (mypy's plugin),
+    so the callers stay in this module."""
+    values = list(_ENTRY_VALUES(entry))
+    for name, value in changes.items():
+        values[_ENTRY_INDEX[name]] = value
+    return Entry(*values)
+
+
 @record
 class Receipt:
     """What reconciliation needs of a ``subscribe_msg_sent_event`` (a SubscriptionEvent)."""
@@ -218,13 +237,13 @@ def on_due(
         return Step(entry, send=True)
     if entry.state == LedgerState.ATTEMPT:
         return leftover(entry, now_ms, policy)
-    return Step(replace(entry, due=None)) if entry.due is not None else Step()
+    return Step(evolve(entry, due=None)) if entry.due is not None else Step()
 
 
 def begin_attempt(entry: Entry, now_ms: int) -> Entry:
     """The durable ``attempt`` written (and committed) before the HTTP call. Its due time is now:
     should it outlive the call (crash), the next timer run finds it and reports it in doubt."""
-    return replace(
+    return evolve(
         entry,
         state=LedgerState.ATTEMPT,
         attempts=entry.attempts + 1,
@@ -237,16 +256,16 @@ def begin_attempt(entry: Entry, now_ms: int) -> Entry:
 def defer(entry: Entry, until_ms: int, now_ms: int) -> Step:
     """Not sent now (the appid is paused): a retry at ``until_ms``, no attempt used."""
     state = LedgerState.RETRY if entry.intent is not None else entry.state
-    return Step(replace(entry, state=state, due=until_ms, at=now_ms), result=StepResult.DEFERRED)
+    return Step(evolve(entry, state=state, due=until_ms, at=now_ms), result=StepResult.DEFERRED)
 
 
 def leftover(entry: Entry, now_ms: int, policy: DeliveryPolicy) -> Step:
     """An attempt whose answer is unknown: in doubt, reported; resent only if the policy says."""
     failures = entry.failures + 1
     if policy.in_doubt_resend and entry.intent is not None and failures < policy.max_attempts:
-        retry = replace(entry, state=LedgerState.RETRY, failures=failures, due=now_ms, at=now_ms)
+        retry = evolve(entry, state=LedgerState.RETRY, failures=failures, due=now_ms, at=now_ms)
         return Step(retry, result=StepResult.RESEND)
-    doubt = replace(entry, state=LedgerState.IN_DOUBT, due=None, at=now_ms, intent=None)
+    doubt = evolve(entry, state=LedgerState.IN_DOUBT, due=None, at=now_ms, intent=None)
     return Step(doubt, _outcome(doubt, OutcomeReason.IN_DOUBT, now_ms), result=StepResult.IN_DOUBT)
 
 
@@ -264,16 +283,21 @@ def on_result(
     ``draw`` in [0, 1) is the jitter's random draw; ``pause_until`` the end of the appid's quota
     pause (QuotaExceeded)."""
     if not isinstance(answer, WeChatError):
-        sent = replace(
-            attempt, state=LedgerState.SENT, msgid=str(answer.msgid), errcode=0, due=None, at=now_ms
+        sent = evolve(
+            attempt,
+            state=LedgerState.SENT,
+            msgid=str(answer.msgid),
+            errcode=0,
+            due=None,
+            at=now_ms,
+            intent=None,
         )
-        outcome = _outcome(sent, OutcomeReason.SENT, now_ms)
-        return Step(replace(sent, intent=None), outcome, result=StepResult.SENT)
+        return Step(sent, _outcome(sent, OutcomeReason.SENT, now_ms), result=StepResult.SENT)
     if isinstance(answer, InDoubtError):
         return leftover(attempt, now_ms, policy)
     if isinstance(answer, QuotaExceeded):
         until = pause_until if pause_until is not None else now_ms + policy.quota_pause_ms
-        step = defer(replace(attempt, errcode=answer.errcode), until, now_ms)
+        step = defer(evolve(attempt, errcode=answer.errcode), until, now_ms)
         return replace(step, result=StepResult.QUOTA)
     if isinstance(answer, PermanentError):
         return _failed(attempt, answer.errcode, now_ms, str(answer))
@@ -281,7 +305,7 @@ def on_result(
     if failures >= policy.max_attempts:
         return _failed(attempt, answer.errcode, now_ms, f"gave up after {failures} attempts")
     due = now_ms + backoff_ms(failures, policy, draw)
-    retry = replace(
+    retry = evolve(
         attempt,
         state=LedgerState.RETRY,
         failures=failures,
@@ -295,7 +319,7 @@ def on_result(
 def _failed(attempt: Entry, errcode: int | None, now_ms: int, detail: str) -> Step:
     """WeChat did not send: failed, and the credit correction the errcode table says (RESTORE,
     or ZERO for 43101: the user has none), applied by decide (``apply_correction``)."""
-    failed = replace(
+    failed = evolve(
         attempt, state=LedgerState.FAILED, errcode=errcode, due=None, at=now_ms, intent=None
     )
     correction = Correction(
@@ -342,7 +366,7 @@ def on_receipt(entry: Entry, receipt: Receipt, now_ms: int) -> Step:
     if entry.state not in (LedgerState.IN_DOUBT, LedgerState.ATTEMPT):
         return Step()
     ok = receipt.error_code == 0
-    settled = replace(
+    settled = evolve(
         entry,
         state=LedgerState.SENT if ok else LedgerState.FAILED,
         msgid=receipt.msgid,
