@@ -19,6 +19,7 @@ from wxsub.agents.rules.delivery import (
     delivery_of,
     encode_entry,
     entry_for,
+    evolve,
     match_receipt,
     on_due,
     on_intent,
@@ -240,3 +241,13 @@ def test_delivery_record_mirrors_the_entry() -> None:
 def test_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         DeliveryPolicy(max_attempts=0)
+
+
+def test_evolve_is_dataclasses_replace() -> None:
+    entry = begin_attempt(entry_for(intent(), T0), T0)
+    changes = {"state": SENT, "msgid": "7", "errcode": 0, "due": None, "at": T0 + 1}
+    assert evolve(entry, **changes) == replace(entry, **changes)  # type: ignore[arg-type]
+    assert evolve(entry) == entry and evolve(entry) is not entry
+    assert entry.state == ATTEMPT  # the original is untouched
+    with pytest.raises(KeyError):
+        evolve(entry, colour="red")
