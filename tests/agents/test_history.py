@@ -151,7 +151,8 @@ def test_an_intents_entry_is_the_entry_with_the_intent_reason() -> None:
     for kind, subject in (("order_status", "o1"), ("newkind", "o1"), ("logistics", "a\tb"),
                           ("price_drop", "a\nb")):  # fmt: skip
         e = hist.entry(T0, "e1", kind, subject, hist.INTENT, TPL)
-        for history, horizon in (("", 0), (old, 0), (full, 0), (full, T0 - 4), (old, T0 + 1)):
+        for history, horizon in (("", 0), ("", T0 + 1), (old, 0), (full, 0), (full, T0 - 4),
+                                 (old, T0 + 1)):  # fmt: skip
             assert hist.add_intent(history, T0, "e1", kind, subject, TPL, horizon) == hist.add(
                 history, [e], horizon
             )

@@ -139,7 +139,12 @@ def add_intent(
     if k is not None:
         line = f"{at}\t{k}{_INTENT_CODE}{event_id}\t{subject}\t{template_id}\t"
         if line.count("\t") == 4 and "\n" not in line:
-            return _bounded(f"{history}\n{line}" if history else line, horizon_ms)
+            if history:
+                return _bounded(f"{history}\n{line}", horizon_ms)
+            # the first entry (a new user, most of a fan-out's): nothing to drop, unless it
+            # is itself past the horizon (_bounded's ~5 k instructions, half a decision's
+            # history cost)
+            return line if at >= horizon_ms else _bounded(line, horizon_ms)
     return add(history, (entry(at, event_id, kind, subject, INTENT, template_id),), horizon_ms)
 
 
