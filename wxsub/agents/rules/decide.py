@@ -153,6 +153,16 @@ def decide(
     credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: at}
     sends = (*sends, Send(nid, at, marketing))
+    if not collapse and (not marketing or cfg.quiet_hours is None):
+        # sent now (most decisions): _dispatch's last branch, without its call
+        history = hist.add_intent(
+            state.history, now_ms, cand.event_id, cand.kind, cand.subject, tpl, horizon[0]
+        )
+        new = UserState(
+            credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
+            consumed, sends, state.held, state.deferred, history,
+        )  # fmt: skip
+        return Decision(new, (intent,))
     return _dispatch(
         state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
         collapse, marketing, horizon[0],
