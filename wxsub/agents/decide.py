@@ -122,12 +122,16 @@ class DecideStage:
         merchants = self.env.merchants
         why = self.pauses.why if self.pauses is not None and self.pauses.table else None
         sent = _Sent(self.env.topic("intents"))
+        # the last candidate's app and its config (most batches: one app)
+        appid: str | None = None
+        cfg = None
         for rec in records:
             try:
                 if rec.topic == candidates:  # most records (the rest: state events)
                     cand = decode_internal(Candidate, rec.value)
                     key = rec.key
-                    cfg = merchants.app(cand.appid)
+                    if cand.appid != appid:
+                        appid, cfg = cand.appid, merchants.app(cand.appid)
                     paused = why(cand.appid, cand.kind) if why is not None else None
                     decision = rules.decide(users.get(key), cand, cfg, now, paused)
                     users.put(key, decision.state)
@@ -136,8 +140,8 @@ class DecideStage:
                 logical = self.env.logical(rec.topic)
                 if logical == "corrections":
                     corr = decode_internal(Correction, rec.value)
-                    cfg = merchants.app(corr.appid)
-                    users.put(rec.key, apply_correction(users.get(rec.key), corr, cfg, now))
+                    corr_cfg = merchants.app(corr.appid)
+                    users.put(rec.key, apply_correction(users.get(rec.key), corr, corr_cfg, now))
                 else:
                     await self._state_event(ctx, users, rec, now)
             except Exception as exc:  # a bug must not stop the partition: DLQ, go on

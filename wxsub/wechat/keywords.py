@@ -262,10 +262,10 @@ def fit(type_: str, value: object, enum_values: Sequence[str] | None = None) -> 
         # clean() would only strip: without its regex, ~2 k instructions less per value fitted
         text = value.strip()
     else:
-        text = _render(type_, value)
-        if text is None:
+        rendered = _render(type_, value)
+        if rendered is None:
             return None
-        text = clean(text)
+        text = clean(rendered)
     if type_ == "thing" and len(text) > 20:
         text = text[:19].rstrip() + _ELLIPSIS
     return text if check(type_, text, enum_values) is None else None

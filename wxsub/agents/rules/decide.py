@@ -140,10 +140,13 @@ def decide(
         credits = add_credit(credits, held.intent.template_id, +1)
         consumed = {k: t for k, t in consumed.items() if k != hnid}
         sends = tuple(s for s in sends if s.notification_id != hnid)
-    reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
-    if reason:
-        state = _seen(state, parts)
-        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
+    cap = cfg.marketing_cap if marketing else cfg.transactional_cap
+    if (cap is not None and len(sends) >= cap.max) or credits.get(tpl, 0) <= 0:
+        # (else neither the cap nor the credit can stop it: most decisions, without the call)
+        reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
+        if reason:
+            state = _seen(state, parts)
+            return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
     event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
     intent = Intent(
         nid, cand.appid, cand.openid, tpl, cand.kind, event_ids, at,

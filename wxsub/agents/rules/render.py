@@ -212,9 +212,9 @@ def _kept(plan: _Plan, b: Candidate, tz: dt.tzinfo) -> dict[str, Any] | None:
     compared as their JSON (exact: ``1 == True == 1.0``, but not as JSON)."""
     last = plan.last
     a, a_tz, body = last[0]
-    if a_tz is not tz or a.subject != b.subject or a.occurred_at != b.occurred_at or (
-        a.appid != b.appid
-    ):
+    if a_tz is not tz or a.subject != b.subject or a.occurred_at != b.occurred_at:
+        return None
+    if a.appid != b.appid:
         return None
     key = last[1]
     if key is _UNSET:  # once per kept body
@@ -280,13 +280,13 @@ def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] |
         data[name] = {"value": fitted}
     body: dict[str, Any] = {"touser": cand.openid, "template_id": kind.template_id}
     if kind.page:
-        name = plan.page_name
-        if name is None:
+        page_name = plan.page_name
+        if page_name is None:
             page = _fill(plan.page, values, _url_text)
-        elif name not in values:
+        elif page_name not in values:
             page = None
         else:  # a path and one placeholder (most pages), without _fill's loop; by the text
-            raw = values[name]
+            raw = values[page_name]
             if type(raw) is not str:
                 page = f"{plan.page[0]}{_url_text(raw)}"
             elif (page := plan.pages.get(raw)) is None:
