@@ -111,7 +111,11 @@ def decide(
     # parts no check below changes (mutes, held, credits)
     horizon = horizons(cfg, now_ms)
     at = cand.occurred_at
-    if at >= horizon[0]:  # (always: retention >= stale_after_s) the new id kept, not min()'d
+    if not (state.seen or state.events or state.consumed or state.sends):  # a new user's
+        parts = (state.events, {nid: at}, state.consumed, state.sends)  # (nothing to prune)
+        if at < horizon[0]:
+            parts = pruned_parts(state, parts[1], horizon)
+    elif at >= horizon[0]:  # (always: retention >= stale_after_s) the new id kept, not min()'d
         events, seen, consumed, sends = pruned_parts(state, state.seen, horizon)
         parts = (events, {**seen, nid: at}, consumed, sends)
     else:
@@ -121,10 +125,16 @@ def decide(
         return _ended(
             state, cand, cfg, now_ms, OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl
         )
-    reason, detail, body = _check(state, cand, kind, cfg)
-    if body is None:
-        state = _seen(state, parts)
-        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
+    body = None
+    if not (state.muted_kinds or state.muted_templates or cfg.sensitive_words):
+        # nothing muted and no words to look for (most decisions): the body, without _check
+        rendered = render(cand, kind, cfg.timezone)
+        body = None if isinstance(rendered, Invalid) else rendered
+    if body is None:  # _check says why not (or renders the body past the mutes and words)
+        reason, detail, body = _check(state, cand, kind, cfg)
+        if body is None:
+            state = _seen(state, parts)
+            return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
     collapse = cand.kind in _COLLAPSING and bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
     if held is not None and at < held.intent.occurred_at:
