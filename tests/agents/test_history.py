@@ -143,13 +143,19 @@ def test_codes_are_one_character_distinct_and_cover_every_reason_noted() -> None
 
 
 def test_an_intents_entry_is_the_entry_with_the_intent_reason() -> None:
-    """hist.intent, the decide stage's short way to an intent's entry, writes what entry does
-    (also for a kind without a code and a field with a tab or a newline)."""
+    """hist.add_intent, the decide stage's short way to add an intent's entry, gives what add
+    of entry does (also for a kind without a code, a field with a tab or a newline, a history
+    full or expiring)."""
+    old = hist.entry(T0 - 5, "e0", "order_status", "o0", hist.INTENT, TPL)
+    full = "\n".join([old] * hist.HISTORY_MAX)
     for kind, subject in (("order_status", "o1"), ("newkind", "o1"), ("logistics", "a\tb"),
                           ("price_drop", "a\nb")):  # fmt: skip
-        assert hist.intent(T0, "e1", kind, subject, TPL) == hist.entry(
-            T0, "e1", kind, subject, hist.INTENT, TPL
-        )
+        e = hist.entry(T0, "e1", kind, subject, hist.INTENT, TPL)
+        for history, horizon in (("", 0), ("", T0 + 1), (old, 0), (full, 0), (full, T0 - 4),
+                                 (old, T0 + 1)):  # fmt: skip
+            assert hist.add_intent(history, T0, "e1", kind, subject, TPL, horizon) == hist.add(
+                history, [e], horizon
+            )
 
 
 def test_the_oldest_entry_expires_by_its_at_whatever_its_width() -> None:

@@ -34,7 +34,6 @@ from wxsub.schemas.internal import (
     OutcomeReason,
     decode_internal,
     encode_internal,
-    user_key,
 )
 from wxsub.schemas.records import PreferenceChanged, key_appid
 from wxsub.streams.due import DueIndex
@@ -65,7 +64,9 @@ class _Users:
         if hit is None:
             raw = self.store.get(key)
             state = decode_user(raw) if raw else UserState()
-            hit = self.cache[key] = (state, state.next_due())
+            # (next_due() without its call for most users: neither held nor deferred)
+            due = state.next_due() if state.held or state.deferred else None
+            hit = self.cache[key] = (state, due)
         return hit[0]
 
     def put(self, key: bytes, state: UserState) -> None:
@@ -121,22 +122,26 @@ class DecideStage:
         merchants = self.env.merchants
         why = self.pauses.why if self.pauses is not None and self.pauses.table else None
         sent = _Sent(self.env.topic("intents"))
+        # the last candidate's app and its config (most batches: one app)
+        appid: str | None = None
+        cfg = None
         for rec in records:
             try:
                 if rec.topic == candidates:  # most records (the rest: state events)
                     cand = decode_internal(Candidate, rec.value)
                     key = rec.key
-                    cfg = merchants.app(cand.appid)
+                    if cand.appid != appid:
+                        appid, cfg = cand.appid, merchants.app(cand.appid)
                     paused = why(cand.appid, cand.kind) if why is not None else None
                     decision = rules.decide(users.get(key), cand, cfg, now, paused)
                     users.put(key, decision.state)
-                    await self._emit(ctx, decision, sent)
+                    await self._emit(ctx, decision, sent, key)
                     continue
                 logical = self.env.logical(rec.topic)
                 if logical == "corrections":
                     corr = decode_internal(Correction, rec.value)
-                    cfg = merchants.app(corr.appid)
-                    users.put(rec.key, apply_correction(users.get(rec.key), corr, cfg, now))
+                    corr_cfg = merchants.app(corr.appid)
+                    users.put(rec.key, apply_correction(users.get(rec.key), corr, corr_cfg, now))
                 else:
                     await self._state_event(ctx, users, rec, now)
             except Exception as exc:  # a bug must not stop the partition: DLQ, go on
@@ -152,7 +157,7 @@ class DecideStage:
             appid = key_appid(key)
             decision = rules.on_timer(users.get(key), self.env.merchants.app(appid), now_ms)
             users.put(key, decision.state)
-            await self._emit(ctx, decision, sent)
+            await self._emit(ctx, decision, sent, key)
         users.flush()
         self._tally(ctx, sent)
         self._sweep(ctx, self.env.clock())
@@ -194,9 +199,13 @@ class DecideStage:
         users.put(rec.key, new)
         await self.env.emit_outcomes(ctx, (outcome,))
 
-    async def _emit(self, ctx: PartitionContext, decision: rules.Decision, sent: _Sent) -> None:
+    async def _emit(
+        self, ctx: PartitionContext, decision: rules.Decision, sent: _Sent, key: bytes
+    ) -> None:
+        """``key``: the user's (the record's, or the due index's entry): every intent decided
+        for a user is that user's, and the user key is every per-user topic's record key
+        (``user_key``, test_contracts.test_keys), so not built again per intent."""
         for intent in decision.intents:
-            key = user_key(intent.appid, intent.openid).encode()
             await ctx.send(sent.topic, key, encode_internal(intent))
             labels = (intent.kind, intent.template_id)
             sent.counts[labels] = sent.counts.get(labels, 0) + 1

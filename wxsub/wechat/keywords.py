@@ -257,10 +257,15 @@ def fit(type_: str, value: object, enum_values: Sequence[str] | None = None) -> 
     20 is cut to 19 + "…", numbers become ``number``/``amount`` text (amount: ``¥12.50``),
     datetimes become ``time``/``date`` text. Anything else must already be valid.
     """
-    text = _render(type_, value)
-    if text is None:
-        return None
-    text = clean(text)
+    if type(value) is str and value.isprintable():
+        # (most values) isprintable() is False for every character _CONTROL_RUN matches, so
+        # clean() would only strip: without its regex, ~2 k instructions less per value fitted
+        text = value.strip()
+    else:
+        rendered = _render(type_, value)
+        if rendered is None:
+            return None
+        text = clean(rendered)
     if type_ == "thing" and len(text) > 20:
         text = text[:19].rstrip() + _ELLIPSIS
     return text if check(type_, text, enum_values) is None else None

@@ -110,19 +110,34 @@ def decide(
     # is built once, at the end (an intent) or before an outcome (_seen); ``state`` keeps the
     # parts no check below changes (mutes, held, credits)
     horizon = horizons(cfg, now_ms)
-    parts = pruned_parts(state, {**state.seen, nid: cand.occurred_at}, horizon)
+    at = cand.occurred_at
+    if not (state.seen or state.events or state.consumed or state.sends):  # a new user's
+        parts = (state.events, {nid: at}, state.consumed, state.sends)  # (nothing to prune)
+        if at < horizon[0]:
+            parts = pruned_parts(state, parts[1], horizon)
+    elif at >= horizon[0]:  # (always: retention >= stale_after_s) the new id kept, not min()'d
+        events, seen, consumed, sends = pruned_parts(state, state.seen, horizon)
+        parts = (events, {**seen, nid: at}, consumed, sends)
+    else:
+        parts = pruned_parts(state, {**state.seen, nid: at}, horizon)
     if paused is not None:  # seen (a redelivery stays a duplicate), no credit spent
         state = _seen(state, parts)
         return _ended(
             state, cand, cfg, now_ms, OutcomeReason.PAUSED, f"kind paused: {paused}"[:200], nid, tpl
         )
-    reason, detail, body = _check(state, cand, kind, cfg)
-    if body is None:
-        state = _seen(state, parts)
-        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
+    body = None
+    if not (state.muted_kinds or state.muted_templates or cfg.sensitive_words):
+        # nothing muted and no words to look for (most decisions): the body, without _check
+        rendered = render(cand, kind, cfg.timezone)
+        body = None if isinstance(rendered, Invalid) else rendered
+    if body is None:  # _check says why not (or renders the body past the mutes and words)
+        reason, detail, body = _check(state, cand, kind, cfg)
+        if body is None:
+            state = _seen(state, parts)
+            return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
     collapse = cand.kind in _COLLAPSING and bool(collapse_s(cfg, cand.kind))
     held = _held_for(state, cand) if collapse else None
-    if held is not None and cand.occurred_at < held.intent.occurred_at:
+    if held is not None and at < held.intent.occurred_at:
         state = _absorb(_seen(state, parts), held, cand.event_id)
         return _ended(
             state, cand, cfg, now_ms, OutcomeReason.COLLAPSED, "older than a held update", nid, tpl
@@ -135,19 +150,32 @@ def decide(
         credits = add_credit(credits, held.intent.template_id, +1)
         consumed = {k: t for k, t in consumed.items() if k != hnid}
         sends = tuple(s for s in sends if s.notification_id != hnid)
-    reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
-    if reason:
-        state = _seen(state, parts)
-        return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
+    cap = cfg.marketing_cap if marketing else cfg.transactional_cap
+    if (cap is not None and len(sends) >= cap.max) or credits.get(tpl, 0) <= 0:
+        # (else neither the cap nor the credit can stop it: most decisions, without the call)
+        reason, detail = _limits(credits, sends, cand, kind, marketing, cfg)
+        if reason:
+            state = _seen(state, parts)
+            return _ended(state, cand, cfg, now_ms, reason, detail, nid, tpl)
     event_ids = (*held.intent.event_ids, cand.event_id) if held else (cand.event_id,)
     intent = Intent(
-        nid, cand.appid, cand.openid, tpl, cand.kind, event_ids, cand.occurred_at,
+        nid, cand.appid, cand.openid, tpl, cand.kind, event_ids, at,
         cand.received_at, now_ms, body, cfg.version,
     )  # fmt: skip
     # consume: one credit, the id for restore corrections, the send for the caps
     credits = add_credit(credits, tpl, -1)
-    consumed = {**consumed, nid: cand.occurred_at}
-    sends = (*sends, Send(nid, cand.occurred_at, marketing))
+    consumed = {**consumed, nid: at}
+    sends = (*sends, Send(nid, at, marketing))
+    if not collapse and (not marketing or cfg.quiet_hours is None):
+        # sent now (most decisions): _dispatch's last branch, without its call
+        history = hist.add_intent(
+            state.history, now_ms, cand.event_id, cand.kind, cand.subject, tpl, horizon[0]
+        )
+        new = UserState(
+            credits, state.muted_templates, state.muted_kinds, state.pref_at, events, seen,
+            consumed, sends, state.held, state.deferred, history,
+        )  # fmt: skip
+        return Decision(new, (intent,))
     return _dispatch(
         state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
         collapse, marketing, horizon[0],
@@ -282,6 +310,7 @@ def _dispatch(
         reason = OutcomeReason.QUIET_HOURS_DEFERRED
         outs = (_out(cand, reason, now_ms, nid, tpl, detail, cfg.version),)
         noted = [hist.entry(now_ms, cand.event_id, cand.kind, subject, reason, tpl, nid, detail)]
+        history = hist.add(state.history, noted, horizon)
     elif collapse:
         keep = tuple(h for h in held_all if not _same(h, cand))
         until = now_ms + collapse_s(cfg, cand.kind) * 1000
@@ -295,12 +324,15 @@ def _dispatch(
                                     o.template_id, o.notification_id, detail))  # fmt: skip
         noted.append(hist.entry(now_ms, cand.event_id, cand.kind, subject, hist.HELD, tpl, nid,
                                 f"until {until}"))  # fmt: skip
-    else:
+        history = hist.add(state.history, noted, horizon)
+    else:  # (most decisions) its entry added in one call
         intents = (intent,)
-        noted = [hist.intent(now_ms, cand.event_id, cand.kind, subject, tpl)]
+        history = hist.add_intent(
+            state.history, now_ms, cand.event_id, cand.kind, subject, tpl, horizon
+        )
     new = UserState(
         credits, state.muted_templates, state.muted_kinds, state.pref_at, events,
-        seen, consumed, sends, held_all, deferred, hist.add(state.history, noted, horizon),
+        seen, consumed, sends, held_all, deferred, history,
     )  # fmt: skip
     return Decision(new, intents, outs)
 

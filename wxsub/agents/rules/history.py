@@ -61,9 +61,9 @@ __all__ = [
     "RELEASED",
     "Decided",
     "add",
+    "add_intent",
     "decisions",
     "entry",
-    "intent",
 ]
 
 HISTORY_MAX = 20
@@ -129,15 +129,23 @@ def entry(
     return orjson.dumps([at, event_id, kind, subject, reason, template_id, detail]).decode()
 
 
-def intent(at: int, event_id: str, kind: str, subject: str, template_id: str) -> str:
-    """``entry(at, event_id, kind, subject, INTENT, template_id)``: most decisions, without
-    the tests for the other reasons."""
+def add_intent(
+    history: str, at: int, event_id: str, kind: str, subject: str, template_id: str,
+    horizon_ms: int,
+) -> str:  # fmt: skip
+    """``add(history, [entry(at, event_id, kind, subject, INTENT, template_id)], horizon_ms)``:
+    most decisions, in one call, without the entry's tests for the other reasons."""
     k = _KIND_CODE(kind)
     if k is not None:
         line = f"{at}\t{k}{_INTENT_CODE}{event_id}\t{subject}\t{template_id}\t"
         if line.count("\t") == 4 and "\n" not in line:
-            return line
-    return entry(at, event_id, kind, subject, INTENT, template_id)
+            if history:
+                return _bounded(f"{history}\n{line}", horizon_ms)
+            # the first entry (a new user, most of a fan-out's): nothing to drop, unless it
+            # is itself past the horizon (_bounded's ~5 k instructions, half a decision's
+            # history cost)
+            return line if at >= horizon_ms else _bounded(line, horizon_ms)
+    return add(history, (entry(at, event_id, kind, subject, INTENT, template_id),), horizon_ms)
 
 
 def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
@@ -146,8 +154,12 @@ def add(history: str, entries: Sequence[str], horizon_ms: int) -> str:
     if not entries:
         return history
     text = entries[0] if len(entries) == 1 else "\n".join(entries)
-    out = f"{history}\n{text}" if history else text
-    if len(out) > HISTORY_MAX * _MIN_ENTRY:  # (else it cannot hold too many entries, below)
+    return _bounded(f"{history}\n{text}" if history else text, horizon_ms)
+
+
+def _bounded(out: str, horizon_ms: int) -> str:
+    """``out`` without its oldest entries past :data:`HISTORY_MAX` and before ``horizon_ms``."""
+    if len(out) > _LONG:  # (else it cannot hold too many entries, below)
         n = out.count("\n") + 1
         if n > HISTORY_MAX:
             out = out.split("\n", n - HISTORY_MAX)[-1]
@@ -170,6 +182,7 @@ def expire(history: str, horizon_ms: int) -> str:
 # the shortest entry of a wall-clock time (13 digits since 2001) and its newline: no count of a
 # shorter history (a history of times before 2001 may go past HISTORY_MAX until that length)
 _MIN_ENTRY = len("1000000000000\toi\t\t\t") + 1
+_LONG = HISTORY_MAX * _MIN_ENTRY
 
 
 def _at(line: str) -> int:

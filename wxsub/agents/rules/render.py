@@ -115,13 +115,17 @@ class _Plan(NamedTuple):
     page: tuple[str | tuple[str], ...]
     money: tuple[str, ...]  # money and time names used inside text (only those convert early)
     times: tuple[str, ...]
-    reads: tuple[str, ...]  # the candidate's values the body depends on (see _same_event)
+    reads: tuple[str, ...]  # the candidate's values the body depends on (see _kept)
     own: bool  # whether a format uses the candidate's own fields (_values)
     pick: Callable[[Mapping[str, Any]], Any] | None  # itemgetter(*reads), if any
     # the placeholder of a page that is a path and one placeholder (most pages), and the
     # pages made of its text values (bounded: at most _SLOT_MEMO_MAX, wxsub.memo.remember)
     page_name: str | None
     pages: dict[str, str]
+    # per slot (name, sole, texts, number, numbers, slot): the fields render's loop reads, by
+    # unpacking (a NamedTuple field read per use cost ~2 k instructions per render)
+    loop: tuple[tuple[str, str | None, dict[str, str | None], str | None,
+                      dict[object, str | None], _Slot], ...]  # fmt: skip
     # [(candidate, tz, body), _reads of the candidate] of the last render of this kind: a
     # fan-out's candidates (one product event, one candidate per watcher) differ only in the
     # user, so each after the first takes the first one's body with its own ``touser``
@@ -174,9 +178,11 @@ def _plan(kind: KindConfig) -> _Plan:
     pick = itemgetter(*names) if names else None
     one = len(page) == 2 and type(page[0]) is str and type(page[1]) is tuple
     page_name = page[1][0] if one else None
+    loop = tuple((s.name, s.sole, s.texts, s.number, s.numbers, s) for s in slots)
     plan = _Plan(
-        kind, tuple(slots), page, money, times, names, own, pick, page_name, {}, [None, _UNSET]
-    )
+        kind, tuple(slots), page, money, times, names, own, pick, page_name, {}, loop,
+        [None, _UNSET],
+    )  # fmt: skip
     return remember(_PLANS, id(kind), plan, _PLANS_MAX)
 
 
@@ -199,17 +205,23 @@ _OWN = frozenset({"event_id", "appid", "subject", "event_time"})  # set by _valu
 _UNSET = object()
 
 
-def _same_event(plan: _Plan, a: Candidate, b: Candidate) -> bool:
-    """Whether ``a`` (the last one rendered) and ``b`` (of one event id) render the same body
-    but for ``touser``: the same event, and the same values under every name the body reads,
+def _kept(plan: _Plan, b: Candidate, tz: dt.tzinfo) -> dict[str, Any] | None:
+    """The last body rendered for this kind (of the event id of ``b``: render asks) with
+    ``b``'s ``touser``, when ``b`` renders the same body but for ``touser``: the same event
+    (subject, time, app) and time zone, and the same values under every name the body reads,
     compared as their JSON (exact: ``1 == True == 1.0``, but not as JSON)."""
-    if a.subject != b.subject or a.occurred_at != b.occurred_at or a.appid != b.appid:
-        return False
     last = plan.last
+    a, a_tz, body = last[0]
+    if a_tz is not tz or a.subject != b.subject or a.occurred_at != b.occurred_at:
+        return None
+    if a.appid != b.appid:
+        return None
     key = last[1]
     if key is _UNSET:  # once per kept body
         key = last[1] = _reads(plan, a)
-    return key is not None and _reads(plan, b) == key
+    if key is None or _reads(plan, b) != key:
+        return None
+    return {**body, "touser": b.openid}
 
 
 def _reads(plan: _Plan, cand: Candidate) -> bytes | None:
@@ -233,45 +245,48 @@ _PLAIN = (
 
 def render(cand: Candidate, kind: KindConfig, tz: dt.tzinfo) -> dict[str, Any] | Invalid:
     """The complete send body for ``cand``, or :class:`Invalid` naming the failing keyword."""
-    plan = _plan(kind)
+    plan = _PLANS.get(id(kind))  # (_plan's hit, without its call)
+    if plan is None or plan.kind is not kind:
+        plan = _plan(kind)
     last = plan.last[0]
-    if last is not None and last[0].event_id == cand.event_id and last[1] is tz:
-        if _same_event(plan, last[0], cand):
-            return {**last[2], "touser": cand.openid}
+    if last is not None and last[0].event_id == cand.event_id:
+        kept = _kept(plan, cand, tz)
+        if kept is not None:
+            return kept
     values = _values(cand, kind, tz, plan.money, plan.times, plan.own)
     data: dict[str, dict[str, str]] = {}
-    for slot in plan.slots:
-        raw = values.get(slot.sole) if slot.sole is not None else _fill(slot.parts, values, _text)
+    for name, sole, texts, number, numbers, slot in plan.loop:
+        raw = values.get(sole) if sole is not None else _fill(slot.parts, values, _text)
         if raw is None:
-            return Invalid(slot.name, f"no value for {slot.fmt}")
+            return Invalid(name, f"no value for {slot.fmt}")
         if type(raw) is str:
             try:
-                fitted = slot.texts[raw]
+                fitted = texts[raw]
             except KeyError:
-                fitted = remember(slot.texts, raw, fit(slot.type_, raw, slot.enum), _SLOT_MEMO_MAX)
-        elif slot.number is not None and isinstance(raw, int) and not isinstance(raw, bool):
-            key = raw if slot.number == "money" else (raw, tz)
+                fitted = remember(texts, raw, fit(slot.type_, raw, slot.enum), _SLOT_MEMO_MAX)
+        elif number is not None and isinstance(raw, int) and not isinstance(raw, bool):
+            key = raw if number == "money" else (raw, tz)
             try:
-                fitted = slot.numbers[key]
+                fitted = numbers[key]
             except KeyError:
-                fitted = remember(slot.numbers, key, _fit_number(slot, raw, tz), _SLOT_MEMO_MAX)
+                fitted = remember(numbers, key, _fit_number(slot, raw, tz), _SLOT_MEMO_MAX)
             if fitted is None:
-                raw = _convert(slot.number, raw, tz)
+                raw = _convert(number, raw, tz)
         else:
             fitted = _fit_slot(slot, raw)
         if fitted is None:
             type_, enum = slot.type_, slot.enum
-            return Invalid(slot.name, check(type_, str(raw), enum) or f"cannot be a {type_}")
-        data[slot.name] = {"value": fitted}
+            return Invalid(name, check(type_, str(raw), enum) or f"cannot be a {type_}")
+        data[name] = {"value": fitted}
     body: dict[str, Any] = {"touser": cand.openid, "template_id": kind.template_id}
     if kind.page:
-        name = plan.page_name
-        if name is None:
+        page_name = plan.page_name
+        if page_name is None:
             page = _fill(plan.page, values, _url_text)
-        elif name not in values:
+        elif page_name not in values:
             page = None
         else:  # a path and one placeholder (most pages), without _fill's loop; by the text
-            raw = values[name]
+            raw = values[page_name]
             if type(raw) is not str:
                 page = f"{plan.page[0]}{_url_text(raw)}"
             elif (page := plan.pages.get(raw)) is None:

@@ -279,8 +279,11 @@ _send_at = attrgetter("at")
 def horizons(cfg: MerchantConfig | None, now_ms: int) -> tuple[int, int]:
     """(ids, sends) at ``now_ms``: ids (and history entries) decided before the first are
     forgotten, sends before the second (see the module docstring)."""
-    retention, send_retention = _spans(cfg)
-    return now_ms - retention, now_ms - send_retention
+    hit = _SPANS.get(id(cfg))  # (_spans, without its call: once per decision)
+    if hit is None or hit[0] is not cfg:
+        retention, send_retention = _spans(cfg)
+        return now_ms - retention, now_ms - send_retention
+    return now_ms - hit[1], now_ms - hit[2]
 
 
 def prune(state: UserState, cfg: MerchantConfig | None, now_ms: int) -> UserState:
