@@ -91,8 +91,9 @@ class PartitionContext:
     outbox: Outbox = field(init=False, repr=False)
     # run by the runtime after each successful commit of this context, then forgotten
     committed: list[Callable[[], None]] = field(default_factory=list, repr=False)
-    # counter increments waiting for the commit (``wxsub.streams.metering.tally``): key -> amount
-    tallies: dict[Any, float] = field(default_factory=dict, repr=False)
+    # counter increments waiting for the commit (``wxsub.streams.metering.tally``): key ->
+    # [amount] (a list, added to in place)
+    tallies: dict[Any, list[float]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self._producer)
