@@ -28,6 +28,7 @@ AGENTS = ("bench.agents_micro", "--events", "300", "--users", "60", "--batch", "
 FANOUT = ("bench.agents_micro", "--fanout", "200", "--batch", "50")
 PRODUCTS = ("bench.products_micro", "-n", "500")
 DECIDE = ("bench.decide_micro", "--users", "30", "--orders", "60", "--repeat", "1")
+DELIVER = ("bench.deliver_micro", "--intents", "60", "--users", "30", "--batch", "20")
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,7 @@ DECIDE = ("bench.decide_micro", "--users", "30", "--orders", "60", "--repeat", "
         (FANOUT, r"digest (\w+)"),
         (PRODUCTS, r"sha256 (\w+)"),
         (DECIDE, r"digest: (\w+)"),
+        (DELIVER, r"digest (\w+)"),
     ],
 )
 def test_micro_benchmark_runs_and_its_digest_is_stable(args: tuple[str, ...], digest: str) -> None:
@@ -56,6 +58,13 @@ def test_products_micro_fans_out_to_the_matching_watchers() -> None:
     """The micro measures a fan-out, not a forward: 500 watches, 80% match (products_micro)."""
     out = _run(*PRODUCTS)
     assert "500 watchers" in out and " 402 records," in out, out
+
+
+def test_deliver_micro_sends_every_intent() -> None:
+    """Every intent is sent once through the sandbox: its attempt and its final record."""
+    out = _run(*DELIVER)
+    assert "60 intents -> 60 sends, 120 deliveries records, final states {'sent': 60};" in out, out
+    assert "µs CPU per send" in out, out
 
 
 @pytest.mark.kafka
