@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiokafka
 import pytest
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -12,10 +11,6 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
 from wxsub.streams import aiokafka_fetch
-
-pytestmark = pytest.mark.skipif(
-    aiokafka.__version__ not in aiokafka_fetch.FETCH_VERSIONS, reason="aiokafka not pinned"
-)
 
 TP = TopicPartition("wxsub.order-status", 3)
 
