@@ -111,8 +111,9 @@ class DecideStage:
         self.pauses = pauses
         names = ("candidates", "subscriptions", "preferences", "corrections")
         self.spec = StageSpec(
-            STAGE, tuple(env.topic(n) for n in names), stores=("users",), timer_interval_s=1.0
-        )
+            STAGE, tuple(env.topic(n) for n in names), stores=("users",), timer_interval_s=1.0,
+            pacing="upstream",  # its candidates come at the orders and products stages' commits
+        )  # fmt: skip
         self.expiry = StoreExpiry(env, STAGE, "users")
 
     async def process(self, ctx: PartitionContext, records: list[ConsumerRecord]) -> None:

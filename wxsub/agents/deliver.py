@@ -84,6 +84,7 @@ class DeliverStage:
             inputs=(env.topic("intents"), env.topic("subscriptions")),
             stores=("ledger",),
             timer_interval_s=self.policy.timer_interval_s,
+            pacing="upstream",  # its intents come at the decide stage's commits
         )
         self._pauses = QuotaPauses(env.metrics, self.policy.quota_pause_ms)
         self._calls = Calls(env, client, self.policy, self._pauses)

@@ -1,11 +1,11 @@
 """Flow control of a partition's inputs: pausing them while a turn runs, resuming them no sooner
-than the commit interval allows, rewinding and backing off a partition whose batch failed.
+than the partition's pacing allows, rewinding and backing off a partition whose batch failed.
 
 Two reasons to pause a partition's input partitions, kept apart on its unit:
 
-- ``held``: a batch is in flight (its records must not be fetched again meanwhile), or the commit
-  interval has not passed since the unit's last batch started, or records fetched during a turn
-  without a batch wait for it to end (turns.py ``follow``); resumed by :meth:`release`.
+- ``held``: a batch is in flight (its records must not be fetched again meanwhile), or its next
+  batch is not due yet (pacing.py), or records fetched during a turn without a batch wait for it
+  to end (turns.py ``follow``); resumed by :meth:`release`.
 - ``paused``: backed off for a second after a failed batch; resumed by :meth:`resume_due`.
 """
 
@@ -16,6 +16,7 @@ import time
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from wxsub.streams.pacing import Pacer
 from wxsub.streams.partition import PartitionUnit, RunState
 
 __all__ = ["InputFlow"]
@@ -26,9 +27,9 @@ Batch = dict[TopicPartition, list[ConsumerRecord]]
 class InputFlow:
     """Pauses, resumes and rewinds the consumer's input partitions on behalf of units."""
 
-    def __init__(self, state: RunState, *, interval: float) -> None:
+    def __init__(self, state: RunState, pacer: Pacer) -> None:
         self._state = state
-        self._interval = interval  # commit_interval_ms, in seconds
+        self._pacer = pacer
 
     def hold(self, unit: PartitionUnit, tps: set[TopicPartition]) -> None:
         """Pause ``tps`` until :meth:`release` of ``unit``."""
@@ -41,15 +42,15 @@ class InputFlow:
             self._state.consumer.pause(*tps)
 
     def release(self, unit: PartitionUnit) -> None:
-        """Resume a unit's held partitions, except those backed off after a failure, once
-        ``commit_interval_ms`` has passed since its last batch started."""
+        """Resume a unit's held partitions, except those backed off after a failure, once its
+        pacing allows (pacing.py: about when its next batch is due)."""
         state = self._state
         consumer = state.consumer
         if consumer is None or state.failure is not None:
             return
         if state.units.get(unit.partition) is not unit:
             return
-        wait = unit.started + self._interval - time.monotonic()
+        wait = self._pacer.resume_at(unit) - time.monotonic()
         if wait > 0 and unit.held:
             asyncio.get_running_loop().call_later(wait, self._release_later, unit)
             return

@@ -42,6 +42,7 @@ class PartitionUnit:
     paused: set[TopicPartition] = field(default_factory=set)  # backed off after a failure
     busy: asyncio.Task[None] | None = None  # the batch or timer in flight
     started: float = 0.0  # monotonic time the last batch (a turn with records) started
+    due: float = 0.0  # when the next batch may start (pacing.py), monotonic
     held: set[TopicPartition] = field(default_factory=set)  # paused while ``busy`` runs
     batching: bool = False  # ``busy`` is processing a batch (its inputs must stay held)
     # records fetched while ``busy`` ran without a batch (a timer, a settle turn, the wait for

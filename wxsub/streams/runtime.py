@@ -18,9 +18,10 @@ How one stage runs (Kafka's "EOS v1" scheme, the one aiokafka's v0 transaction A
   overlays, rewinds the partition to its committed offsets and gives it a new producer (a failed
   send can leave aiokafka's sequence numbers out of step: partition.py ``renew_producer``).
 - Timers (``stage.on_timer``) run per partition in their own transactions.
-- ``commit_interval_ms``: a partition's batches start at least this far apart (held paused
-  until then), which bounds its transactions per second (each costs ~5-7 ms of broker and
-  client CPU, whatever it carries: docs/design.md).
+- ``commit_interval_ms``: a partition's batches start about this far apart (held paused until
+  then; pacing.py: a stage fed by another stage's commits may start up to half an interval
+  early, one batch per interval on average), which bounds its transactions per second (each
+  costs ~5-7 ms of broker and client CPU, whatever it carries: docs/design.md).
 - A ``Settling`` stage (stage.py) may start work after a commit (``ctx.on_commit``) whose
   results a later transaction writes: an idle partition with such work gets a ``settle`` turn
   once the commit interval has passed (an ``Answering`` stage's: as soon as the work is done,
@@ -59,6 +60,7 @@ from typing import Any, Literal
 from wxsub.streams import aiokafka_fetch, aiokafka_tuning
 from wxsub.streams.connection import access_denied
 from wxsub.streams.flow import InputFlow
+from wxsub.streams.pacing import Pacer
 from wxsub.streams.partition import PartitionOpener, RunState
 from wxsub.streams.poll import PollLoop
 from wxsub.streams.stage import Stage
@@ -126,8 +128,9 @@ class StageRunner:
             eos=eos,
             renew=opener.renew_producer,
         )
-        flow = InputFlow(self._state, interval=interval)
-        turns = Turns(stage, self._state, flow, self._txn, interval=interval, on_commit=on_commit)
+        pacer = Pacer(self.spec.pacing, interval)
+        flow = InputFlow(self._state, pacer)
+        turns = Turns(stage, self._state, flow, self._txn, pacer, on_commit=on_commit)
         self._poll = PollLoop(
             self.spec,
             self._state,

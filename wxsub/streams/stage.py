@@ -15,16 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from wxsub.streams.outbox import Outbox
 from wxsub.streams.store import PartitionStore
 
-__all__ = ["Answering", "Headers", "PartitionContext", "Settling", "Stage", "StageSpec"]
+__all__ = [
+    "Answering", "Headers", "PacingKind", "PartitionContext", "Settling", "Stage", "StageSpec",
+]  # fmt: skip
 
 Headers = Sequence[tuple[str, bytes]]
+#: how a partition's batches are spaced (pacing.py): a fixed spacing (a stage fed from outside),
+#: or following its upstream stage's commits
+PacingKind = Literal["fixed", "upstream"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class StageSpec:
     inputs: tuple[str, ...]  # full topic names, co-partitioned
     stores: tuple[str, ...] = ()
     timer_interval_s: float = 0.0  # 0: no timer
+    pacing: PacingKind = "fixed"
 
 
 class Stage(Protocol):

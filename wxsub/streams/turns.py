@@ -22,6 +22,7 @@ from collections.abc import Callable
 from aiokafka import ConsumerRecord, TopicPartition
 
 from wxsub.streams.flow import Batch, InputFlow
+from wxsub.streams.pacing import Pacer
 from wxsub.streams.partition import PartitionUnit, RunState
 from wxsub.streams.stage import Answering, PartitionContext, Settling, Stage
 from wxsub.streams.transaction import Transactor
@@ -38,8 +39,8 @@ class Turns:
         state: RunState,
         flow: InputFlow,
         transactor: Transactor,
+        pacer: Pacer,
         *,
-        interval: float,
         on_commit: Callable[[int, int], None] | None,
     ) -> None:
         self._stage = stage
@@ -49,7 +50,8 @@ class Turns:
         self._state = state
         self._flow = flow
         self._txn = transactor
-        self._interval = interval  # commit_interval_ms, in seconds
+        self._pacer = pacer
+        self._interval = pacer.interval  # commit_interval_ms, in seconds
         self._on_commit = on_commit
 
     # --- handing out turns (the poll loop, under its lock) ------------------------------------
@@ -149,7 +151,7 @@ class Turns:
 
     def _begin_batch(self, unit: PartitionUnit) -> None:
         self._hold_inputs(unit)
-        unit.started = time.monotonic()
+        self._pacer.started(unit, time.monotonic())
         unit.batching = True
 
     async def _turn(self, unit: PartitionUnit, tps: Batch | None) -> None:
