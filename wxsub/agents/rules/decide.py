@@ -166,8 +166,10 @@ def decide(
     credits = add_credit(credits, tpl, -1)
     consumed = {**consumed, nid: at}
     sends = (*sends, Send(nid, at, marketing))
-    if not collapse and (not marketing or cfg.quiet_hours is None):
-        # sent now (most decisions): _dispatch's last branch, without its call
+    release = None
+    if marketing and cfg.quiet_hours is not None:
+        release = quiet_release(at, cfg.quiet_hours, cfg.timezone)
+    if not collapse and release is None:  # sent now (most decisions)
         history = hist.add_intent(
             state.history, now_ms, cand.event_id, cand.kind, cand.subject, tpl, horizon[0]
         )
@@ -178,7 +180,7 @@ def decide(
         return Decision(new, (intent,))
     return _dispatch(
         state, credits, (events, seen, consumed, sends), cand, intent, cfg, now_ms, held,
-        collapse, marketing, horizon[0],
+        release, horizon[0],
     )  # fmt: skip
 
 
@@ -288,21 +290,16 @@ def _dispatch(
     cfg: MerchantConfig,
     now_ms: int,
     held: Held | None,
-    collapse: bool,
-    marketing: bool,
+    release: int | None,
     horizon: int,
 ) -> Decision:
-    """Send now, defer for quiet hours, or hold for collapse; the new state is built once
-    (``parts``: its events, seen, consumed and sends; ``horizon``: the history's, from
-    ``horizons``)."""
+    """Defer for quiet hours (``release``: when they end) or else hold for collapse (a send
+    now is decide's own last step); the new state is built once (``parts``: its events, seen,
+    consumed and sends; ``horizon``: the history's, from ``horizons``)."""
     events, seen, consumed, sends = parts
     nid, tpl = intent.notification_id, intent.template_id
     held_all, deferred = state.held, state.deferred
-    intents: tuple[Intent, ...] = ()
     outs: tuple[Outcome, ...] = ()
-    release = None
-    if marketing and cfg.quiet_hours is not None:
-        release = quiet_release(cand.occurred_at, cfg.quiet_hours, cfg.timezone)
     subject = cand.subject
     if release is not None:
         deferred = (*deferred, Deferred(release, intent))
@@ -311,7 +308,7 @@ def _dispatch(
         outs = (_out(cand, reason, now_ms, nid, tpl, detail, cfg.version),)
         noted = [hist.entry(now_ms, cand.event_id, cand.kind, subject, reason, tpl, nid, detail)]
         history = hist.add(state.history, noted, horizon)
-    elif collapse:
+    else:  # collapse
         keep = tuple(h for h in held_all if not _same(h, cand))
         until = now_ms + collapse_s(cfg, cand.kind) * 1000
         held_all = (*keep, Held(subject, until, intent))
@@ -325,16 +322,11 @@ def _dispatch(
         noted.append(hist.entry(now_ms, cand.event_id, cand.kind, subject, hist.HELD, tpl, nid,
                                 f"until {until}"))  # fmt: skip
         history = hist.add(state.history, noted, horizon)
-    else:  # (most decisions) its entry added in one call
-        intents = (intent,)
-        history = hist.add_intent(
-            state.history, now_ms, cand.event_id, cand.kind, subject, tpl, horizon
-        )
     new = UserState(
         credits, state.muted_templates, state.muted_kinds, state.pref_at, events,
         seen, consumed, sends, held_all, deferred, history,
     )  # fmt: skip
-    return Decision(new, intents, outs)
+    return Decision(new, (), outs)
 
 
 def _out(
